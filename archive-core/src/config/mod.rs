@@ -1,0 +1,279 @@
+//! Strata's configuration: one serde struct, read from a TOML file, then overridden by
+//! `STRATA_*` environment variables, then by command-line flags (in that order).
+//!
+//! Every error names the key that caused it, so an admin can fix the file without reading code.
+
+mod byte_size;
+mod load;
+mod validate;
+
+pub use byte_size::ByteSize;
+pub use load::{load, ConfigSources};
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+
+/// The name of the file-system group new objects go to unless configured otherwise.
+pub const DEFAULT_ONLINE_GROUP: &str = "ONLINE_STORAGE";
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Root of everything Strata keeps locally when paths are not given explicitly.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; empty means `sqlite://<data_dir>/index.db`.
+    pub database_url: String,
+    pub dicom: DicomConfig,
+    pub http: HttpConfig,
+    pub online: OnlineConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomConfig {
+    pub ae_title: String,
+    pub bind: String,
+    pub port: u16,
+    /// Largest P-DATA PDU we accept (and announce in A-ASSOCIATE-AC).
+    pub max_pdu: u32,
+    /// Associations served at once; further ones are rejected (transient).
+    pub max_associations: u32,
+    /// Seconds without a PDU before an association is aborted.
+    pub idle_timeout_secs: u64,
+    pub duplicate_policy: DuplicatePolicy,
+    /// Accept calling AE titles that are not in `peers` when they connect from loopback.
+    pub accept_unknown_from_loopback: bool,
+    pub peers: Vec<AllowedPeer>,
+}
+
+/// A calling AE title and the host it may connect from (`*` for any host).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedPeer {
+    pub ae_title: String,
+    pub host: String,
+}
+
+/// What to do when a SOP Instance UID arrives that is already stored.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DuplicatePolicy {
+    /// Keep the stored copy, discard the new one, answer success.
+    #[default]
+    KeepFirst,
+    /// Store the new copy in place of the old one.
+    Replace,
+    /// Refuse the new copy with status 0x0111 (duplicate SOP instance).
+    Reject,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnlineConfig {
+    /// The file-system group C-STORE writes to.
+    pub store_group: String,
+    /// Empty means one read-write filesystem `<data_dir>/online` in `store_group`.
+    pub filesystems: Vec<FilesystemConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemConfig {
+    #[serde(default = "default_group")]
+    pub group: String,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub mode: FilesystemMode,
+    /// Below this much free space the filesystem takes no new objects.
+    #[serde(default = "default_min_free")]
+    pub min_free: ByteSize,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FilesystemMode {
+    #[default]
+    Rw,
+    Ro,
+}
+
+impl FilesystemMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilesystemMode::Rw => "rw",
+            FilesystemMode::Ro => "ro",
+        }
+    }
+}
+
+fn default_group() -> String {
+    DEFAULT_ONLINE_GROUP.to_string()
+}
+
+fn default_min_free() -> ByteSize {
+    ByteSize(1 << 30)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./strata-data"),
+            database_url: String::new(),
+            dicom: DicomConfig::default(),
+            http: HttpConfig::default(),
+            online: OnlineConfig::default(),
+        }
+    }
+}
+
+impl Default for DicomConfig {
+    fn default() -> Self {
+        DicomConfig {
+            ae_title: "STRATA".into(),
+            bind: "0.0.0.0".into(),
+            port: 11112,
+            max_pdu: 65536,
+            max_associations: 64,
+            idle_timeout_secs: 120,
+            duplicate_policy: DuplicatePolicy::KeepFirst,
+            accept_unknown_from_loopback: true,
+            peers: Vec::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        OnlineConfig {
+            store_group: DEFAULT_ONLINE_GROUP.into(),
+            filesystems: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The database URL with the documented default filled in.
+    pub fn effective_database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}/index.db", self.data_dir.display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// The ONLINE filesystems with the documented default filled in.
+    pub fn effective_filesystems(&self) -> Vec<FilesystemConfig> {
+        if self.online.filesystems.is_empty() {
+            vec![FilesystemConfig {
+                group: self.online.store_group.clone(),
+                path: self.data_dir.join("online"),
+                mode: FilesystemMode::Rw,
+                min_free: default_min_free(),
+            }]
+        } else {
+            self.online.filesystems.clone()
+        }
+    }
+}
+
+/// `Debug` hides the database password: configs end up in logs and bug reports.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("dicom", &self.dicom)
+            .field("http", &self.http)
+            .field("online", &self.online)
+            .finish()
+    }
+}
+
+/// Replaces the password of a `scheme://user:password@host/…` URL with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        _ => url.to_string(),
+    }
+}
+
+/// A configuration problem, always naming the key (or file) it comes from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+}
+
+impl ConfigError {
+    pub(crate) fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_password_but_keeps_user_and_host() {
+        assert_eq!(
+            redact_url("postgres://strata:s3cret@db.example:5432/pacs"),
+            "postgres://strata:***@db.example:5432/pacs"
+        );
+        assert_eq!(
+            redact_url("sqlite://./strata-data/index.db"),
+            "sqlite://./strata-data/index.db"
+        );
+        assert_eq!(
+            redact_url("postgres://root@127.0.0.1/x"),
+            "postgres://root@127.0.0.1/x"
+        );
+    }
+
+    #[test]
+    fn debug_output_never_contains_the_password() {
+        let config = Config {
+            database_url: "postgres://u:hunter2@h/db".into(),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://u:***@h/db"));
+    }
+}

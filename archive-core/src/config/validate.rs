@@ -1,0 +1,110 @@
+//! Checks that serde cannot express: ranges, AE title rules, references between keys.
+
+use super::{Config, ConfigError, FilesystemMode};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// PS3.8 limits: an AE title is 1–16 characters of the default repertoire, no backslash.
+pub fn check_ae_title(title: &str) -> Result<(), String> {
+    let trimmed = title.trim();
+    if trimmed.is_empty() || title.len() > 16 {
+        return Err(format!("`{title}` must be 1 to 16 characters"));
+    }
+    if title.chars().any(|c| !c.is_ascii() || c.is_ascii_control() || c == '\\') {
+        return Err(format!(
+            "`{title}` may only contain printable ASCII characters without backslash"
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.effective_database_url();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::key(
+                "database_url",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        check_ae_title(&self.dicom.ae_title).map_err(|m| ConfigError::key("dicom.ae_title", m))?;
+        if self.dicom.port == 0 {
+            return Err(ConfigError::key("dicom.port", "must be between 1 and 65535"));
+        }
+        if !(4096..=4_194_304).contains(&self.dicom.max_pdu) {
+            return Err(ConfigError::key(
+                "dicom.max_pdu",
+                "must be between 4096 and 4194304 bytes",
+            ));
+        }
+        if self.dicom.max_associations == 0 {
+            return Err(ConfigError::key("dicom.max_associations", "must be at least 1"));
+        }
+        if self.dicom.idle_timeout_secs == 0 {
+            return Err(ConfigError::key("dicom.idle_timeout_secs", "must be at least 1"));
+        }
+        for (i, peer) in self.dicom.peers.iter().enumerate() {
+            check_ae_title(&peer.ae_title)
+                .map_err(|m| ConfigError::key(format!("dicom.peers[{i}].ae_title"), m))?;
+            if peer.host != "*" && peer.host.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::key(
+                    format!("dicom.peers[{i}].host"),
+                    format!("`{}` must be an IP address or `*`", peer.host),
+                ));
+            }
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::key(
+                "http.listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", self.http.listen),
+            ));
+        }
+        self.validate_filesystems()
+    }
+
+    fn validate_filesystems(&self) -> Result<(), ConfigError> {
+        let filesystems = self.effective_filesystems();
+        let mut seen = HashSet::new();
+        for (i, fs) in filesystems.iter().enumerate() {
+            if fs.path.as_os_str().is_empty() {
+                return Err(ConfigError::key(
+                    format!("online.filesystems[{i}].path"),
+                    "must not be empty",
+                ));
+            }
+            if !seen.insert(&fs.path) {
+                return Err(ConfigError::key(
+                    format!("online.filesystems[{i}].path"),
+                    format!("{} is listed twice", fs.path.display()),
+                ));
+            }
+        }
+        let writable = filesystems
+            .iter()
+            .any(|fs| fs.group == self.online.store_group && fs.mode == FilesystemMode::Rw);
+        if !writable {
+            return Err(ConfigError::key(
+                "online.store_group",
+                format!(
+                    "group `{}` has no read-write filesystem in online.filesystems",
+                    self.online.store_group
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_ae_title;
+
+    #[test]
+    fn ae_title_rules() {
+        assert!(check_ae_title("STRATA").is_ok());
+        assert!(check_ae_title("").is_err());
+        assert!(check_ae_title("   ").is_err());
+        assert!(check_ae_title("ABCDEFGHIJKLMNOPQ").is_err());
+        assert!(check_ae_title("BAD\\AE").is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! The index: patient / study / series / instance / file rows in PostgreSQL or SQLite.
+//!
+//! Callers hold an [`Index`], a cheap clonable handle over the backend chosen from the database
+//! URL's scheme. Both backends share [`SqlIndex`] (sqlx's `Any` driver, `$n` placeholders,
+//! SQL both dialects accept); what differs — connection setup, migrations, and later job
+//! claiming — is in [`Dialect`].
+
+mod dialect;
+mod queries;
+mod rows;
+mod sql_index;
+mod store_tx;
+
+pub use dialect::Dialect;
+pub use rows::{IndexCounts, InstanceLocation, SeriesRow, StudyRow};
+pub use sql_index::SqlIndex;
+
+use crate::config::{DuplicatePolicy, FilesystemConfig};
+use crate::model::{Filesystem, InstanceRecord, StoreOutcome, StoredFile};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    #[error("cannot create the directory for the SQLite database {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub type IndexResult<T> = Result<T, IndexError>;
+
+/// One received object on its way into the index.
+#[derive(Clone, Debug)]
+pub struct NewInstance {
+    pub record: InstanceRecord,
+    pub file: StoredFile,
+    pub policy: DuplicatePolicy,
+    /// Unix milliseconds.
+    pub received_at: i64,
+}
+
+/// The operations every index backend provides.
+#[async_trait]
+pub trait IndexBackend: Send + Sync + 'static {
+    fn dialect(&self) -> Dialect;
+    async fn migrate(&self) -> IndexResult<()>;
+    /// Makes the filesystem table match the configuration (by path) and returns every row.
+    async fn sync_filesystems(&self, wanted: &[FilesystemConfig]) -> IndexResult<Vec<Filesystem>>;
+    async fn filesystems(&self) -> IndexResult<Vec<Filesystem>>;
+    /// Indexes a batch, in one transaction when it can. One result per input, in order; an
+    /// integrity conflict is an `Ok(StoreOutcome::Conflict)` and does not affect the others,
+    /// and a database error on one instance does not fail the rest.
+    async fn store_batch(&self, batch: &[NewInstance]) -> Vec<IndexResult<StoreOutcome>>;
+    async fn study(&self, study_uid: &str) -> IndexResult<Option<StudyRow>>;
+    async fn series_of_study(&self, study_uid: &str) -> IndexResult<Vec<SeriesRow>>;
+    async fn instance_location(&self, sop_uid: &str) -> IndexResult<Option<InstanceLocation>>;
+    async fn study_locations(&self, study_uid: &str) -> IndexResult<Vec<InstanceLocation>>;
+    async fn counts(&self) -> IndexResult<IndexCounts>;
+}
+
+/// Shared handle to the index.
+#[derive(Clone)]
+pub struct Index(Arc<dyn IndexBackend>);
+
+impl Index {
+    /// Connects to the database named by `url` (`sqlite://…` or `postgres://…`).
+    pub async fn open(url: &str) -> IndexResult<Index> {
+        Ok(Index(Arc::new(SqlIndex::connect(url).await?)))
+    }
+
+    pub fn from_backend(backend: Arc<dyn IndexBackend>) -> Index {
+        Index(backend)
+    }
+}
+
+impl std::ops::Deref for Index {
+    type Target = dyn IndexBackend;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+/// Current time as Unix milliseconds, the index's timestamp unit.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

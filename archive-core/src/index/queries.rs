@@ -1,0 +1,87 @@
+//! SQL text both dialects accept. Placeholders are `$n` and always appear in increasing
+//! order, because SQLite numbers `$n` parameters by first appearance.
+
+pub const FIND_PATIENT: &str = "SELECT id FROM patient WHERE patient_id = $1 AND issuer = $2";
+
+pub const INSERT_PATIENT: &str = "INSERT INTO patient \
+    (patient_id, issuer, patient_name, patient_name_norm, birth_date, sex, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+
+pub const FIND_STUDY: &str = "SELECT s.id, s.patient_fk, p.patient_id, s.modalities \
+    FROM study s JOIN patient p ON p.id = s.patient_fk WHERE s.study_uid = $1";
+
+pub const INSERT_STUDY: &str = "INSERT INTO study \
+    (study_uid, patient_fk, study_date, study_time, accession_number, study_id, description, \
+     referring_physician, referring_physician_norm, received_at, updated_at, last_accessed_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
+
+pub const FIND_SERIES: &str = "SELECT se.id, se.study_fk, st.study_uid \
+    FROM series se JOIN study st ON st.id = se.study_fk WHERE se.series_uid = $1";
+
+pub const INSERT_SERIES: &str = "INSERT INTO series \
+    (series_uid, study_fk, modality, series_number, description, body_part, source_ae, \
+     received_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+
+pub const STUDY_ADD_SERIES: &str =
+    "UPDATE study SET num_series = num_series + 1, modalities = $1 WHERE id = $2";
+
+pub const FIND_INSTANCE: &str = "SELECT i.id, i.series_fk, se.series_uid \
+    FROM instance i JOIN series se ON se.id = i.series_fk WHERE i.sop_uid = $1";
+
+pub const INSERT_INSTANCE: &str = "INSERT INTO instance \
+    (sop_uid, series_fk, sop_class_uid, instance_number, transfer_syntax, number_of_frames, \
+     received_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+
+pub const INSERT_FILE: &str = "INSERT INTO file \
+    (instance_fk, filesystem_fk, path, size_bytes, sha256, status, created_at) \
+    VALUES ($1, $2, $3, $4, $5, 'OK', $6)";
+
+pub const FIND_FILE_OF_INSTANCE: &str = "SELECT id, filesystem_fk, path, size_bytes, sha256 \
+    FROM file WHERE instance_fk = $1 AND status = 'OK'";
+
+pub const REPLACE_FILE: &str = "UPDATE file SET filesystem_fk = $1, path = $2, size_bytes = $3, \
+    sha256 = $4, created_at = $5 WHERE id = $6";
+
+pub const SERIES_ADD_BYTES: &str = "UPDATE series SET num_instances = num_instances + $1, \
+    size_bytes = size_bytes + $2, updated_at = $3, availability = 'ONLINE' WHERE id = $4";
+
+pub const STUDY_ADD_BYTES: &str = "UPDATE study SET num_instances = num_instances + $1, \
+    size_bytes = size_bytes + $2, updated_at = $3, availability = 'ONLINE' WHERE id = $4";
+
+pub const SELECT_FILESYSTEMS: &str =
+    "SELECT id, group_name, path, mode, min_free_bytes FROM filesystem ORDER BY id";
+
+pub const UPSERT_FILESYSTEM: &str = "INSERT INTO filesystem (group_name, path, mode, min_free_bytes) \
+    VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO UPDATE SET group_name = excluded.group_name, \
+    mode = excluded.mode, min_free_bytes = excluded.min_free_bytes";
+
+pub const SELECT_STUDY: &str = "SELECT s.study_uid, p.patient_id, p.issuer, p.patient_name, \
+    p.birth_date, p.sex, s.study_date, s.study_time, s.accession_number, s.study_id, \
+    s.description, s.referring_physician, s.modalities, s.num_series, s.num_instances, \
+    s.size_bytes, s.availability, s.received_at, s.updated_at, s.last_accessed_at \
+    FROM study s JOIN patient p ON p.id = s.patient_fk WHERE s.study_uid = $1";
+
+pub const SELECT_SERIES_OF_STUDY: &str = "SELECT se.series_uid, se.modality, se.series_number, \
+    se.description, se.body_part, se.source_ae, se.num_instances, se.size_bytes, se.availability \
+    FROM series se JOIN study st ON st.id = se.study_fk WHERE st.study_uid = $1 \
+    ORDER BY se.series_number, se.series_uid";
+
+const LOCATION_COLUMNS: &str = "SELECT i.sop_uid, i.sop_class_uid, se.series_uid, st.study_uid, \
+    i.instance_number, i.transfer_syntax, i.number_of_frames, fs.id AS filesystem_id, \
+    fs.path AS filesystem_path, f.path AS rel_path, f.size_bytes, f.sha256 \
+    FROM instance i JOIN series se ON se.id = i.series_fk JOIN study st ON st.id = se.study_fk \
+    JOIN file f ON f.instance_fk = i.id AND f.status = 'OK' \
+    JOIN filesystem fs ON fs.id = f.filesystem_fk";
+
+pub fn select_location_by_sop() -> String {
+    format!("{LOCATION_COLUMNS} WHERE i.sop_uid = $1")
+}
+
+pub fn select_locations_of_study() -> String {
+    format!("{LOCATION_COLUMNS} WHERE st.study_uid = $1 ORDER BY se.series_number, i.instance_number, i.sop_uid")
+}
+
+pub const COUNTS: &str = "SELECT (SELECT COUNT(*) FROM patient), (SELECT COUNT(*) FROM study), \
+    (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instance), (SELECT COUNT(*) FROM file)";

@@ -1,0 +1,10 @@
+//! Strata's domain: configuration, the index, ONLINE storage and the ingest path.
+//! Every other crate depends on this one; it depends on none of them.
+
+pub mod config;
+pub mod index;
+pub mod ingest;
+pub mod model;
+pub mod online;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;

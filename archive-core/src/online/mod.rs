@@ -1,0 +1,145 @@
+//! ONLINE storage: file-system groups of directories, each read-write or read-only, each with a
+//! minimum-free-space watermark. New objects go to the first read-write filesystem of the store
+//! group that is above its watermark.
+
+mod layout;
+mod object_writer;
+
+pub use layout::relative_path_for;
+pub use object_writer::{ObjectWriter, ParseSource};
+
+use crate::model::{Filesystem, StoredFile};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// Temporary files live here inside each filesystem, so the final rename never crosses devices.
+pub const INCOMING_DIR: &str = ".incoming";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no read-write filesystem in group {group} is above its free-space watermark")]
+    Full { group: String },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// True when retrying elsewhere or later could help: the disk is full.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            StoreError::Full { .. } => true,
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct OnlineStore {
+    store_group: String,
+    filesystems: Arc<RwLock<Vec<Filesystem>>>,
+}
+
+impl OnlineStore {
+    /// `filesystems` are the index's rows; only those of `store_group` receive new objects,
+    /// but files on every filesystem can be read.
+    pub fn new(store_group: &str, filesystems: Vec<Filesystem>) -> OnlineStore {
+        OnlineStore {
+            store_group: store_group.to_string(),
+            filesystems: Arc::new(RwLock::new(filesystems)),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Filesystem> {
+        match self.filesystems.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Creates the directories and removes temporary files a crash left behind. Returns how
+    /// many such files were removed. Those objects were never acknowledged, so nothing is lost.
+    pub fn prepare(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for fs in self.snapshot() {
+            let incoming = Path::new(&fs.path).join(INCOMING_DIR);
+            if !fs.is_writable() {
+                continue;
+            }
+            std::fs::create_dir_all(&incoming)
+                .map_err(|e| StoreError::io("cannot create", &incoming, e))?;
+            let entries = std::fs::read_dir(&incoming)
+                .map_err(|e| StoreError::io("cannot list", &incoming, e))?;
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".part")
+                    && std::fs::remove_file(entry.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The filesystem a new object goes to, or `Full` when every candidate is below its watermark.
+    pub fn choose_target(&self) -> Result<Filesystem, StoreError> {
+        for fs in self.snapshot() {
+            if fs.group != self.store_group || !fs.is_writable() {
+                continue;
+            }
+            match fs4::available_space(&fs.path) {
+                Ok(available) if available > fs.min_free_bytes => return Ok(fs),
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(path = %fs.path, %error, "cannot read free space; skipping filesystem");
+                    continue;
+                }
+            }
+        }
+        Err(StoreError::Full {
+            group: self.store_group.clone(),
+        })
+    }
+
+    /// Starts receiving one object onto the chosen filesystem.
+    pub fn begin(&self) -> Result<ObjectWriter, StoreError> {
+        let target = self.choose_target()?;
+        Ok(ObjectWriter::new(target))
+    }
+
+    pub fn filesystem(&self, id: i64) -> Option<Filesystem> {
+        self.snapshot().into_iter().find(|fs| fs.id == id)
+    }
+
+    pub fn full_path(&self, file: &StoredFile) -> Option<PathBuf> {
+        self.filesystem(file.filesystem_id)
+            .map(|fs| Path::new(&fs.path).join(&file.rel_path))
+    }
+
+    /// Deletes a file that the index no longer points at (a discarded duplicate, a replaced copy).
+    pub async fn remove_unreferenced(&self, file: &StoredFile) {
+        let Some(path) = self.full_path(file) else {
+            return;
+        };
+        let result = tokio::task::spawn_blocking(move || std::fs::remove_file(&path).map(|_| path)).await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(rel_path = %file.rel_path, %error, "cannot remove unreferenced file"),
+            Err(error) => tracing::warn!(%error, "remove task failed"),
+        }
+    }
+}

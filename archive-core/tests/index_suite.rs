@@ -1,0 +1,233 @@
+//! One backend-neutral suite for the index, run on SQLite and on PostgreSQL.
+
+use archive_core::config::{DuplicatePolicy, FilesystemConfig, FilesystemMode};
+use archive_core::index::{Index, NewInstance};
+use archive_core::model::*;
+use archive_core::testing::fresh_postgres_database;
+
+async fn sqlite_index() -> (Index, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/index.db", dir.path().display());
+    let index = Index::open(&url).await.expect("open sqlite");
+    index.migrate().await.expect("migrate");
+    (index, dir)
+}
+
+async fn postgres_index() -> Index {
+    let url = fresh_postgres_database().await;
+    let index = Index::open(&url).await.expect("open postgres");
+    index.migrate().await.expect("migrate");
+    index
+}
+
+fn record(patient: &str, study: &str, series: &str, sop: &str, modality: &str) -> InstanceRecord {
+    InstanceRecord {
+        patient: PatientAttrs {
+            patient_id: patient.into(),
+            issuer_of_patient_id: String::new(),
+            patient_name: format!("Doe^{patient}"),
+            birth_date: "19700101".into(),
+            sex: "O".into(),
+        },
+        study: StudyAttrs {
+            study_uid: study.into(),
+            study_date: "20240315".into(),
+            study_time: "101500".into(),
+            accession_number: format!("ACC-{study}"),
+            study_id: "1".into(),
+            description: "Chest".into(),
+            referring_physician: "Smith^John".into(),
+        },
+        series: SeriesAttrs {
+            series_uid: series.into(),
+            modality: modality.into(),
+            series_number: Some(3),
+            description: "Axial".into(),
+            body_part: "CHEST".into(),
+        },
+        instance: InstanceAttrs {
+            sop_instance_uid: sop.into(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            instance_number: Some(7),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            number_of_frames: None,
+        },
+        source_ae: "MODALITY".into(),
+    }
+}
+
+fn new_instance(record: InstanceRecord, fs: i64, path: &str, size: u64, policy: DuplicatePolicy) -> NewInstance {
+    NewInstance {
+        record,
+        file: StoredFile {
+            filesystem_id: fs,
+            rel_path: path.into(),
+            size,
+            sha256: format!("{:064x}", size),
+        },
+        policy,
+        received_at: 1_700_000_000_000,
+    }
+}
+
+async fn one(index: &Index, new: NewInstance) -> StoreOutcome {
+    let mut results = index.store_batch(&[new]).await;
+    results.remove(0).expect("store succeeds")
+}
+
+async fn filesystem_id(index: &Index) -> i64 {
+    let rows = index
+        .sync_filesystems(&[FilesystemConfig {
+            group: "ONLINE_STORAGE".into(),
+            path: "/data/fs1".into(),
+            mode: FilesystemMode::Rw,
+            min_free: archive_core::config::ByteSize(1000),
+        }])
+        .await
+        .expect("sync filesystems");
+    rows[0].id
+}
+
+async fn stores_and_describes_a_study(index: Index) {
+    let fs = filesystem_id(&index).await;
+    let keep = DuplicatePolicy::KeepFirst;
+    assert_eq!(one(&index, new_instance(record("P1", "1.1", "1.1.1", "1.1.1.1", "CT"), fs, "a/1.dcm", 100, keep)).await, StoreOutcome::Stored);
+    assert_eq!(one(&index, new_instance(record("P1", "1.1", "1.1.1", "1.1.1.2", "CT"), fs, "a/2.dcm", 50, keep)).await, StoreOutcome::Stored);
+    assert_eq!(one(&index, new_instance(record("P1", "1.1", "1.1.2", "1.1.2.1", "SR"), fs, "a/3.dcm", 7, keep)).await, StoreOutcome::Stored);
+
+    let study = index.study("1.1").await.expect("query").expect("study exists");
+    assert_eq!(study.patient_id, "P1");
+    assert_eq!(study.patient_name, "Doe^P1");
+    assert_eq!(study.birth_date, "19700101");
+    assert_eq!(study.sex, "O");
+    assert_eq!(study.study_date, "20240315");
+    assert_eq!(study.study_time, "101500");
+    assert_eq!(study.accession_number, "ACC-1.1");
+    assert_eq!(study.referring_physician, "Smith^John");
+    assert_eq!(study.modalities, "CT\\SR");
+    assert_eq!(study.num_series, 2);
+    assert_eq!(study.num_instances, 3);
+    assert_eq!(study.size_bytes, 157);
+    assert_eq!(study.availability, "ONLINE");
+    assert_eq!(study.received_at, 1_700_000_000_000);
+
+    let series = index.series_of_study("1.1").await.expect("series");
+    assert_eq!(series.len(), 2);
+    let ct = series.iter().find(|s| s.series_uid == "1.1.1").expect("CT series");
+    assert_eq!((ct.modality.as_str(), ct.num_instances, ct.size_bytes), ("CT", 2, 150));
+    assert_eq!(ct.series_number, Some(3));
+    assert_eq!(ct.body_part, "CHEST");
+    assert_eq!(ct.source_ae, "MODALITY");
+
+    let location = index.instance_location("1.1.1.2").await.expect("query").expect("located");
+    assert_eq!(location.rel_path, "a/2.dcm");
+    assert_eq!(location.filesystem_path, "/data/fs1");
+    assert_eq!(location.study_uid, "1.1");
+    assert_eq!(location.instance_number, Some(7));
+    assert_eq!(location.transfer_syntax, "1.2.840.10008.1.2.1");
+    assert_eq!(index.study_locations("1.1").await.expect("locations").len(), 3);
+
+    let counts = index.counts().await.expect("counts");
+    assert_eq!((counts.patients, counts.studies, counts.series, counts.instances, counts.files), (1, 1, 2, 3, 3));
+    assert!(index.study("9.9").await.expect("query").is_none());
+}
+
+async fn duplicates_follow_the_policy(index: Index) {
+    let fs = filesystem_id(&index).await;
+    let r = || record("P1", "2.1", "2.1.1", "2.1.1.1", "MR");
+    assert_eq!(one(&index, new_instance(r(), fs, "first.dcm", 100, DuplicatePolicy::KeepFirst)).await, StoreOutcome::Stored);
+    assert_eq!(one(&index, new_instance(r(), fs, "second.dcm", 100, DuplicatePolicy::KeepFirst)).await, StoreOutcome::DuplicateKept);
+    assert_eq!(one(&index, new_instance(r(), fs, "third.dcm", 100, DuplicatePolicy::Reject)).await, StoreOutcome::DuplicateRejected);
+    let location = index.instance_location("2.1.1.1").await.expect("q").expect("located");
+    assert_eq!(location.rel_path, "first.dcm", "keep-first and reject keep the stored copy");
+
+    let outcome = one(&index, new_instance(r(), fs, "fourth.dcm", 130, DuplicatePolicy::Replace)).await;
+    match outcome {
+        StoreOutcome::Replaced { old_file } => assert_eq!(old_file.rel_path, "first.dcm"),
+        other => panic!("expected Replaced, got {other:?}"),
+    }
+    let location = index.instance_location("2.1.1.1").await.expect("q").expect("located");
+    assert_eq!(location.rel_path, "fourth.dcm");
+    let study = index.study("2.1").await.expect("q").expect("study");
+    assert_eq!((study.num_instances, study.size_bytes), (1, 130), "replace adjusts the size, not the count");
+}
+
+async fn conflicts_are_refused_without_side_effects(index: Index) {
+    let fs = filesystem_id(&index).await;
+    let keep = DuplicatePolicy::KeepFirst;
+    one(&index, new_instance(record("P1", "3.1", "3.1.1", "3.1.1.1", "CT"), fs, "x/1.dcm", 10, keep)).await;
+    let before = index.counts().await.expect("counts");
+
+    // Series 3.1.1 arrives claiming to be in a new study 3.2.
+    let outcome = one(&index, new_instance(record("P1", "3.2", "3.1.1", "3.1.1.2", "CT"), fs, "x/2.dcm", 10, keep)).await;
+    let StoreOutcome::Conflict(conflict) = outcome else { panic!("expected conflict, got {outcome:?}") };
+    let message = conflict.to_string();
+    assert!(message.contains("3.1.1") && message.contains("3.1") && message.contains("3.2"), "{message}");
+    assert!(matches!(conflict, IntegrityConflict::SeriesInOtherStudy { .. }));
+
+    // Study 3.1 arrives under another patient ID.
+    let outcome = one(&index, new_instance(record("P2", "3.1", "3.1.9", "3.1.9.1", "CT"), fs, "x/3.dcm", 10, keep)).await;
+    let StoreOutcome::Conflict(conflict) = outcome else { panic!("expected conflict, got {outcome:?}") };
+    assert!(matches!(conflict, IntegrityConflict::StudyOfOtherPatient { .. }));
+    let message = conflict.to_string();
+    assert!(message.contains("P1") && message.contains("P2") && message.contains("3.1"), "{message}");
+
+    assert_eq!(index.counts().await.expect("counts"), before, "a refused instance leaves no rows");
+    assert!(index.study("3.2").await.expect("q").is_none());
+}
+
+async fn a_batch_survives_one_bad_member(index: Index) {
+    let fs = filesystem_id(&index).await;
+    let keep = DuplicatePolicy::KeepFirst;
+    one(&index, new_instance(record("P1", "4.1", "4.1.1", "4.1.1.1", "CT"), fs, "b/1.dcm", 10, keep)).await;
+    let batch = vec![
+        new_instance(record("P1", "4.1", "4.1.1", "4.1.1.2", "CT"), fs, "b/2.dcm", 10, keep),
+        new_instance(record("P1", "4.9", "4.1.1", "4.1.1.3", "CT"), fs, "b/3.dcm", 10, keep),
+        // Same path as an existing file row: violates UNIQUE(filesystem, path), a DB error.
+        new_instance(record("P1", "4.1", "4.1.1", "4.1.1.4", "CT"), fs, "b/1.dcm", 10, keep),
+        new_instance(record("P1", "4.1", "4.1.1", "4.1.1.5", "CT"), fs, "b/5.dcm", 10, keep),
+    ];
+    let results = index.store_batch(&batch).await;
+    assert_eq!(results.len(), 4);
+    assert!(matches!(results[0], Ok(StoreOutcome::Stored)));
+    assert!(matches!(results[1], Ok(StoreOutcome::Conflict(_))));
+    assert!(results[2].is_err(), "database error reported for that member only");
+    assert!(matches!(results[3], Ok(StoreOutcome::Stored)));
+    let study = index.study("4.1").await.expect("q").expect("study");
+    assert_eq!(study.num_instances, 3);
+}
+
+async fn filesystems_sync_by_path(index: Index) {
+    let mut wanted = vec![
+        FilesystemConfig { group: "ONLINE_STORAGE".into(), path: "/a".into(), mode: FilesystemMode::Rw, min_free: archive_core::config::ByteSize(5) },
+        FilesystemConfig { group: "ONLINE_STORAGE".into(), path: "/b".into(), mode: FilesystemMode::Rw, min_free: archive_core::config::ByteSize(6) },
+    ];
+    let first = index.sync_filesystems(&wanted).await.expect("sync");
+    assert_eq!(first.len(), 2);
+    wanted[0].mode = FilesystemMode::Ro;
+    let second = index.sync_filesystems(&wanted).await.expect("sync again");
+    assert_eq!(second.len(), 2, "no duplicates on restart");
+    assert_eq!(second[0].id, first[0].id, "ids are stable: file rows point at them");
+    assert_eq!(second[0].mode, "ro");
+    assert!(!second[0].is_writable());
+    index.migrate().await.expect("migrating twice is harmless");
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { let (index, _dir) = super::sqlite_index().await; super::$name(index).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::postgres_index().await).await; })*
+        }
+    };
+}
+
+on_both_backends!(
+    stores_and_describes_a_study,
+    duplicates_follow_the_policy,
+    conflicts_are_refused_without_side_effects,
+    a_batch_survives_one_bad_member,
+    filesystems_sync_by_path,
+);
