@@ -1,1 +1,60 @@
-fn main() {}
+//! The `strata` binary: parses the command line and wires the crates together.
+
+mod cli;
+mod serve;
+
+use anyhow::Context;
+use archive_core::config::{self, ConfigSources};
+use clap::Parser;
+use cli::{Cli, Command};
+use dicom_scp::synthetic::{self, CorpusSpec, Kind};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Generate(args) => generate(args),
+        Command::Serve => serve::serve(load_config(&cli.config)?),
+        Command::Migrate => serve::migrate(load_config(&cli.config)?),
+    }
+}
+
+fn load_config(flags: &cli::ConfigFlags) -> anyhow::Result<config::Config> {
+    let sources = ConfigSources {
+        file: flags.config.clone(),
+        env: std::env::vars().collect(),
+        overrides: flags.overrides(),
+    };
+    config::load(&sources).context("configuration error")
+}
+
+/// `STRATA_LOG` takes tracing filter directives (default `info`). Patient data is only ever
+/// logged at debug level and below.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+fn generate(args: cli::GenerateArgs) -> anyhow::Result<()> {
+    let kind = Kind::parse(&args.kind)
+        .with_context(|| format!("--kind {}: expected ct, mr, sc, mf or sr", args.kind))?;
+    let spec = CorpusSpec {
+        out_dir: args.out,
+        patients: args.patients,
+        studies_per_patient: args.studies_per_patient,
+        series_per_study: args.series_per_study,
+        instances_per_series: args.instances_per_series,
+        matrix: args.matrix,
+        frames: args.frames,
+        kind,
+        seed: args.seed,
+        patient_prefix: args.patient_prefix,
+    };
+    let files = synthetic::generate(&spec).context("cannot write corpus")?;
+    println!("wrote {} files to {}", files.len(), spec.out_dir.display());
+    Ok(())
+}

@@ -56,7 +56,13 @@ fn record(patient: &str, study: &str, series: &str, sop: &str, modality: &str) -
     }
 }
 
-fn new_instance(record: InstanceRecord, fs: i64, path: &str, size: u64, policy: DuplicatePolicy) -> NewInstance {
+fn new_instance(
+    record: InstanceRecord,
+    fs: i64,
+    path: &str,
+    size: u64,
+    policy: DuplicatePolicy,
+) -> NewInstance {
     NewInstance {
         record,
         file: StoredFile {
@@ -91,11 +97,54 @@ async fn filesystem_id(index: &Index) -> i64 {
 async fn stores_and_describes_a_study(index: Index) {
     let fs = filesystem_id(&index).await;
     let keep = DuplicatePolicy::KeepFirst;
-    assert_eq!(one(&index, new_instance(record("P1", "1.1", "1.1.1", "1.1.1.1", "CT"), fs, "a/1.dcm", 100, keep)).await, StoreOutcome::Stored);
-    assert_eq!(one(&index, new_instance(record("P1", "1.1", "1.1.1", "1.1.1.2", "CT"), fs, "a/2.dcm", 50, keep)).await, StoreOutcome::Stored);
-    assert_eq!(one(&index, new_instance(record("P1", "1.1", "1.1.2", "1.1.2.1", "SR"), fs, "a/3.dcm", 7, keep)).await, StoreOutcome::Stored);
+    assert_eq!(
+        one(
+            &index,
+            new_instance(
+                record("P1", "1.1", "1.1.1", "1.1.1.1", "CT"),
+                fs,
+                "a/1.dcm",
+                100,
+                keep
+            )
+        )
+        .await,
+        StoreOutcome::Stored
+    );
+    assert_eq!(
+        one(
+            &index,
+            new_instance(
+                record("P1", "1.1", "1.1.1", "1.1.1.2", "CT"),
+                fs,
+                "a/2.dcm",
+                50,
+                keep
+            )
+        )
+        .await,
+        StoreOutcome::Stored
+    );
+    assert_eq!(
+        one(
+            &index,
+            new_instance(
+                record("P1", "1.1", "1.1.2", "1.1.2.1", "SR"),
+                fs,
+                "a/3.dcm",
+                7,
+                keep
+            )
+        )
+        .await,
+        StoreOutcome::Stored
+    );
 
-    let study = index.study("1.1").await.expect("query").expect("study exists");
+    let study = index
+        .study("1.1")
+        .await
+        .expect("query")
+        .expect("study exists");
     assert_eq!(study.patient_id, "P1");
     assert_eq!(study.patient_name, "Doe^P1");
     assert_eq!(study.birth_date, "19700101");
@@ -113,85 +162,234 @@ async fn stores_and_describes_a_study(index: Index) {
 
     let series = index.series_of_study("1.1").await.expect("series");
     assert_eq!(series.len(), 2);
-    let ct = series.iter().find(|s| s.series_uid == "1.1.1").expect("CT series");
-    assert_eq!((ct.modality.as_str(), ct.num_instances, ct.size_bytes), ("CT", 2, 150));
+    let ct = series
+        .iter()
+        .find(|s| s.series_uid == "1.1.1")
+        .expect("CT series");
+    assert_eq!(
+        (ct.modality.as_str(), ct.num_instances, ct.size_bytes),
+        ("CT", 2, 150)
+    );
     assert_eq!(ct.series_number, Some(3));
     assert_eq!(ct.body_part, "CHEST");
     assert_eq!(ct.source_ae, "MODALITY");
 
-    let location = index.instance_location("1.1.1.2").await.expect("query").expect("located");
+    let location = index
+        .instance_location("1.1.1.2")
+        .await
+        .expect("query")
+        .expect("located");
     assert_eq!(location.rel_path, "a/2.dcm");
     assert_eq!(location.filesystem_path, "/data/fs1");
     assert_eq!(location.study_uid, "1.1");
     assert_eq!(location.instance_number, Some(7));
     assert_eq!(location.transfer_syntax, "1.2.840.10008.1.2.1");
-    assert_eq!(index.study_locations("1.1").await.expect("locations").len(), 3);
+    assert_eq!(
+        index.study_locations("1.1").await.expect("locations").len(),
+        3
+    );
 
     let counts = index.counts().await.expect("counts");
-    assert_eq!((counts.patients, counts.studies, counts.series, counts.instances, counts.files), (1, 1, 2, 3, 3));
+    assert_eq!(
+        (
+            counts.patients,
+            counts.studies,
+            counts.series,
+            counts.instances,
+            counts.files
+        ),
+        (1, 1, 2, 3, 3)
+    );
     assert!(index.study("9.9").await.expect("query").is_none());
 }
 
 async fn duplicates_follow_the_policy(index: Index) {
     let fs = filesystem_id(&index).await;
     let r = || record("P1", "2.1", "2.1.1", "2.1.1.1", "MR");
-    assert_eq!(one(&index, new_instance(r(), fs, "first.dcm", 100, DuplicatePolicy::KeepFirst)).await, StoreOutcome::Stored);
-    assert_eq!(one(&index, new_instance(r(), fs, "second.dcm", 100, DuplicatePolicy::KeepFirst)).await, StoreOutcome::DuplicateKept);
-    assert_eq!(one(&index, new_instance(r(), fs, "third.dcm", 100, DuplicatePolicy::Reject)).await, StoreOutcome::DuplicateRejected);
-    let location = index.instance_location("2.1.1.1").await.expect("q").expect("located");
-    assert_eq!(location.rel_path, "first.dcm", "keep-first and reject keep the stored copy");
+    assert_eq!(
+        one(
+            &index,
+            new_instance(r(), fs, "first.dcm", 100, DuplicatePolicy::KeepFirst)
+        )
+        .await,
+        StoreOutcome::Stored
+    );
+    assert_eq!(
+        one(
+            &index,
+            new_instance(r(), fs, "second.dcm", 100, DuplicatePolicy::KeepFirst)
+        )
+        .await,
+        StoreOutcome::DuplicateKept
+    );
+    assert_eq!(
+        one(
+            &index,
+            new_instance(r(), fs, "third.dcm", 100, DuplicatePolicy::Reject)
+        )
+        .await,
+        StoreOutcome::DuplicateRejected
+    );
+    let location = index
+        .instance_location("2.1.1.1")
+        .await
+        .expect("q")
+        .expect("located");
+    assert_eq!(
+        location.rel_path, "first.dcm",
+        "keep-first and reject keep the stored copy"
+    );
 
-    let outcome = one(&index, new_instance(r(), fs, "fourth.dcm", 130, DuplicatePolicy::Replace)).await;
+    let outcome = one(
+        &index,
+        new_instance(r(), fs, "fourth.dcm", 130, DuplicatePolicy::Replace),
+    )
+    .await;
     match outcome {
         StoreOutcome::Replaced { old_file } => assert_eq!(old_file.rel_path, "first.dcm"),
         other => panic!("expected Replaced, got {other:?}"),
     }
-    let location = index.instance_location("2.1.1.1").await.expect("q").expect("located");
+    let location = index
+        .instance_location("2.1.1.1")
+        .await
+        .expect("q")
+        .expect("located");
     assert_eq!(location.rel_path, "fourth.dcm");
     let study = index.study("2.1").await.expect("q").expect("study");
-    assert_eq!((study.num_instances, study.size_bytes), (1, 130), "replace adjusts the size, not the count");
+    assert_eq!(
+        (study.num_instances, study.size_bytes),
+        (1, 130),
+        "replace adjusts the size, not the count"
+    );
 }
 
 async fn conflicts_are_refused_without_side_effects(index: Index) {
     let fs = filesystem_id(&index).await;
     let keep = DuplicatePolicy::KeepFirst;
-    one(&index, new_instance(record("P1", "3.1", "3.1.1", "3.1.1.1", "CT"), fs, "x/1.dcm", 10, keep)).await;
+    one(
+        &index,
+        new_instance(
+            record("P1", "3.1", "3.1.1", "3.1.1.1", "CT"),
+            fs,
+            "x/1.dcm",
+            10,
+            keep,
+        ),
+    )
+    .await;
     let before = index.counts().await.expect("counts");
 
     // Series 3.1.1 arrives claiming to be in a new study 3.2.
-    let outcome = one(&index, new_instance(record("P1", "3.2", "3.1.1", "3.1.1.2", "CT"), fs, "x/2.dcm", 10, keep)).await;
-    let StoreOutcome::Conflict(conflict) = outcome else { panic!("expected conflict, got {outcome:?}") };
+    let outcome = one(
+        &index,
+        new_instance(
+            record("P1", "3.2", "3.1.1", "3.1.1.2", "CT"),
+            fs,
+            "x/2.dcm",
+            10,
+            keep,
+        ),
+    )
+    .await;
+    let StoreOutcome::Conflict(conflict) = outcome else {
+        panic!("expected conflict, got {outcome:?}")
+    };
     let message = conflict.to_string();
-    assert!(message.contains("3.1.1") && message.contains("3.1") && message.contains("3.2"), "{message}");
-    assert!(matches!(conflict, IntegrityConflict::SeriesInOtherStudy { .. }));
+    assert!(
+        message.contains("3.1.1") && message.contains("3.1") && message.contains("3.2"),
+        "{message}"
+    );
+    assert!(matches!(
+        conflict,
+        IntegrityConflict::SeriesInOtherStudy { .. }
+    ));
 
     // Study 3.1 arrives under another patient ID.
-    let outcome = one(&index, new_instance(record("P2", "3.1", "3.1.9", "3.1.9.1", "CT"), fs, "x/3.dcm", 10, keep)).await;
-    let StoreOutcome::Conflict(conflict) = outcome else { panic!("expected conflict, got {outcome:?}") };
-    assert!(matches!(conflict, IntegrityConflict::StudyOfOtherPatient { .. }));
+    let outcome = one(
+        &index,
+        new_instance(
+            record("P2", "3.1", "3.1.9", "3.1.9.1", "CT"),
+            fs,
+            "x/3.dcm",
+            10,
+            keep,
+        ),
+    )
+    .await;
+    let StoreOutcome::Conflict(conflict) = outcome else {
+        panic!("expected conflict, got {outcome:?}")
+    };
+    assert!(matches!(
+        conflict,
+        IntegrityConflict::StudyOfOtherPatient { .. }
+    ));
     let message = conflict.to_string();
-    assert!(message.contains("P1") && message.contains("P2") && message.contains("3.1"), "{message}");
+    assert!(
+        message.contains("P1") && message.contains("P2") && message.contains("3.1"),
+        "{message}"
+    );
 
-    assert_eq!(index.counts().await.expect("counts"), before, "a refused instance leaves no rows");
+    assert_eq!(
+        index.counts().await.expect("counts"),
+        before,
+        "a refused instance leaves no rows"
+    );
     assert!(index.study("3.2").await.expect("q").is_none());
 }
 
 async fn a_batch_survives_one_bad_member(index: Index) {
     let fs = filesystem_id(&index).await;
     let keep = DuplicatePolicy::KeepFirst;
-    one(&index, new_instance(record("P1", "4.1", "4.1.1", "4.1.1.1", "CT"), fs, "b/1.dcm", 10, keep)).await;
+    one(
+        &index,
+        new_instance(
+            record("P1", "4.1", "4.1.1", "4.1.1.1", "CT"),
+            fs,
+            "b/1.dcm",
+            10,
+            keep,
+        ),
+    )
+    .await;
     let batch = vec![
-        new_instance(record("P1", "4.1", "4.1.1", "4.1.1.2", "CT"), fs, "b/2.dcm", 10, keep),
-        new_instance(record("P1", "4.9", "4.1.1", "4.1.1.3", "CT"), fs, "b/3.dcm", 10, keep),
+        new_instance(
+            record("P1", "4.1", "4.1.1", "4.1.1.2", "CT"),
+            fs,
+            "b/2.dcm",
+            10,
+            keep,
+        ),
+        new_instance(
+            record("P1", "4.9", "4.1.1", "4.1.1.3", "CT"),
+            fs,
+            "b/3.dcm",
+            10,
+            keep,
+        ),
         // Same path as an existing file row: violates UNIQUE(filesystem, path), a DB error.
-        new_instance(record("P1", "4.1", "4.1.1", "4.1.1.4", "CT"), fs, "b/1.dcm", 10, keep),
-        new_instance(record("P1", "4.1", "4.1.1", "4.1.1.5", "CT"), fs, "b/5.dcm", 10, keep),
+        new_instance(
+            record("P1", "4.1", "4.1.1", "4.1.1.4", "CT"),
+            fs,
+            "b/1.dcm",
+            10,
+            keep,
+        ),
+        new_instance(
+            record("P1", "4.1", "4.1.1", "4.1.1.5", "CT"),
+            fs,
+            "b/5.dcm",
+            10,
+            keep,
+        ),
     ];
     let results = index.store_batch(&batch).await;
     assert_eq!(results.len(), 4);
     assert!(matches!(results[0], Ok(StoreOutcome::Stored)));
     assert!(matches!(results[1], Ok(StoreOutcome::Conflict(_))));
-    assert!(results[2].is_err(), "database error reported for that member only");
+    assert!(
+        results[2].is_err(),
+        "database error reported for that member only"
+    );
     assert!(matches!(results[3], Ok(StoreOutcome::Stored)));
     let study = index.study("4.1").await.expect("q").expect("study");
     assert_eq!(study.num_instances, 3);
@@ -199,15 +397,28 @@ async fn a_batch_survives_one_bad_member(index: Index) {
 
 async fn filesystems_sync_by_path(index: Index) {
     let mut wanted = vec![
-        FilesystemConfig { group: "ONLINE_STORAGE".into(), path: "/a".into(), mode: FilesystemMode::Rw, min_free: archive_core::config::ByteSize(5) },
-        FilesystemConfig { group: "ONLINE_STORAGE".into(), path: "/b".into(), mode: FilesystemMode::Rw, min_free: archive_core::config::ByteSize(6) },
+        FilesystemConfig {
+            group: "ONLINE_STORAGE".into(),
+            path: "/a".into(),
+            mode: FilesystemMode::Rw,
+            min_free: archive_core::config::ByteSize(5),
+        },
+        FilesystemConfig {
+            group: "ONLINE_STORAGE".into(),
+            path: "/b".into(),
+            mode: FilesystemMode::Rw,
+            min_free: archive_core::config::ByteSize(6),
+        },
     ];
     let first = index.sync_filesystems(&wanted).await.expect("sync");
     assert_eq!(first.len(), 2);
     wanted[0].mode = FilesystemMode::Ro;
     let second = index.sync_filesystems(&wanted).await.expect("sync again");
     assert_eq!(second.len(), 2, "no duplicates on restart");
-    assert_eq!(second[0].id, first[0].id, "ids are stable: file rows point at them");
+    assert_eq!(
+        second[0].id, first[0].id,
+        "ids are stable: file rows point at them"
+    );
     assert_eq!(second[0].mode, "ro");
     assert!(!second[0].is_writable());
     index.migrate().await.expect("migrating twice is harmless");

@@ -17,8 +17,10 @@ pub struct ConfigSources {
 }
 
 const ENV_PREFIX: &str = "STRATA_";
-/// Variables with the prefix that are not config keys (the file location itself).
+/// Variables with the prefix that are not config keys: the file location, the log filter.
 const ENV_NOT_KEYS: &[&str] = &["STRATA_CONFIG", "STRATA_LOG"];
+/// Reserved for test and benchmark tooling (e.g. `STRATA_TEST_PG_URL`), never config keys.
+const ENV_TOOLING_PREFIX: &str = "STRATA_TEST_";
 
 pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
     let defaults = Value::try_from(Config::default())
@@ -40,20 +42,33 @@ pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        if ENV_NOT_KEYS.contains(&name.as_str()) || rest.is_empty() {
+        if ENV_NOT_KEYS.contains(&name.as_str())
+            || name.starts_with(ENV_TOOLING_PREFIX)
+            || rest.is_empty()
+        {
             continue;
         }
         let key = rest.to_ascii_lowercase().replace("__", ".");
         set_key(&mut tree, &defaults, &key, value, name)?;
     }
     for (key, value) in &sources.overrides {
-        set_key(&mut tree, &defaults, key, value, &format!("--{}", key.replace(['.', '_'], "-")))?;
+        set_key(
+            &mut tree,
+            &defaults,
+            key,
+            value,
+            &format!("--{}", key.replace(['.', '_'], "-")),
+        )?;
     }
 
     let deserializer = tree;
     let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
-        let key = if path == "." { "(top level)".to_string() } else { path };
+        let key = if path == "." {
+            "(top level)".to_string()
+        } else {
+            path
+        };
         ConfigError::key(key, e.inner().to_string())
     })?;
     config.validate()?;
@@ -82,7 +97,10 @@ fn set_key(
     };
     let value = match expected {
         Value::Integer(_) => raw.trim().parse::<i64>().map(Value::Integer).map_err(|_| {
-            ConfigError::key(key, format!("`{raw}` is not a whole number (set by {origin})"))
+            ConfigError::key(
+                key,
+                format!("`{raw}` is not a whole number (set by {origin})"),
+            )
         })?,
         Value::Boolean(_) => match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Value::Boolean(true),
@@ -98,7 +116,10 @@ fn set_key(
             let wrapped: toml::Table = toml::from_str(&format!("v = {raw}")).map_err(|e| {
                 ConfigError::key(key, format!("not a TOML value (set by {origin}): {e}"))
             })?;
-            wrapped.get("v").cloned().unwrap_or(Value::Array(Vec::new()))
+            wrapped
+                .get("v")
+                .cloned()
+                .unwrap_or(Value::Array(Vec::new()))
         }
         _ => Value::String(raw.to_string()),
     };
@@ -172,7 +193,12 @@ mod tests {
         assert_eq!(config.dicom.duplicate_policy, DuplicatePolicy::Reject);
 
         let with_env = ConfigSources {
-            env: env(&[("STRATA_DICOM__PORT", "5000"), ("HOME", "/root")]),
+            env: env(&[
+                ("STRATA_DICOM__PORT", "5000"),
+                ("HOME", "/root"),
+                ("STRATA_LOG", "debug"),
+                ("STRATA_TEST_PG_URL", "postgres://x"),
+            ]),
             ..only_file.clone()
         };
         let config = load(&with_env).expect("env loads");
@@ -220,13 +246,19 @@ mod tests {
             file: Some(file.path().into()),
             ..Default::default()
         });
-        assert!(message.contains("dicom") && message.contains("prot"), "{message}");
+        assert!(
+            message.contains("dicom") && message.contains("prot"),
+            "{message}"
+        );
 
         let message = error_of(ConfigSources {
             env: env(&[("STRATA_DICOM__PROT", "1")]),
             ..Default::default()
         });
-        assert!(message.contains("dicom.prot") && message.contains("STRATA_DICOM__PROT"), "{message}");
+        assert!(
+            message.contains("dicom.prot") && message.contains("STRATA_DICOM__PROT"),
+            "{message}"
+        );
     }
 
     #[test]

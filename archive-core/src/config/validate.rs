@@ -10,7 +10,10 @@ pub fn check_ae_title(title: &str) -> Result<(), String> {
     if trimmed.is_empty() || title.len() > 16 {
         return Err(format!("`{title}` must be 1 to 16 characters"));
     }
-    if title.chars().any(|c| !c.is_ascii() || c.is_ascii_control() || c == '\\') {
+    if title
+        .chars()
+        .any(|c| !c.is_ascii() || c.is_ascii_control() || c == '\\')
+    {
         return Err(format!(
             "`{title}` may only contain printable ASCII characters without backslash"
         ));
@@ -21,7 +24,10 @@ pub fn check_ae_title(title: &str) -> Result<(), String> {
 impl Config {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let url = self.effective_database_url();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return Err(ConfigError::key(
                 "database_url",
                 "must start with sqlite:// or postgres://",
@@ -29,7 +35,10 @@ impl Config {
         }
         check_ae_title(&self.dicom.ae_title).map_err(|m| ConfigError::key("dicom.ae_title", m))?;
         if self.dicom.port == 0 {
-            return Err(ConfigError::key("dicom.port", "must be between 1 and 65535"));
+            return Err(ConfigError::key(
+                "dicom.port",
+                "must be between 1 and 65535",
+            ));
         }
         if !(4096..=4_194_304).contains(&self.dicom.max_pdu) {
             return Err(ConfigError::key(
@@ -38,10 +47,16 @@ impl Config {
             ));
         }
         if self.dicom.max_associations == 0 {
-            return Err(ConfigError::key("dicom.max_associations", "must be at least 1"));
+            return Err(ConfigError::key(
+                "dicom.max_associations",
+                "must be at least 1",
+            ));
         }
         if self.dicom.idle_timeout_secs == 0 {
-            return Err(ConfigError::key("dicom.idle_timeout_secs", "must be at least 1"));
+            return Err(ConfigError::key(
+                "dicom.idle_timeout_secs",
+                "must be at least 1",
+            ));
         }
         for (i, peer) in self.dicom.peers.iter().enumerate() {
             check_ae_title(&peer.ae_title)
@@ -56,7 +71,10 @@ impl Config {
         if self.http.listen.parse::<SocketAddr>().is_err() {
             return Err(ConfigError::key(
                 "http.listen",
-                format!("`{}` is not an address like 127.0.0.1:8080", self.http.listen),
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    self.http.listen
+                ),
             ));
         }
         self.validate_filesystems()

@@ -53,7 +53,8 @@ pub const STUDY_ADD_BYTES: &str = "UPDATE study SET num_instances = num_instance
 pub const SELECT_FILESYSTEMS: &str =
     "SELECT id, group_name, path, mode, min_free_bytes FROM filesystem ORDER BY id";
 
-pub const UPSERT_FILESYSTEM: &str = "INSERT INTO filesystem (group_name, path, mode, min_free_bytes) \
+pub const UPSERT_FILESYSTEM: &str =
+    "INSERT INTO filesystem (group_name, path, mode, min_free_bytes) \
     VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO UPDATE SET group_name = excluded.group_name, \
     mode = excluded.mode, min_free_bytes = excluded.min_free_bytes";
 

@@ -73,8 +73,9 @@ impl IndexBackend for SqlIndex {
     }
 
     async fn filesystems(&self) -> IndexResult<Vec<Filesystem>> {
-        let rows: Vec<(i64, String, String, String, i64)> =
-            sqlx::query_as(q::SELECT_FILESYSTEMS).fetch_all(&self.pool).await?;
+        let rows: Vec<(i64, String, String, String, i64)> = sqlx::query_as(q::SELECT_FILESYSTEMS)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(id, group, path, mode, min_free)| Filesystem {

@@ -39,11 +39,13 @@ pub(super) async fn store_one(
         });
     if let Some(study) = &study {
         if Some(study.patient_fk) != patient_id {
-            return Ok(StoreOutcome::Conflict(IntegrityConflict::StudyOfOtherPatient {
-                study_uid: record.study.study_uid.clone(),
-                stored_patient_id: study.patient_id.clone(),
-                received_patient_id: record.patient.patient_id.clone(),
-            }));
+            return Ok(StoreOutcome::Conflict(
+                IntegrityConflict::StudyOfOtherPatient {
+                    study_uid: record.study.study_uid.clone(),
+                    stored_patient_id: study.patient_id.clone(),
+                    received_patient_id: record.patient.patient_id.clone(),
+                },
+            ));
         }
     }
 
@@ -53,11 +55,13 @@ pub(super) async fn store_one(
         .await?;
     if let Some((_, study_fk, stored_study_uid)) = &series {
         if Some(*study_fk) != study.as_ref().map(|s| s.id) {
-            return Ok(StoreOutcome::Conflict(IntegrityConflict::SeriesInOtherStudy {
-                series_uid: record.series.series_uid.clone(),
-                stored_study_uid: stored_study_uid.clone(),
-                received_study_uid: record.study.study_uid.clone(),
-            }));
+            return Ok(StoreOutcome::Conflict(
+                IntegrityConflict::SeriesInOtherStudy {
+                    series_uid: record.series.series_uid.clone(),
+                    stored_study_uid: stored_study_uid.clone(),
+                    received_study_uid: record.study.study_uid.clone(),
+                },
+            ));
         }
     }
 
@@ -67,11 +71,13 @@ pub(super) async fn store_one(
         .await?;
     if let Some((instance_id, series_fk, stored_series_uid)) = instance {
         if Some(series_fk) != series.as_ref().map(|s| s.0) {
-            return Ok(StoreOutcome::Conflict(IntegrityConflict::InstanceInOtherSeries {
-                sop_instance_uid: record.instance.sop_instance_uid.clone(),
-                stored_series_uid,
-                received_series_uid: record.series.series_uid.clone(),
-            }));
+            return Ok(StoreOutcome::Conflict(
+                IntegrityConflict::InstanceInOtherSeries {
+                    sop_instance_uid: record.instance.sop_instance_uid.clone(),
+                    stored_series_uid,
+                    received_series_uid: record.series.series_uid.clone(),
+                },
+            ));
         }
         return match new.policy {
             DuplicatePolicy::KeepFirst => Ok(StoreOutcome::DuplicateKept),
@@ -111,7 +117,15 @@ pub(super) async fn store_one(
         .fetch_one(&mut *conn)
         .await?;
     insert_file(conn, instance_id, &new.file, new.received_at).await?;
-    add_to_counts(conn, 1, new.file.size as i64, new.received_at, series_id, study_id).await?;
+    add_to_counts(
+        conn,
+        1,
+        new.file.size as i64,
+        new.received_at,
+        series_id,
+        study_id,
+    )
+    .await?;
     Ok(StoreOutcome::Stored)
 }
 
@@ -129,7 +143,11 @@ async fn insert_patient(conn: &mut AnyConnection, new: &NewInstance) -> IndexRes
         .await?)
 }
 
-async fn insert_study(conn: &mut AnyConnection, new: &NewInstance, patient_id: i64) -> IndexResult<i64> {
+async fn insert_study(
+    conn: &mut AnyConnection,
+    new: &NewInstance,
+    patient_id: i64,
+) -> IndexResult<i64> {
     let study = &new.record.study;
     Ok(sqlx::query_scalar(q::INSERT_STUDY)
         .bind(&study.study_uid)
@@ -175,7 +193,12 @@ async fn insert_series(
     Ok(id)
 }
 
-async fn insert_file(conn: &mut AnyConnection, instance_id: i64, file: &StoredFile, now: i64) -> IndexResult<()> {
+async fn insert_file(
+    conn: &mut AnyConnection,
+    instance_id: i64,
+    file: &StoredFile,
+    now: i64,
+) -> IndexResult<()> {
     sqlx::query(q::INSERT_FILE)
         .bind(instance_id)
         .bind(file.filesystem_id)
@@ -196,7 +219,10 @@ async fn add_to_counts(
     series_id: i64,
     study_id: i64,
 ) -> IndexResult<()> {
-    for (statement, id) in [(q::SERIES_ADD_BYTES, series_id), (q::STUDY_ADD_BYTES, study_id)] {
+    for (statement, id) in [
+        (q::SERIES_ADD_BYTES, series_id),
+        (q::STUDY_ADD_BYTES, study_id),
+    ] {
         sqlx::query(statement)
             .bind(instances)
             .bind(bytes)
@@ -222,7 +248,15 @@ async fn replace_file(
     let Some((file_id, filesystem_id, rel_path, size, sha256)) = old else {
         // The instance has no ONLINE file (e.g. only a nearline copy): give it this one.
         insert_file(conn, instance_id, &new.file, new.received_at).await?;
-        add_to_counts(conn, 0, new.file.size as i64, new.received_at, series_id, study_id).await?;
+        add_to_counts(
+            conn,
+            0,
+            new.file.size as i64,
+            new.received_at,
+            series_id,
+            study_id,
+        )
+        .await?;
         return Ok(StoreOutcome::Stored);
     };
     sqlx::query(q::REPLACE_FILE)

@@ -135,10 +135,13 @@ impl OnlineStore {
         let Some(path) = self.full_path(file) else {
             return;
         };
-        let result = tokio::task::spawn_blocking(move || std::fs::remove_file(&path).map(|_| path)).await;
+        let result =
+            tokio::task::spawn_blocking(move || std::fs::remove_file(&path).map(|_| path)).await;
         match result {
             Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::warn!(rel_path = %file.rel_path, %error, "cannot remove unreferenced file"),
+            Ok(Err(error)) => {
+                tracing::warn!(rel_path = %file.rel_path, %error, "cannot remove unreferenced file")
+            }
             Err(error) => tracing::warn!(%error, "remove task failed"),
         }
     }

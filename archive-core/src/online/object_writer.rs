@@ -37,9 +37,11 @@ pub struct ObjectWriter {
 impl ObjectWriter {
     pub(super) fn new(target: Filesystem) -> ObjectWriter {
         let id = NEXT_TEMP_ID.fetch_add(1, Ordering::Relaxed);
-        let temp_path = Path::new(&target.path)
-            .join(INCOMING_DIR)
-            .join(format!("{}-{}.part", std::process::id(), id));
+        let temp_path = Path::new(&target.path).join(INCOMING_DIR).join(format!(
+            "{}-{}.part",
+            std::process::id(),
+            id
+        ));
         ObjectWriter {
             target,
             temp_path,
@@ -218,13 +220,15 @@ where
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(work).await.map_err(|join_error| {
-        StoreError::io(
-            "storage task failed for",
-            Path::new(""),
-            std::io::Error::other(join_error.to_string()),
-        )
-    })?
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join_error| {
+            StoreError::io(
+                "storage task failed for",
+                Path::new(""),
+                std::io::Error::other(join_error.to_string()),
+            )
+        })?
 }
 
 #[cfg(test)]
@@ -248,13 +252,21 @@ mod tests {
         let mut writer = ObjectWriter::new(filesystem(dir.path()));
         writer.write(b"hello ").await.expect("write");
         writer.write(b"world").await.expect("write");
-        assert!(matches!(writer.parse_source().await, Ok(ParseSource::Memory(b"hello world"))));
+        assert!(matches!(
+            writer.parse_source().await,
+            Ok(ParseSource::Memory(b"hello world"))
+        ));
         let stored = writer.finish("a/b/c.dcm").await.expect("finish");
         assert_eq!(stored.rel_path, "a/b/c.dcm");
         assert_eq!(stored.size, 11);
         assert_eq!(stored.sha256, hex::encode(Sha256::digest(b"hello world")));
-        assert_eq!(std::fs::read(dir.path().join("a/b/c.dcm")).expect("read"), b"hello world");
-        let leftovers = std::fs::read_dir(dir.path().join(INCOMING_DIR)).expect("ls").count();
+        assert_eq!(
+            std::fs::read(dir.path().join("a/b/c.dcm")).expect("read"),
+            b"hello world"
+        );
+        let leftovers = std::fs::read_dir(dir.path().join(INCOMING_DIR))
+            .expect("ls")
+            .count();
         assert_eq!(leftovers, 0);
     }
 
@@ -267,7 +279,10 @@ mod tests {
         for _ in 0..5 {
             writer.write(&chunk).await.expect("write");
         }
-        assert!(matches!(writer.parse_source().await, Ok(ParseSource::File(_))));
+        assert!(matches!(
+            writer.parse_source().await,
+            Ok(ParseSource::File(_))
+        ));
         let first = writer.finish("x/y.dcm").await.expect("finish");
 
         let mut second = ObjectWriter::new(fs);
@@ -275,7 +290,9 @@ mod tests {
         let second = second.finish("x/y.dcm").await.expect("finish");
         assert_eq!(first.rel_path, "x/y.dcm");
         assert_eq!(second.rel_path, "x/y-1.dcm", "must not overwrite");
-        let first_len = std::fs::metadata(dir.path().join("x/y.dcm")).expect("stat").len();
+        let first_len = std::fs::metadata(dir.path().join("x/y.dcm"))
+            .expect("stat")
+            .len();
         assert_eq!(first_len, chunk.len() as u64 * 5);
     }
 
@@ -283,9 +300,14 @@ mod tests {
     async fn dropped_writer_leaves_no_temp_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut writer = ObjectWriter::new(filesystem(dir.path()));
-        writer.write(&vec![1u8; SPILL_THRESHOLD + 10]).await.expect("write");
+        writer
+            .write(&vec![1u8; SPILL_THRESHOLD + 10])
+            .await
+            .expect("write");
         drop(writer);
-        let leftovers = std::fs::read_dir(dir.path().join(INCOMING_DIR)).expect("ls").count();
+        let leftovers = std::fs::read_dir(dir.path().join(INCOMING_DIR))
+            .expect("ls")
+            .count();
         assert_eq!(leftovers, 0);
     }
 }

@@ -1,0 +1,234 @@
+//! One established association: reassemble DIMSE messages from P-DATA PDUs and route them.
+//!
+//! dicom-ul has no DIMSE layer. Command PDVs may span several PDUs (`is_last` ends them);
+//! data PDVs stream into the C-STORE in progress as they arrive, so an object of any size
+//! passes through with memory bounded by the PDU size and the writer's buffer.
+
+use crate::context::ScpContext;
+use crate::dimse::{command_field as cf, status, Command, Response};
+use crate::store::IncomingObject;
+use dicom_ul::association::{Association as _, AsyncServerAssociation};
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use tokio::net::TcpStream;
+
+type Association = AsyncServerAssociation<TcpStream>;
+
+/// Accepted presentation context: abstract syntax and transfer syntax.
+struct AcceptedContext {
+    abstract_syntax: String,
+    transfer_syntax: String,
+}
+
+/// What the data PDVs that follow a command are for.
+enum Expecting {
+    /// A C-STORE data set, and the presentation context its response goes on.
+    Store(Box<IncomingObject>, u8),
+    /// A data set we will not use (unsupported operation): read it, then send this response.
+    Discard(Response, u8),
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+pub async fn serve(mut association: Association, context: &ScpContext, peer: SocketAddr) {
+    let calling_ae = association.peer_ae_title().trim().to_string();
+    let contexts: HashMap<u8, AcceptedContext> = association
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| {
+            (
+                pc.id,
+                AcceptedContext {
+                    abstract_syntax: pc.abstract_syntax.trim_end_matches('\0').to_string(),
+                    transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_string(),
+                },
+            )
+        })
+        .collect();
+    let span = tracing::info_span!("association", calling_ae = %calling_ae, peer = %peer);
+    let _entered = span.enter();
+    tracing::info!(contexts = contexts.len(), "association established");
+    drop(_entered);
+
+    let mut command_bytes: Vec<u8> = Vec::new();
+    let mut expecting: Option<Expecting> = None;
+    loop {
+        let pdu = match tokio::time::timeout(context.idle_timeout, association.receive()).await {
+            Ok(Ok(pdu)) => pdu,
+            Ok(Err(error)) => {
+                tracing::info!(parent: &span, %error, "association ended without release");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(parent: &span, "association idle too long; aborting");
+                let _ = association.abort().await;
+                return;
+            }
+        };
+        let values = match pdu {
+            Pdu::PData { data } => data,
+            Pdu::ReleaseRQ => {
+                let _ = association.send(&Pdu::ReleaseRP).await;
+                tracing::info!(parent: &span, "association released");
+                return;
+            }
+            Pdu::AbortRQ { .. } => {
+                tracing::info!(parent: &span, "association aborted by peer");
+                return;
+            }
+            other => {
+                tracing::warn!(parent: &span, pdu = %other.short_description(), "unexpected PDU; aborting");
+                let _ = association.abort().await;
+                return;
+            }
+        };
+        for value in values {
+            let flow = match value.value_type {
+                PDataValueType::Command => {
+                    command_bytes.extend_from_slice(&value.data);
+                    if !value.is_last {
+                        continue;
+                    }
+                    let bytes = std::mem::take(&mut command_bytes);
+                    on_command(
+                        &mut association,
+                        context,
+                        &contexts,
+                        &calling_ae,
+                        &bytes,
+                        value.presentation_context_id,
+                        &mut expecting,
+                    )
+                    .await
+                }
+                PDataValueType::Data => {
+                    on_data(&mut association, context, value, &mut expecting).await
+                }
+            };
+            if let Flow::Stop = flow {
+                tracing::warn!(parent: &span, "protocol error; association aborted");
+                let _ = association.abort().await;
+                return;
+            }
+        }
+    }
+}
+
+async fn on_command(
+    association: &mut Association,
+    context: &ScpContext,
+    contexts: &HashMap<u8, AcceptedContext>,
+    calling_ae: &str,
+    bytes: &[u8],
+    pc_id: u8,
+    expecting: &mut Option<Expecting>,
+) -> Flow {
+    let Some(accepted) = contexts.get(&pc_id) else {
+        tracing::warn!(
+            pc_id,
+            "command on a presentation context that was not accepted"
+        );
+        return Flow::Stop;
+    };
+    if expecting.is_some() {
+        tracing::warn!("new command while a data set was still expected");
+        return Flow::Stop;
+    }
+    let command = match Command::decode(bytes) {
+        Ok(command) => command,
+        Err(error) => {
+            tracing::warn!(%error, "undecodable command set");
+            return Flow::Stop;
+        }
+    };
+    match command.command_field {
+        cf::C_ECHO_RQ => {
+            send_response(association, pc_id, Response::to(&command, status::SUCCESS)).await
+        }
+        cf::C_STORE_RQ if command.has_data_set => {
+            let object = IncomingObject::begin(
+                context,
+                command,
+                &accepted.abstract_syntax,
+                &accepted.transfer_syntax,
+                calling_ae,
+            )
+            .await;
+            *expecting = Some(Expecting::Store(Box::new(object), pc_id));
+            Flow::Continue
+        }
+        cf::C_STORE_RQ => {
+            let response = Response::to(&command, status::CANNOT_UNDERSTAND)
+                .with_comment("C-STORE without a data set");
+            send_response(association, pc_id, response).await
+        }
+        // Nothing to cancel: DIMSE operations here run to completion before the next command.
+        cf::C_CANCEL_RQ => Flow::Continue,
+        other => {
+            tracing::info!(
+                command_field = format_args!("{other:#06X}"),
+                "unsupported DIMSE operation"
+            );
+            let response = Response::to(&command, status::UNRECOGNIZED_OPERATION)
+                .with_comment("operation not supported by this SCP");
+            if command.has_data_set {
+                *expecting = Some(Expecting::Discard(response, pc_id));
+                Flow::Continue
+            } else {
+                send_response(association, pc_id, response).await
+            }
+        }
+    }
+}
+
+async fn on_data(
+    association: &mut Association,
+    context: &ScpContext,
+    value: PDataValue,
+    expecting: &mut Option<Expecting>,
+) -> Flow {
+    match expecting {
+        Some(Expecting::Store(object, _)) => object.receive(&value.data).await,
+        Some(Expecting::Discard(..)) => {}
+        None => {
+            tracing::warn!("data set without a command");
+            return Flow::Stop;
+        }
+    }
+    if !value.is_last {
+        return Flow::Continue;
+    }
+    match expecting.take() {
+        Some(Expecting::Store(object, pc_id)) => {
+            let response = object.complete(context).await;
+            send_response(association, pc_id, response).await
+        }
+        Some(Expecting::Discard(response, pc_id)) => {
+            send_response(association, pc_id, response).await
+        }
+        None => Flow::Continue,
+    }
+}
+
+async fn send_response(association: &mut Association, pc_id: u8, response: Response) -> Flow {
+    let pdu = Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc_id,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: response.encode(),
+        }],
+    };
+    match association.send(&pdu).await {
+        Ok(()) => Flow::Continue,
+        Err(error) => {
+            tracing::info!(%error, "cannot send response");
+            Flow::Stop
+        }
+    }
+}

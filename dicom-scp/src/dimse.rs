@@ -1,0 +1,301 @@
+//! DIMSE command sets: decoding requests and encoding responses (PS3.7 §9, §E).
+//! Command sets are always Implicit VR Little Endian, whatever the negotiated transfer syntax.
+
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+
+/// CommandField values we route on.
+pub mod command_field {
+    pub const C_STORE_RQ: u16 = 0x0001;
+    pub const C_GET_RQ: u16 = 0x0010;
+    pub const C_FIND_RQ: u16 = 0x0020;
+    pub const C_MOVE_RQ: u16 = 0x0021;
+    pub const C_ECHO_RQ: u16 = 0x0030;
+    pub const C_CANCEL_RQ: u16 = 0x0FFF;
+    /// A response's CommandField is the request's with this bit set.
+    pub const RESPONSE_BIT: u16 = 0x8000;
+}
+
+/// Status codes Strata answers with (PS3.4 Annex B, PS3.7 Annex C). Strata-specific codes
+/// use the "cannot understand" range Cxxx, which the standard leaves to implementations.
+pub mod status {
+    pub const SUCCESS: u16 = 0x0000;
+    /// Refused: out of resources (every ONLINE filesystem below its watermark, disk full).
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    /// Error: data set does not match SOP class (SOP Class UID differs from the command's).
+    pub const DATA_SET_DOES_NOT_MATCH_SOP_CLASS: u16 = 0xA900;
+    /// Error: the data set cannot be parsed.
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+    /// Error: a required UID is missing or contradicts the command.
+    pub const MISSING_OR_INCONSISTENT_UID: u16 = 0xC001;
+    /// Error: the instance contradicts the stored hierarchy (series in another study,
+    /// study of another patient): dcm4chee's "forbidden coercion".
+    pub const CONFLICTS_WITH_STORED_HIERARCHY: u16 = 0xC002;
+    /// Failure: processing failure (database or filesystem error; the sender may retry).
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    /// Failure: duplicate SOP instance (duplicate policy `reject`).
+    pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
+    /// Failure: SOP class not supported.
+    pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+    /// Failure: unrecognized operation.
+    pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+}
+
+/// Longest Error Comment sent; see `Response::encode`.
+const MAX_ERROR_COMMENT: usize = 256;
+
+/// CommandDataSetType value meaning "no data set follows".
+const NO_DATA_SET: u16 = 0x0101;
+
+/// The fields of a request command that Strata reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Command {
+    pub command_field: u16,
+    pub message_id: u16,
+    pub affected_sop_class_uid: String,
+    pub affected_sop_instance_uid: String,
+    pub has_data_set: bool,
+    /// Present in responses.
+    pub status: Option<u16>,
+    pub error_comment: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("malformed command set: {0}")]
+pub struct CommandError(String);
+
+impl Command {
+    pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
+        let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
+        let object = InMemDicomObject::read_dataset_with_ts(bytes, &ts)
+            .map_err(|e| CommandError(e.to_string()))?;
+        let u16_of = |tag: Tag| -> Option<u16> {
+            object
+                .element_opt(tag)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_int::<u16>().ok())
+        };
+        let str_of = |tag: Tag| -> String {
+            object
+                .element_opt(tag)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+                .unwrap_or_default()
+        };
+        let command_field = u16_of(tags::COMMAND_FIELD)
+            .ok_or_else(|| CommandError("no CommandField (0000,0100)".into()))?;
+        let message_id = u16_of(tags::MESSAGE_ID)
+            .or_else(|| u16_of(tags::MESSAGE_ID_BEING_RESPONDED_TO))
+            .unwrap_or(0);
+        let data_set_type = u16_of(tags::COMMAND_DATA_SET_TYPE).unwrap_or(NO_DATA_SET);
+        Ok(Command {
+            command_field,
+            message_id,
+            affected_sop_class_uid: str_of(tags::AFFECTED_SOP_CLASS_UID),
+            affected_sop_instance_uid: str_of(tags::AFFECTED_SOP_INSTANCE_UID),
+            has_data_set: data_set_type != NO_DATA_SET,
+            status: u16_of(tags::STATUS),
+            error_comment: Some(str_of(tags::ERROR_COMMENT)).filter(|c| !c.is_empty()),
+        })
+    }
+}
+
+/// A C-STORE-RQ command set (Strata as SCU: C-MOVE/C-GET sub-operations, tools, tests).
+pub fn encode_c_store_rq(message_id: u16, sop_class_uid: &str, sop_instance_uid: &str) -> Vec<u8> {
+    let mut object = InMemDicomObject::new_empty();
+    object.put(uid_element(tags::AFFECTED_SOP_CLASS_UID, sop_class_uid));
+    object.put(us_element(tags::COMMAND_FIELD, command_field::C_STORE_RQ));
+    object.put(us_element(tags::MESSAGE_ID, message_id));
+    object.put(us_element(tags::PRIORITY, 0));
+    object.put(us_element(tags::COMMAND_DATA_SET_TYPE, 0x0000));
+    object.put(uid_element(
+        tags::AFFECTED_SOP_INSTANCE_UID,
+        sop_instance_uid,
+    ));
+    encode_with_group_length(&object)
+}
+
+/// A C-ECHO-RQ command set.
+pub fn encode_c_echo_rq(message_id: u16) -> Vec<u8> {
+    let mut object = InMemDicomObject::new_empty();
+    object.put(uid_element(
+        tags::AFFECTED_SOP_CLASS_UID,
+        dicom_dictionary_std::uids::VERIFICATION,
+    ));
+    object.put(us_element(tags::COMMAND_FIELD, command_field::C_ECHO_RQ));
+    object.put(us_element(tags::MESSAGE_ID, message_id));
+    object.put(us_element(tags::COMMAND_DATA_SET_TYPE, NO_DATA_SET));
+    encode_with_group_length(&object)
+}
+
+/// A response command, built field by field.
+#[derive(Clone, Debug, Default)]
+pub struct Response {
+    pub command_field: u16,
+    pub message_id_being_responded_to: u16,
+    pub affected_sop_class_uid: String,
+    pub affected_sop_instance_uid: String,
+    pub status: u16,
+    pub error_comment: Option<String>,
+}
+
+impl Response {
+    /// The response to `request` with `status`; SOP UIDs echoed as PS3.7 asks.
+    pub fn to(request: &Command, status: u16) -> Response {
+        Response {
+            command_field: request.command_field | command_field::RESPONSE_BIT,
+            message_id_being_responded_to: request.message_id,
+            affected_sop_class_uid: request.affected_sop_class_uid.clone(),
+            affected_sop_instance_uid: request.affected_sop_instance_uid.clone(),
+            status,
+            error_comment: None,
+        }
+    }
+
+    pub fn with_comment(mut self, comment: impl Into<String>) -> Response {
+        self.error_comment = Some(comment.into());
+        self
+    }
+
+    /// Encodes the command set, CommandGroupLength first.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut object = InMemDicomObject::new_empty();
+        if !self.affected_sop_class_uid.is_empty() {
+            object.put(uid_element(
+                tags::AFFECTED_SOP_CLASS_UID,
+                &self.affected_sop_class_uid,
+            ));
+        }
+        object.put(us_element(tags::COMMAND_FIELD, self.command_field));
+        object.put(us_element(
+            tags::MESSAGE_ID_BEING_RESPONDED_TO,
+            self.message_id_being_responded_to,
+        ));
+        object.put(us_element(tags::COMMAND_DATA_SET_TYPE, NO_DATA_SET));
+        object.put(us_element(tags::STATUS, self.status));
+        if let Some(comment) = &self.error_comment {
+            // ErrorComment is LO (64 characters), but a conflict must name two UIDs of up to
+            // 64 characters each. Peers read the value by its length (DCMTK and pynetdicom
+            // print it whole), so the full text is sent, capped to stay a short message.
+            let comment: String = comment.chars().take(MAX_ERROR_COMMENT).collect();
+            object.put(DataElement::new(
+                tags::ERROR_COMMENT,
+                VR::LO,
+                PrimitiveValue::from(pad_even(comment, b' ')),
+            ));
+        }
+        if !self.affected_sop_instance_uid.is_empty() {
+            object.put(uid_element(
+                tags::AFFECTED_SOP_INSTANCE_UID,
+                &self.affected_sop_instance_uid,
+            ));
+        }
+        encode_with_group_length(&object)
+    }
+}
+
+fn us_element(tag: Tag, value: u16) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::US, PrimitiveValue::from(value))
+}
+
+fn uid_element(tag: Tag, uid: &str) -> DataElement<InMemDicomObject> {
+    DataElement::new(
+        tag,
+        VR::UI,
+        PrimitiveValue::from(pad_even(uid.to_string(), 0)),
+    )
+}
+
+fn pad_even(mut text: String, pad: u8) -> String {
+    if text.len() % 2 == 1 {
+        text.push(pad as char);
+    }
+    text
+}
+
+/// Writes the elements, then prepends (0000,0000) CommandGroupLength with their length.
+fn encode_with_group_length(object: &InMemDicomObject) -> Vec<u8> {
+    let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
+    let mut body = Vec::with_capacity(256);
+    if let Err(error) = object.write_dataset_with_ts(&mut body, &ts) {
+        // Only reachable through a bug in how we build the object; keep the association alive.
+        tracing::error!(%error, "cannot encode DIMSE command");
+    }
+    let mut out = Vec::with_capacity(body.len() + 12);
+    out.extend_from_slice(&[0, 0, 0, 0]); // tag (0000,0000)
+    out.extend_from_slice(&4u32.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_round_trips_and_carries_group_length() {
+        let request = Command {
+            command_field: command_field::C_STORE_RQ,
+            message_id: 42,
+            affected_sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            affected_sop_instance_uid: "1.2.3.4.5".into(),
+            has_data_set: true,
+            ..Command::default()
+        };
+        let bytes = Response::to(&request, status::CANNOT_UNDERSTAND)
+            .with_comment("bad data set")
+            .encode();
+        let group_length = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        assert_eq!(group_length as usize, bytes.len() - 12);
+        let decoded = Command::decode(&bytes).expect("decodes");
+        assert_eq!(decoded.command_field, 0x8001);
+        assert_eq!(decoded.message_id, 42);
+        assert_eq!(decoded.affected_sop_instance_uid, "1.2.3.4.5");
+        assert!(!decoded.has_data_set);
+        assert_eq!(decoded.status, Some(0xC000));
+        assert_eq!(decoded.error_comment.as_deref(), Some("bad data set"));
+        let object =
+            InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .expect("parse");
+        assert_eq!(
+            object
+                .element(tags::STATUS)
+                .expect("status")
+                .to_int::<u16>()
+                .expect("u16"),
+            0xC000
+        );
+        assert_eq!(
+            object
+                .element(tags::ERROR_COMMENT)
+                .expect("comment")
+                .to_str()
+                .expect("str")
+                .trim(),
+            "bad data set"
+        );
+    }
+
+    #[test]
+    fn store_request_decodes_as_a_store_with_data() {
+        let decoded = Command::decode(&encode_c_store_rq(7, "1.2.3", "4.5.6")).expect("decodes");
+        assert_eq!(decoded.command_field, command_field::C_STORE_RQ);
+        assert_eq!(decoded.message_id, 7);
+        assert_eq!(decoded.affected_sop_class_uid, "1.2.3");
+        assert_eq!(decoded.affected_sop_instance_uid, "4.5.6");
+        assert!(decoded.has_data_set);
+        assert_eq!(decoded.status, None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(Command::decode(&[1, 2, 3]).is_err());
+        assert!(Command::decode(&[]).is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! Command-line interface. Flags that set configuration keys override `STRATA_*` variables,
+//! which override the config file.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a DICOM archive with ONLINE and NEARLINE tiers"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: ConfigFlags,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigFlags {
+    /// TOML config file (default: none; built-in defaults apply)
+    #[arg(long, global = true, env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Index database: sqlite://PATH or postgres://USER@HOST/DB (key: database_url)
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// Directory for local data (key: data_dir)
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Our AE title (key: dicom.ae_title)
+    #[arg(long, global = true)]
+    pub ae_title: Option<String>,
+    /// DICOM port (key: dicom.port)
+    #[arg(long, global = true)]
+    pub dicom_port: Option<u16>,
+    /// HTTP listen address (key: http.listen)
+    #[arg(long, global = true)]
+    pub http_listen: Option<String>,
+}
+
+impl ConfigFlags {
+    /// The flags given, as `(config key, value)` overrides.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut push = |key: &str, value: Option<String>| {
+            if let Some(value) = value {
+                out.push((key.to_string(), value));
+            }
+        };
+        push("database_url", self.database_url.clone());
+        push(
+            "data_dir",
+            self.data_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        push("dicom.ae_title", self.ae_title.clone());
+        push("dicom.port", self.dicom_port.map(|p| p.to_string()));
+        push("http.listen", self.http_listen.clone());
+        out
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the archive: DICOM SCP and HTTP API
+    Serve,
+    /// Create or upgrade the index schema, then exit
+    Migrate,
+    /// Write a synthetic DICOM corpus (for tests, benchmarks and smoke tests)
+    Generate(GenerateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Output directory
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub patients: u32,
+    #[arg(long, default_value_t = 1)]
+    pub studies_per_patient: u32,
+    #[arg(long, default_value_t = 1)]
+    pub series_per_study: u32,
+    #[arg(long, default_value_t = 10)]
+    pub instances_per_series: u32,
+    /// Image rows and columns
+    #[arg(long, default_value_t = 64)]
+    pub matrix: u16,
+    /// Frames per object (kind mf)
+    #[arg(long, default_value_t = 1)]
+    pub frames: u16,
+    /// ct, mr, sc (8-bit secondary capture), mf (multi-frame), sr (text SR)
+    #[arg(long, default_value = "ct")]
+    pub kind: String,
+    /// Makes UIDs reproducible; different seeds give different studies
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Prefix of generated patient IDs
+    #[arg(long, default_value = "SYN")]
+    pub patient_prefix: String,
+}

@@ -1,0 +1,115 @@
+//! `strata serve` and `strata migrate`: open the index, prepare storage, start the services.
+
+use anyhow::Context;
+use archive_core::config::{redact_url, Config};
+use archive_core::index::Index;
+use archive_core::ingest::IngestQueue;
+use archive_core::online::OnlineStore;
+use dicom_scp::ScpContext;
+use std::sync::Arc;
+
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(run(config))
+}
+
+pub fn migrate(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let index = open_index(&config).await?;
+        drop(index);
+        println!("index schema is up to date");
+        Ok(())
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn open_index(config: &Config) -> anyhow::Result<Index> {
+    let url = config.effective_database_url();
+    let index = Index::open(&url)
+        .await
+        .with_context(|| format!("cannot open the index at {}", redact_url(&url)))?;
+    index
+        .migrate()
+        .await
+        .context("cannot migrate the index schema")?;
+    Ok(index)
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let index = open_index(&config).await?;
+    let filesystems = index
+        .sync_filesystems(&config.effective_filesystems())
+        .await
+        .context("cannot record the ONLINE filesystems in the index")?;
+    let online = OnlineStore::new(&config.online.store_group, filesystems);
+    let stale = online
+        .prepare()
+        .context("cannot prepare the ONLINE filesystems")?;
+    if stale > 0 {
+        tracing::info!(
+            files = stale,
+            "removed unacknowledged temporary files left by an earlier run"
+        );
+    }
+    let ingest = IngestQueue::start(index.clone());
+    let context = Arc::new(ScpContext::new(&config, online, ingest));
+
+    let dicom_address = format!("{}:{}", config.dicom.bind, config.dicom.port);
+    let dicom_listener = tokio::net::TcpListener::bind(&dicom_address)
+        .await
+        .with_context(|| {
+            format!("cannot listen for DICOM on {dicom_address} (key dicom.port / dicom.bind)")
+        })?;
+    let http_listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for HTTP on {} (key http.listen)",
+                config.http.listen
+            )
+        })?;
+
+    let url = redact_url(&config.effective_database_url());
+    println!("Strata is running.");
+    println!(
+        "  DICOM: AE title {} on port {} (try: echoscu -aec {} localhost {})",
+        config.dicom.ae_title, config.dicom.port, config.dicom.ae_title, config.dicom.port
+    );
+    println!("  HTTP:  http://{}/healthz", config.http.listen);
+    println!("  Index: {url}");
+    println!("  Press Ctrl-C to stop.");
+    tracing::info!(ae_title = %config.dicom.ae_title, dicom = %dicom_address, http = %config.http.listen, index = %url, "started");
+
+    let web = web_admin::router(web_admin::WebState {
+        index: index.clone(),
+    });
+    let http = axum::serve(http_listener, web).with_graceful_shutdown(shutdown_signal());
+    let dicom = dicom_scp::server::run(dicom_listener, context, shutdown_signal());
+    let (http_result, ()) = tokio::join!(http, dicom);
+    http_result.context("HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return ctrl_c.await.unwrap_or_default(),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or_default();
+}

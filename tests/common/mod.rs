@@ -1,0 +1,202 @@
+//! Shared harness for the end-to-end tests: runs the real `strata` binary against SQLite or
+//! PostgreSQL, and real DCMTK tools against it.
+//!
+//! Missing peers (DCMTK, PostgreSQL, pynetdicom) make tests fail with a message saying what
+//! to install; they never skip silently. `scripts/test.sh` installs everything.
+
+#![allow(dead_code)]
+
+pub mod corpus;
+pub mod dcmtk;
+pub mod scu;
+
+use archive_core::index::Index;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A running `strata serve` with its own data directory and database.
+pub struct Strata {
+    pub dir: tempfile::TempDir,
+    pub dicom_port: u16,
+    pub http_port: u16,
+    pub database_url: String,
+    pub config_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl Strata {
+    /// Starts a server; `extra_toml` is appended to the generated config file.
+    pub async fn start(backend: Backend, extra_toml: &str) -> Strata {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}/index.db", dir.path().display()),
+            Backend::Postgres => archive_core::testing::fresh_postgres_database().await,
+        };
+        let dicom_port = free_port();
+        let http_port = free_port();
+        let config_path = dir.path().join("strata.toml");
+        let config = format!(
+            "data_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\n\n[dicom]\nport = {dicom_port}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n{extra_toml}\n",
+            data = dir.path().join("data").display(),
+        );
+        std::fs::write(&config_path, config).expect("write config");
+        let mut strata = Strata {
+            dir,
+            dicom_port,
+            http_port,
+            database_url,
+            config_path,
+            child: None,
+        };
+        strata.spawn();
+        strata
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn online_dir(&self) -> PathBuf {
+        self.data_dir().join("online")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("strata.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("serve")
+            .env("STRATA_LOG", "info,dicom_scp=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start strata");
+        self.child = Some(child);
+        self.wait_until_listening();
+    }
+
+    fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("strata exited during start ({status}):\n{}", self.log());
+                }
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.dicom_port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "strata did not start listening within 30 s:\n{}",
+            self.log()
+        );
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a power cut of the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(self.dir.path().join("strata.log")) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    pub async fn index(&self) -> Index {
+        Index::open(&self.database_url).await.expect("open index")
+    }
+
+    /// Fails the test unless the process is still running (the server must survive bad input).
+    pub fn assert_alive(&mut self) {
+        let child = self.child.as_mut().expect("server was started");
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "strata died:\n{}",
+            self.log()
+        );
+        dcmtk::echo(self.dicom_port, "STRATA").expect("server still answers C-ECHO");
+    }
+}
+
+impl Drop for Strata {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// SHA-256 of a stored file's data set (everything after the file meta group).
+pub fn data_set_sha256(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let offset = dicom_scp::store::data_set_offset(&bytes)
+        .unwrap_or_else(|| panic!("{} is not a Part-10 file", path.display()));
+    hex::encode(Sha256::digest(&bytes[offset..]))
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// SOP Instance UID of a Part-10 file.
+pub fn sop_instance_uid(path: &Path) -> String {
+    let object = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    object
+        .meta()
+        .media_storage_sop_instance_uid()
+        .trim_end_matches('\0')
+        .to_string()
+}
