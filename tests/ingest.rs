@@ -7,11 +7,22 @@ use common::{corpus, data_set_sha256, dcmtk, files_below, sop_instance_uid, Back
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
+use dicom_scp::synthetic::{generate, CorpusSpec};
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use std::collections::HashMap;
 use std::path::Path;
 
 const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+
+/// Generates CT objects into `dir` (the spec's `out_dir` is ignored).
+fn synthetic_ct(dir: &Path, spec: CorpusSpec) -> Vec<std::path::PathBuf> {
+    generate(&CorpusSpec {
+        out_dir: dir.to_path_buf(),
+        ..spec
+    })
+    .expect("generate")
+}
+
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 
 /// The acceptance corpus through `storescu +sd +r`, compared byte for byte with what DCMTK's
@@ -164,14 +175,15 @@ fn stored_file_count(strata: &Strata) -> usize {
 /// (where it exists) stays usable, and nothing stored is touched.
 async fn refusals_get_clear_statuses(backend: Backend) {
     let work = tempfile::tempdir().expect("tempdir");
-    let files = dicom_scp::synthetic::generate(&dicom_scp::synthetic::CorpusSpec {
-        out_dir: work.path().to_path_buf(),
-        instances_per_series: 3,
-        matrix: 16,
-        seed: 77,
-        ..Default::default()
-    })
-    .expect("generate");
+    let files = synthetic_ct(
+        work.path(),
+        CorpusSpec {
+            instances_per_series: 3,
+            matrix: 16,
+            seed: 77,
+            ..Default::default()
+        },
+    );
     let mut strata = Strata::start(
         backend,
         "[[dicom.peers]]\nae_title = \"KNOWN\"\nhost = \"127.0.0.1\"\n",
@@ -283,7 +295,7 @@ if assoc.is_established:
 elif assoc.is_rejected:
     print('REJECTED')
 else:
-    print('FAILED')
+    print('FAILED aborted=%s' % assoc.is_aborted)
 "#;
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let output = std::process::Command::new(&python)
@@ -301,14 +313,15 @@ else:
 /// Every RW filesystem below its watermark: 0xA700, nothing written, server keeps serving.
 async fn full_storage_is_out_of_resources(backend: Backend) {
     let work = tempfile::tempdir().expect("tempdir");
-    let files = dicom_scp::synthetic::generate(&dicom_scp::synthetic::CorpusSpec {
-        out_dir: work.path().to_path_buf(),
-        instances_per_series: 1,
-        matrix: 16,
-        seed: 78,
-        ..Default::default()
-    })
-    .expect("generate");
+    let files = synthetic_ct(
+        work.path(),
+        CorpusSpec {
+            instances_per_series: 1,
+            matrix: 16,
+            seed: 78,
+            ..Default::default()
+        },
+    );
     let mut strata = Strata::start(backend, "").await;
     let online = strata.online_dir();
     std::fs::write(
@@ -345,15 +358,16 @@ async fn full_storage_is_out_of_resources(backend: Backend) {
 /// restart, no index row points at a missing file, and no temporary file survives.
 async fn kill9_loses_nothing_acknowledged(backend: Backend) {
     let work = tempfile::tempdir().expect("tempdir");
-    let files = dicom_scp::synthetic::generate(&dicom_scp::synthetic::CorpusSpec {
-        out_dir: work.path().to_path_buf(),
-        series_per_study: 4,
-        instances_per_series: 60,
-        matrix: 256,
-        seed: 79,
-        ..Default::default()
-    })
-    .expect("generate");
+    let files = synthetic_ct(
+        work.path(),
+        CorpusSpec {
+            series_per_study: 4,
+            instances_per_series: 60,
+            matrix: 256,
+            seed: 79,
+            ..Default::default()
+        },
+    );
     let mut strata = Strata::start(backend, "").await;
     let port = strata.dicom_port;
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));

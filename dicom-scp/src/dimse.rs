@@ -67,41 +67,67 @@ pub struct Command {
 pub struct CommandError(String);
 
 impl Command {
+    /// Reads a command set: group 0000 elements in Implicit VR Little Endian, each
+    /// tag (4) + length (4) + value. Parsed here rather than with dicom-object, whose data set
+    /// reader builds an error with a forced backtrace at the end of every input.
     pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
-        let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
-        let object = InMemDicomObject::read_dataset_with_ts(bytes, &ts)
-            .map_err(|e| CommandError(e.to_string()))?;
-        let u16_of = |tag: Tag| -> Option<u16> {
-            object
-                .element_opt(tag)
-                .ok()
-                .flatten()
-                .and_then(|e| e.to_int::<u16>().ok())
-        };
-        let str_of = |tag: Tag| -> String {
-            object
-                .element_opt(tag)
-                .ok()
-                .flatten()
-                .and_then(|e| e.to_str().ok())
-                .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-                .unwrap_or_default()
-        };
-        let command_field = u16_of(tags::COMMAND_FIELD)
-            .ok_or_else(|| CommandError("no CommandField (0000,0100)".into()))?;
-        let message_id = u16_of(tags::MESSAGE_ID)
-            .or_else(|| u16_of(tags::MESSAGE_ID_BEING_RESPONDED_TO))
-            .unwrap_or(0);
-        let data_set_type = u16_of(tags::COMMAND_DATA_SET_TYPE).unwrap_or(NO_DATA_SET);
-        Ok(Command {
-            command_field,
-            message_id,
-            affected_sop_class_uid: str_of(tags::AFFECTED_SOP_CLASS_UID),
-            affected_sop_instance_uid: str_of(tags::AFFECTED_SOP_INSTANCE_UID),
-            has_data_set: data_set_type != NO_DATA_SET,
-            status: u16_of(tags::STATUS),
-            error_comment: Some(str_of(tags::ERROR_COMMENT)).filter(|c| !c.is_empty()),
-        })
+        let mut command = Command::default();
+        let mut data_set_type = NO_DATA_SET;
+        let mut has_field = false;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let header = rest.get(..8).ok_or_else(|| {
+                CommandError(format!(
+                    "truncated element header at byte {}",
+                    bytes.len() - rest.len()
+                ))
+            })?;
+            let group = u16::from_le_bytes([header[0], header[1]]);
+            let element = u16::from_le_bytes([header[2], header[3]]);
+            let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+            let value = rest.get(8..8usize.saturating_add(length)).ok_or_else(|| {
+                CommandError(format!(
+                    "element ({group:04X},{element:04X}) is longer than the command set"
+                ))
+            })?;
+            rest = &rest[8 + length..];
+            if group != 0x0000 {
+                return Err(CommandError(format!(
+                    "element ({group:04X},{element:04X}) outside group 0000"
+                )));
+            }
+            let tag = Tag(group, element);
+            let us = || (value.len() >= 2).then(|| u16::from_le_bytes([value[0], value[1]]));
+            let text = || {
+                String::from_utf8_lossy(value)
+                    .trim_end_matches(['\0', ' '])
+                    .to_string()
+            };
+            match tag {
+                tags::COMMAND_FIELD => {
+                    command.command_field =
+                        us().ok_or_else(|| CommandError("CommandField is not US".into()))?;
+                    has_field = true;
+                }
+                tags::MESSAGE_ID => command.message_id = us().unwrap_or(0),
+                tags::MESSAGE_ID_BEING_RESPONDED_TO if command.message_id == 0 => {
+                    command.message_id = us().unwrap_or(0)
+                }
+                tags::COMMAND_DATA_SET_TYPE => data_set_type = us().unwrap_or(NO_DATA_SET),
+                tags::STATUS => command.status = us(),
+                tags::AFFECTED_SOP_CLASS_UID => command.affected_sop_class_uid = text(),
+                tags::AFFECTED_SOP_INSTANCE_UID => command.affected_sop_instance_uid = text(),
+                tags::ERROR_COMMENT => {
+                    command.error_comment = Some(text()).filter(|c| !c.is_empty())
+                }
+                _ => {}
+            }
+        }
+        if !has_field {
+            return Err(CommandError("no CommandField (0000,0100)".into()));
+        }
+        command.has_data_set = data_set_type != NO_DATA_SET;
+        Ok(command)
     }
 }
 

@@ -66,11 +66,43 @@ async fn handle_connection(
     for transfer_syntax in accepted_transfer_syntaxes() {
         options = options.with_transfer_syntax(transfer_syntax);
     }
+    // dicom-ul closes the socket as soon as it has written an A-ASSOCIATE-RJ; a second handle
+    // keeps the connection open until the peer has read it and closed (the ARTIM wait).
+    let (socket, keeper) = match duplicate(socket) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::warn!(%peer, %error, "cannot duplicate socket");
+            return;
+        }
+    };
     match options.establish_async(socket).await {
-        Ok(established) => association::serve(established, &context, peer).await,
-        Err(error) => tracing::info!(%peer, %error, "association not established"),
+        Ok(established) => {
+            drop(keeper);
+            association::serve(established, &context, peer).await
+        }
+        Err(error) => {
+            tracing::info!(%peer, %error, "association not established");
+            wait_for_peer_close(keeper).await;
+        }
     }
     drop(slot);
+}
+
+fn duplicate(socket: TcpStream) -> std::io::Result<(TcpStream, TcpStream)> {
+    let std_socket = socket.into_std()?;
+    let copy = std_socket.try_clone()?;
+    Ok((TcpStream::from_std(std_socket)?, TcpStream::from_std(copy)?))
+}
+
+/// Reads and discards until the peer closes, for at most ARTIM_TIMEOUT.
+async fn wait_for_peer_close(mut socket: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    const ARTIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+    let mut buffer = [0u8; 1024];
+    let _ = tokio::time::timeout(ARTIM_TIMEOUT, async {
+        while matches!(socket.read(&mut buffer).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// The AE policy, plus refusal when every association slot is taken.

@@ -189,7 +189,7 @@ fn build_object(spec: &CorpusSpec, ids: &Ids<'_>) -> InMemDicomObject {
         text(
             tags::PATIENT_SEX,
             VR::CS,
-            if ids.p % 2 == 0 { "F" } else { "M" },
+            if ids.p.is_multiple_of(2) { "F" } else { "M" },
         ),
         text(tags::BODY_PART_EXAMINED, VR::CS, "CHEST"),
         text(tags::STUDY_INSTANCE_UID, VR::UI, ids.study_uid),

@@ -20,6 +20,8 @@ const SQLITE_PRAGMAS: &[&str] = &[
     "PRAGMA synchronous = FULL",
     "PRAGMA busy_timeout = 30000",
     "PRAGMA foreign_keys = ON",
+    // 8 MiB page cache per connection (default 2 MiB): the ingest writer's index pages stay hot.
+    "PRAGMA cache_size = -8192",
 ];
 
 impl Dialect {

@@ -7,7 +7,7 @@ pub const INSERT_PATIENT: &str = "INSERT INTO patient \
     (patient_id, issuer, patient_name, patient_name_norm, birth_date, sex, created_at) \
     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
 
-pub const FIND_STUDY: &str = "SELECT s.id, s.patient_fk, p.patient_id, s.modalities \
+pub const FIND_STUDY: &str = "SELECT s.id, s.patient_fk, p.patient_id \
     FROM study s JOIN patient p ON p.id = s.patient_fk WHERE s.study_uid = $1";
 
 pub const INSERT_STUDY: &str = "INSERT INTO study \
@@ -23,20 +23,26 @@ pub const INSERT_SERIES: &str = "INSERT INTO series \
      received_at, updated_at) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
 
-pub const STUDY_ADD_SERIES: &str =
-    "UPDATE study SET num_series = num_series + 1, modalities = $1 WHERE id = $2";
+/// Counts a new series and adds its modality ($1) to the backslash-separated list unless it
+/// is already there.
+pub const STUDY_ADD_SERIES: &str = "UPDATE study SET num_series = num_series + 1, modalities = \
+    CASE WHEN $1 = '' THEN modalities WHEN modalities = '' THEN $1 \
+    WHEN ('\\' || modalities || '\\') LIKE ('%\\' || $1 || '\\%') ESCAPE '!' THEN modalities \
+    ELSE modalities || '\\' || $1 END WHERE id = $2";
 
 pub const FIND_INSTANCE: &str = "SELECT i.id, i.series_fk, se.series_uid \
     FROM instance i JOIN series se ON se.id = i.series_fk WHERE i.sop_uid = $1";
 
-pub const INSERT_INSTANCE: &str = "INSERT INTO instance \
+/// Multi-row insert: HEAD, `(…), (…)` with 7 values per instance, TAIL. Instances already
+/// stored return no row.
+pub const INSERT_INSTANCES_HEAD: &str = "INSERT INTO instance \
     (sop_uid, series_fk, sop_class_uid, instance_number, transfer_syntax, number_of_frames, \
-     received_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+     received_at) VALUES";
+pub const INSERT_INSTANCES_TAIL: &str = "ON CONFLICT (sop_uid) DO NOTHING RETURNING id, sop_uid";
 
-pub const INSERT_FILE: &str = "INSERT INTO file \
-    (instance_fk, filesystem_fk, path, size_bytes, sha256, status, created_at) \
-    VALUES ($1, $2, $3, $4, $5, 'OK', $6)";
+/// Multi-row insert: HEAD, then `(…), (…)` with 6 values per file (status defaults to OK).
+pub const INSERT_FILES_HEAD: &str = "INSERT INTO file \
+    (instance_fk, filesystem_fk, path, size_bytes, sha256, created_at) VALUES";
 
 pub const FIND_FILE_OF_INSTANCE: &str = "SELECT id, filesystem_fk, path, size_bytes, sha256 \
     FROM file WHERE instance_fk = $1 AND status = 'OK'";

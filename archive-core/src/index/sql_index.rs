@@ -2,48 +2,62 @@
 
 use super::queries as q;
 use super::rows::{IndexCounts, InstanceLocation, SeriesRow, StudyRow};
-use super::store_tx::store_one;
+use super::store_tx::{BatchTx, HierarchyCache};
 use super::{Dialect, IndexBackend, IndexResult, NewInstance};
 use crate::config::FilesystemConfig;
 use crate::model::{Filesystem, StoreOutcome};
 use async_trait::async_trait;
-use sqlx::{Acquire, AnyPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire, Any, AnyPool};
+use tokio::sync::Mutex;
 
 pub struct SqlIndex {
     pool: AnyPool,
     dialect: Dialect,
+    writer: Mutex<Writer>,
+}
+
+/// The ingest writer's own connection (its page cache stays warm) and id cache.
+#[derive(Default)]
+struct Writer {
+    connection: Option<PoolConnection<Any>>,
+    cache: HierarchyCache,
 }
 
 impl SqlIndex {
     pub async fn connect(url: &str) -> IndexResult<SqlIndex> {
         let dialect = Dialect::from_url(url)?;
         let pool = dialect.connect(url).await?;
-        Ok(SqlIndex { pool, dialect })
+        Ok(SqlIndex {
+            pool,
+            dialect,
+            writer: Mutex::new(Writer::default()),
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    async fn store_batch_in_one_transaction(
+    /// Stores `batch` in one transaction; `Err` leaves nothing of it behind.
+    async fn store_in_one_transaction(
         &self,
+        writer: &mut Writer,
         batch: &[NewInstance],
     ) -> IndexResult<Vec<StoreOutcome>> {
-        let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for new in batch {
-            outcomes.push(store_one(&mut tx, new).await?);
+        if writer.connection.is_none() {
+            writer.connection = Some(self.pool.acquire().await?);
         }
+        let Writer { connection, cache } = writer;
+        let Some(connection) = connection.as_mut() else {
+            return Err(sqlx::Error::PoolClosed.into());
+        };
+        let mut tx = connection.begin().await?;
+        let mut work = BatchTx::new(&mut tx, cache);
+        let outcomes = work.store_all(batch).await?;
+        work.finish().await?;
         tx.commit().await?;
         Ok(outcomes)
-    }
-
-    async fn store_alone(&self, new: &NewInstance) -> IndexResult<StoreOutcome> {
-        let mut tx = self.pool.begin().await?;
-        let outcome = store_one(&mut tx, new).await?;
-        tx.commit().await?;
-        Ok(outcome)
     }
 }
 
@@ -89,15 +103,26 @@ impl IndexBackend for SqlIndex {
     }
 
     async fn store_batch(&self, batch: &[NewInstance]) -> Vec<IndexResult<StoreOutcome>> {
-        match self.store_batch_in_one_transaction(batch).await {
+        let mut writer = self.writer.lock().await;
+        match self.store_in_one_transaction(&mut writer, batch).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(batch_error) => {
-                // One bad row (or a race with another node inserting the same study) must
-                // not fail its neighbours: retry each on its own.
+                // Rolled back: ids cached during the batch are void, and the connection may
+                // be broken. One bad row (or a race with another node inserting the same
+                // study) must not fail its neighbours: retry each on its own.
                 tracing::debug!(error = %batch_error, size = batch.len(), "batch failed, storing one by one");
                 let mut results = Vec::with_capacity(batch.len());
                 for new in batch {
-                    results.push(self.store_alone(new).await);
+                    writer.cache.clear();
+                    writer.connection = None;
+                    let result = self
+                        .store_in_one_transaction(&mut writer, std::slice::from_ref(new))
+                        .await;
+                    results.push(result.map(|mut outcomes| outcomes.remove(0)));
+                }
+                if results.iter().any(|r| r.is_err()) {
+                    writer.cache.clear();
+                    writer.connection = None;
                 }
                 results
             }

@@ -1,196 +1,479 @@
-//! Indexing one received instance inside an open transaction.
+//! Indexing received instances inside one open transaction (one batch of the group commit).
 //!
-//! All consistency checks run before the first write, so a refused instance leaves no trace
-//! (no empty patient, study or series rows) even though it shares its transaction with others.
+//! All consistency checks for an instance run before its first write, so a refused instance
+//! leaves no trace (no empty patient, study or series rows) although it shares the transaction.
+//! The common case — another instance of a series already seen — costs two INSERTs: the
+//! hierarchy comes from [`HierarchyCache`], and series/study counters are added up once per
+//! batch instead of once per instance.
 
 use super::queries as q;
 use super::{IndexResult, NewInstance};
 use crate::config::DuplicatePolicy;
 use crate::model::{IntegrityConflict, StoreOutcome, StoredFile};
 use sqlx::AnyConnection;
+use std::collections::HashMap;
 
-struct StoredStudy {
+#[derive(Clone)]
+struct CachedStudy {
     id: i64,
     patient_fk: i64,
     patient_id: String,
-    modalities: String,
 }
 
-pub(super) async fn store_one(
-    conn: &mut AnyConnection,
-    new: &NewInstance,
-) -> IndexResult<StoreOutcome> {
-    let record = &new.record;
-    let patient_id: Option<i64> = sqlx::query_scalar(q::FIND_PATIENT)
-        .bind(&record.patient.patient_id)
-        .bind(&record.patient.issuer_of_patient_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+/// Where an instance stands after its hierarchy is resolved.
+enum Resolved {
+    /// Nothing to insert: refused, or settled as a duplicate.
+    Done(StoreOutcome),
+    Insert {
+        series_id: i64,
+        study_id: i64,
+    },
+}
 
-    let study: Option<StoredStudy> = sqlx::query_as(q::FIND_STUDY)
-        .bind(&record.study.study_uid)
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|(id, patient_fk, patient_id, modalities)| StoredStudy {
-            id,
-            patient_fk,
-            patient_id,
-            modalities,
-        });
-    if let Some(study) = &study {
-        if Some(study.patient_fk) != patient_id {
-            return Ok(StoreOutcome::Conflict(
-                IntegrityConflict::StudyOfOtherPatient {
-                    study_uid: record.study.study_uid.clone(),
-                    stored_patient_id: study.patient_id.clone(),
-                    received_patient_id: record.patient.patient_id.clone(),
-                },
-            ));
+#[derive(Clone)]
+struct CachedSeries {
+    id: i64,
+    study_fk: i64,
+    study_uid: String,
+}
+
+/// Ids of hierarchy rows the writer has seen committed. Rows never change parent (that is
+/// exactly what is refused as a conflict), so entries stay true; code that deletes patient,
+/// study or series rows must call [`HierarchyCache::clear`]. Bounded: cleared when full.
+#[derive(Default)]
+pub(super) struct HierarchyCache {
+    patients: HashMap<(String, String), i64>,
+    studies: HashMap<String, CachedStudy>,
+    series: HashMap<String, CachedSeries>,
+}
+
+const CACHE_LIMIT: usize = 50_000;
+
+impl HierarchyCache {
+    pub(super) fn clear(&mut self) {
+        *self = HierarchyCache::default();
+    }
+
+    fn trim(&mut self) {
+        if self.patients.len() + self.studies.len() + self.series.len() > CACHE_LIMIT {
+            self.clear();
+        }
+    }
+}
+
+/// One transaction's worth of work. Entries it adds to the cache are only kept if the
+/// transaction commits (`committed`); otherwise the cache is cleared.
+pub(super) struct BatchTx<'a> {
+    conn: &'a mut AnyConnection,
+    cache: &'a mut HierarchyCache,
+    /// (instances, bytes) to add, by series id and by study id.
+    series_delta: HashMap<i64, (i64, i64)>,
+    study_delta: HashMap<i64, (i64, i64)>,
+    latest: i64,
+}
+
+impl<'a> BatchTx<'a> {
+    pub(super) fn new(conn: &'a mut AnyConnection, cache: &'a mut HierarchyCache) -> BatchTx<'a> {
+        cache.trim();
+        BatchTx {
+            conn,
+            cache,
+            series_delta: HashMap::new(),
+            study_delta: HashMap::new(),
+            latest: 0,
         }
     }
 
-    let series: Option<(i64, i64, String)> = sqlx::query_as(q::FIND_SERIES)
-        .bind(&record.series.series_uid)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if let Some((_, study_fk, stored_study_uid)) = &series {
-        if Some(*study_fk) != study.as_ref().map(|s| s.id) {
-            return Ok(StoreOutcome::Conflict(
-                IntegrityConflict::SeriesInOtherStudy {
-                    series_uid: record.series.series_uid.clone(),
-                    stored_study_uid: stored_study_uid.clone(),
-                    received_study_uid: record.study.study_uid.clone(),
-                },
-            ));
+    /// Applies the counters gathered by `store`; call once, before COMMIT.
+    pub(super) async fn finish(self) -> IndexResult<()> {
+        for (statement, deltas) in [
+            (q::SERIES_ADD_BYTES, &self.series_delta),
+            (q::STUDY_ADD_BYTES, &self.study_delta),
+        ] {
+            for (id, (instances, bytes)) in deltas {
+                sqlx::query(statement)
+                    .bind(instances)
+                    .bind(bytes)
+                    .bind(self.latest)
+                    .bind(id)
+                    .execute(&mut *self.conn)
+                    .await?;
+            }
         }
+        Ok(())
     }
 
-    let instance: Option<(i64, i64, String)> = sqlx::query_as(q::FIND_INSTANCE)
-        .bind(&record.instance.sop_instance_uid)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if let Some((instance_id, series_fk, stored_series_uid)) = instance {
-        if Some(series_fk) != series.as_ref().map(|s| s.0) {
-            return Ok(StoreOutcome::Conflict(
+    fn count(&mut self, series_id: i64, study_id: i64, instances: i64, bytes: i64, at: i64) {
+        for (deltas, id) in [
+            (&mut self.series_delta, series_id),
+            (&mut self.study_delta, study_id),
+        ] {
+            let entry = deltas.entry(id).or_default();
+            entry.0 += instances;
+            entry.1 += bytes;
+        }
+        self.latest = self.latest.max(at);
+    }
+
+    /// Indexes a batch: resolves each instance's hierarchy (refusing conflicts), inserts all
+    /// new instances and their files with one multi-row statement each, then settles the
+    /// ones that turned out to be stored already. One outcome per input, in order.
+    pub(super) async fn store_all(
+        &mut self,
+        batch: &[NewInstance],
+    ) -> IndexResult<Vec<StoreOutcome>> {
+        let mut outcomes: Vec<Option<StoreOutcome>> = vec![None; batch.len()];
+        let mut to_insert: Vec<(usize, i64, i64)> = Vec::new();
+        for (position, new) in batch.iter().enumerate() {
+            match self.resolve(new).await? {
+                Resolved::Done(outcome) => outcomes[position] = Some(outcome),
+                Resolved::Insert {
+                    series_id,
+                    study_id,
+                } => to_insert.push((position, series_id, study_id)),
+            }
+        }
+        let mut inserted = self.insert_instances(batch, &to_insert).await?;
+        let mut new_files = Vec::new();
+        let mut already_stored = Vec::new();
+        for &(position, series_id, study_id) in &to_insert {
+            let new = &batch[position];
+            match inserted.remove(&new.record.instance.sop_instance_uid) {
+                Some(instance_id) => {
+                    new_files.push((instance_id, &new.file, new.received_at));
+                    self.count(
+                        series_id,
+                        study_id,
+                        1,
+                        new.file.size as i64,
+                        new.received_at,
+                    );
+                    outcomes[position] = Some(StoreOutcome::Stored);
+                }
+                None => already_stored.push((position, series_id, study_id)),
+            }
+        }
+        insert_files(self.conn, &new_files).await?;
+        for (position, series_id, study_id) in already_stored {
+            let outcome = self
+                .existing_instance(&batch[position], Some((series_id, study_id)))
+                .await?;
+            outcomes[position] = Some(outcome.unwrap_or(StoreOutcome::DuplicateKept));
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(StoreOutcome::DuplicateKept))
+            .collect())
+    }
+
+    /// Finds (or creates) the instance's patient, study and series, or the reason to refuse it.
+    async fn resolve(&mut self, new: &NewInstance) -> IndexResult<Resolved> {
+        let record = &new.record;
+        let patient_key = (
+            record.patient.patient_id.clone(),
+            record.patient.issuer_of_patient_id.clone(),
+        );
+        let patient_id = match self.cache.patients.get(&patient_key) {
+            Some(id) => Some(*id),
+            None => self.find_patient(&patient_key).await?,
+        };
+        let study = match self.cache.studies.get(&record.study.study_uid) {
+            Some(study) => Some(study.clone()),
+            None => self.find_study(&record.study.study_uid).await?,
+        };
+        if let Some(study) = &study {
+            if Some(study.patient_fk) != patient_id {
+                return Ok(Resolved::Done(StoreOutcome::Conflict(
+                    IntegrityConflict::StudyOfOtherPatient {
+                        study_uid: record.study.study_uid.clone(),
+                        stored_patient_id: study.patient_id.clone(),
+                        received_patient_id: record.patient.patient_id.clone(),
+                    },
+                )));
+            }
+        }
+        let series = match self.cache.series.get(&record.series.series_uid) {
+            Some(series) => Some(series.clone()),
+            None => self.find_series(&record.series.series_uid).await?,
+        };
+        if let Some(series) = series {
+            if Some(series.study_fk) != study.as_ref().map(|s| s.id) {
+                return Ok(Resolved::Done(StoreOutcome::Conflict(
+                    IntegrityConflict::SeriesInOtherStudy {
+                        series_uid: record.series.series_uid.clone(),
+                        stored_study_uid: series.study_uid.clone(),
+                        received_study_uid: record.study.study_uid.clone(),
+                    },
+                )));
+            }
+            return Ok(Resolved::Insert {
+                series_id: series.id,
+                study_id: series.study_fk,
+            });
+        }
+        // A new series: make sure the instance is not stored elsewhere before creating any
+        // row for it.
+        if let Some(outcome) = self.existing_instance(new, None).await? {
+            return Ok(Resolved::Done(outcome));
+        }
+        let patient_id = match patient_id {
+            Some(id) => id,
+            None => self.insert_patient(new, patient_key).await?,
+        };
+        let study = match study {
+            Some(study) => study,
+            None => self.insert_study(new, patient_id).await?,
+        };
+        let series_id = self.insert_series(new, &study).await?;
+        Ok(Resolved::Insert {
+            series_id,
+            study_id: study.id,
+        })
+    }
+
+    /// One multi-row INSERT for the batch's new instances; returns the ids by SOP Instance
+    /// UID. Instances already stored are not returned (ON CONFLICT DO NOTHING).
+    async fn insert_instances(
+        &mut self,
+        batch: &[NewInstance],
+        rows: &[(usize, i64, i64)],
+    ) -> IndexResult<HashMap<String, i64>> {
+        if rows.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "{} {} {}",
+            q::INSERT_INSTANCES_HEAD,
+            values_placeholders(rows.len(), 7),
+            q::INSERT_INSTANCES_TAIL
+        );
+        let mut query = sqlx::query_as::<_, (i64, String)>(&sql);
+        for &(position, series_id, _) in rows {
+            let new = &batch[position];
+            let instance = &new.record.instance;
+            query = query
+                .bind(&instance.sop_instance_uid)
+                .bind(series_id)
+                .bind(&instance.sop_class_uid)
+                .bind(instance.instance_number)
+                .bind(&instance.transfer_syntax)
+                .bind(instance.number_of_frames)
+                .bind(new.received_at);
+        }
+        let returned = query.fetch_all(&mut *self.conn).await?;
+        Ok(returned.into_iter().map(|(id, uid)| (uid, id)).collect())
+    }
+
+    /// For an instance that is already stored: the outcome the duplicate policy gives, or a
+    /// conflict if it is stored in another series. `None` when it is not stored.
+    async fn existing_instance(
+        &mut self,
+        new: &NewInstance,
+        series: Option<(i64, i64)>,
+    ) -> IndexResult<Option<StoreOutcome>> {
+        let record = &new.record;
+        let found: Option<(i64, i64, String)> = sqlx::query_as(q::FIND_INSTANCE)
+            .bind(&record.instance.sop_instance_uid)
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        let Some((instance_id, series_fk, stored_series_uid)) = found else {
+            return Ok(None);
+        };
+        match series {
+            Some((series_id, study_id)) if series_id == series_fk => Ok(Some(match new.policy {
+                DuplicatePolicy::KeepFirst => StoreOutcome::DuplicateKept,
+                DuplicatePolicy::Reject => StoreOutcome::DuplicateRejected,
+                DuplicatePolicy::Replace => {
+                    self.replace_file(new, instance_id, series_id, study_id)
+                        .await?
+                }
+            })),
+            _ => Ok(Some(StoreOutcome::Conflict(
                 IntegrityConflict::InstanceInOtherSeries {
                     sop_instance_uid: record.instance.sop_instance_uid.clone(),
                     stored_series_uid,
                     received_series_uid: record.series.series_uid.clone(),
                 },
-            ));
+            ))),
         }
-        return match new.policy {
-            DuplicatePolicy::KeepFirst => Ok(StoreOutcome::DuplicateKept),
-            DuplicatePolicy::Reject => Ok(StoreOutcome::DuplicateRejected),
-            DuplicatePolicy::Replace => {
-                let study_id = study.as_ref().map(|s| s.id).unwrap_or_default();
-                replace_file(conn, new, instance_id, series_fk, study_id).await
-            }
-        };
     }
 
-    // From here on: writes. Everything above was a read.
-    let patient_id = match patient_id {
-        Some(id) => id,
-        None => insert_patient(conn, new).await?,
-    };
-    let study_id = match &study {
-        Some(study) => study.id,
-        None => insert_study(conn, new, patient_id).await?,
-    };
-    let series_id = match series {
-        Some((id, _, _)) => id,
-        None => {
-            let known = study.map(|s| s.modalities).unwrap_or_default();
-            insert_series(conn, new, study_id, &known).await?
+    async fn find_patient(&mut self, key: &(String, String)) -> IndexResult<Option<i64>> {
+        let id: Option<i64> = sqlx::query_scalar(q::FIND_PATIENT)
+            .bind(&key.0)
+            .bind(&key.1)
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        if let Some(id) = id {
+            self.cache.patients.insert(key.clone(), id);
         }
-    };
+        Ok(id)
+    }
 
-    let instance_id: i64 = sqlx::query_scalar(q::INSERT_INSTANCE)
-        .bind(&record.instance.sop_instance_uid)
-        .bind(series_id)
-        .bind(&record.instance.sop_class_uid)
-        .bind(record.instance.instance_number)
-        .bind(&record.instance.transfer_syntax)
-        .bind(record.instance.number_of_frames)
-        .bind(new.received_at)
-        .fetch_one(&mut *conn)
-        .await?;
-    insert_file(conn, instance_id, &new.file, new.received_at).await?;
-    add_to_counts(
-        conn,
-        1,
-        new.file.size as i64,
-        new.received_at,
-        series_id,
-        study_id,
-    )
-    .await?;
-    Ok(StoreOutcome::Stored)
-}
+    async fn find_study(&mut self, uid: &str) -> IndexResult<Option<CachedStudy>> {
+        let row: Option<(i64, i64, String)> = sqlx::query_as(q::FIND_STUDY)
+            .bind(uid)
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        let study = row.map(|(id, patient_fk, patient_id)| CachedStudy {
+            id,
+            patient_fk,
+            patient_id,
+        });
+        if let Some(study) = &study {
+            self.cache.studies.insert(uid.to_string(), study.clone());
+        }
+        Ok(study)
+    }
 
-async fn insert_patient(conn: &mut AnyConnection, new: &NewInstance) -> IndexResult<i64> {
-    let patient = &new.record.patient;
-    Ok(sqlx::query_scalar(q::INSERT_PATIENT)
-        .bind(&patient.patient_id)
-        .bind(&patient.issuer_of_patient_id)
-        .bind(&patient.patient_name)
-        .bind(normalize_name(&patient.patient_name))
-        .bind(&patient.birth_date)
-        .bind(&patient.sex)
-        .bind(new.received_at)
-        .fetch_one(&mut *conn)
-        .await?)
-}
+    async fn find_series(&mut self, uid: &str) -> IndexResult<Option<CachedSeries>> {
+        let row: Option<(i64, i64, String)> = sqlx::query_as(q::FIND_SERIES)
+            .bind(uid)
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        let series = row.map(|(id, study_fk, study_uid)| CachedSeries {
+            id,
+            study_fk,
+            study_uid,
+        });
+        if let Some(series) = &series {
+            self.cache.series.insert(uid.to_string(), series.clone());
+        }
+        Ok(series)
+    }
 
-async fn insert_study(
-    conn: &mut AnyConnection,
-    new: &NewInstance,
-    patient_id: i64,
-) -> IndexResult<i64> {
-    let study = &new.record.study;
-    Ok(sqlx::query_scalar(q::INSERT_STUDY)
-        .bind(&study.study_uid)
-        .bind(patient_id)
-        .bind(&study.study_date)
-        .bind(&study.study_time)
-        .bind(&study.accession_number)
-        .bind(&study.study_id)
-        .bind(&study.description)
-        .bind(&study.referring_physician)
-        .bind(normalize_name(&study.referring_physician))
-        .bind(new.received_at)
-        .bind(new.received_at)
-        .bind(new.received_at)
-        .fetch_one(&mut *conn)
-        .await?)
-}
+    async fn insert_patient(
+        &mut self,
+        new: &NewInstance,
+        key: (String, String),
+    ) -> IndexResult<i64> {
+        let patient = &new.record.patient;
+        let id = sqlx::query_scalar(q::INSERT_PATIENT)
+            .bind(&patient.patient_id)
+            .bind(&patient.issuer_of_patient_id)
+            .bind(&patient.patient_name)
+            .bind(normalize_name(&patient.patient_name))
+            .bind(&patient.birth_date)
+            .bind(&patient.sex)
+            .bind(new.received_at)
+            .fetch_one(&mut *self.conn)
+            .await?;
+        self.cache.patients.insert(key, id);
+        Ok(id)
+    }
 
-async fn insert_series(
-    conn: &mut AnyConnection,
-    new: &NewInstance,
-    study_id: i64,
-    known_modalities: &str,
-) -> IndexResult<i64> {
-    let series = &new.record.series;
-    let id = sqlx::query_scalar(q::INSERT_SERIES)
-        .bind(&series.series_uid)
-        .bind(study_id)
-        .bind(&series.modality)
-        .bind(series.series_number)
-        .bind(&series.description)
-        .bind(&series.body_part)
-        .bind(&new.record.source_ae)
-        .bind(new.received_at)
-        .bind(new.received_at)
-        .fetch_one(&mut *conn)
-        .await?;
-    sqlx::query(q::STUDY_ADD_SERIES)
-        .bind(add_modality(known_modalities, &series.modality))
-        .bind(study_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(id)
+    async fn insert_study(
+        &mut self,
+        new: &NewInstance,
+        patient_id: i64,
+    ) -> IndexResult<CachedStudy> {
+        let study = &new.record.study;
+        let id = sqlx::query_scalar(q::INSERT_STUDY)
+            .bind(&study.study_uid)
+            .bind(patient_id)
+            .bind(&study.study_date)
+            .bind(&study.study_time)
+            .bind(&study.accession_number)
+            .bind(&study.study_id)
+            .bind(&study.description)
+            .bind(&study.referring_physician)
+            .bind(normalize_name(&study.referring_physician))
+            .bind(new.received_at)
+            .bind(new.received_at)
+            .bind(new.received_at)
+            .fetch_one(&mut *self.conn)
+            .await?;
+        let cached = CachedStudy {
+            id,
+            patient_fk: patient_id,
+            patient_id: new.record.patient.patient_id.clone(),
+        };
+        self.cache
+            .studies
+            .insert(study.study_uid.clone(), cached.clone());
+        Ok(cached)
+    }
+
+    async fn insert_series(&mut self, new: &NewInstance, study: &CachedStudy) -> IndexResult<i64> {
+        let series = &new.record.series;
+        let id = sqlx::query_scalar(q::INSERT_SERIES)
+            .bind(&series.series_uid)
+            .bind(study.id)
+            .bind(&series.modality)
+            .bind(series.series_number)
+            .bind(&series.description)
+            .bind(&series.body_part)
+            .bind(&new.record.source_ae)
+            .bind(new.received_at)
+            .bind(new.received_at)
+            .fetch_one(&mut *self.conn)
+            .await?;
+        // The modality list is extended in SQL: another node may have added a series too.
+        sqlx::query(q::STUDY_ADD_SERIES)
+            .bind(&series.modality)
+            .bind(study.id)
+            .execute(&mut *self.conn)
+            .await?;
+        let study_uid = new.record.study.study_uid.clone();
+        self.cache.series.insert(
+            series.series_uid.clone(),
+            CachedSeries {
+                id,
+                study_fk: study.id,
+                study_uid,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn replace_file(
+        &mut self,
+        new: &NewInstance,
+        instance_id: i64,
+        series_id: i64,
+        study_id: i64,
+    ) -> IndexResult<StoreOutcome> {
+        let old: Option<(i64, i64, String, i64, String)> = sqlx::query_as(q::FIND_FILE_OF_INSTANCE)
+            .bind(instance_id)
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        let Some((file_id, filesystem_id, rel_path, size, sha256)) = old else {
+            // The instance has no ONLINE file (e.g. only a nearline copy): give it this one.
+            insert_file(self.conn, instance_id, &new.file, new.received_at).await?;
+            self.count(
+                series_id,
+                study_id,
+                0,
+                new.file.size as i64,
+                new.received_at,
+            );
+            return Ok(StoreOutcome::Stored);
+        };
+        sqlx::query(q::REPLACE_FILE)
+            .bind(new.file.filesystem_id)
+            .bind(&new.file.rel_path)
+            .bind(new.file.size as i64)
+            .bind(&new.file.sha256)
+            .bind(new.received_at)
+            .bind(file_id)
+            .execute(&mut *self.conn)
+            .await?;
+        self.count(
+            series_id,
+            study_id,
+            0,
+            new.file.size as i64 - size,
+            new.received_at,
+        );
+        Ok(StoreOutcome::Replaced {
+            old_file: StoredFile {
+                filesystem_id,
+                rel_path,
+                size: size.max(0) as u64,
+                sha256,
+            },
+        })
+    }
 }
 
 async fn insert_file(
@@ -199,85 +482,53 @@ async fn insert_file(
     file: &StoredFile,
     now: i64,
 ) -> IndexResult<()> {
-    sqlx::query(q::INSERT_FILE)
-        .bind(instance_id)
-        .bind(file.filesystem_id)
-        .bind(&file.rel_path)
-        .bind(file.size as i64)
-        .bind(&file.sha256)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    insert_files(conn, &[(instance_id, file, now)]).await
 }
 
-async fn add_to_counts(
+/// One multi-row INSERT of file rows: (instance id, file, created at).
+async fn insert_files(
     conn: &mut AnyConnection,
-    instances: i64,
-    bytes: i64,
-    now: i64,
-    series_id: i64,
-    study_id: i64,
+    files: &[(i64, &StoredFile, i64)],
 ) -> IndexResult<()> {
-    for (statement, id) in [
-        (q::SERIES_ADD_BYTES, series_id),
-        (q::STUDY_ADD_BYTES, study_id),
-    ] {
-        sqlx::query(statement)
-            .bind(instances)
-            .bind(bytes)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+    if files.is_empty() {
+        return Ok(());
     }
+    let sql = format!(
+        "{} {}",
+        q::INSERT_FILES_HEAD,
+        values_placeholders(files.len(), 6)
+    );
+    let mut query = sqlx::query(&sql);
+    for (instance_id, file, now) in files {
+        query = query
+            .bind(*instance_id)
+            .bind(file.filesystem_id)
+            .bind(&file.rel_path)
+            .bind(file.size as i64)
+            .bind(&file.sha256)
+            .bind(*now);
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
-async fn replace_file(
-    conn: &mut AnyConnection,
-    new: &NewInstance,
-    instance_id: i64,
-    series_id: i64,
-    study_id: i64,
-) -> IndexResult<StoreOutcome> {
-    let old: Option<(i64, i64, String, i64, String)> = sqlx::query_as(q::FIND_FILE_OF_INSTANCE)
-        .bind(instance_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some((file_id, filesystem_id, rel_path, size, sha256)) = old else {
-        // The instance has no ONLINE file (e.g. only a nearline copy): give it this one.
-        insert_file(conn, instance_id, &new.file, new.received_at).await?;
-        add_to_counts(
-            conn,
-            0,
-            new.file.size as i64,
-            new.received_at,
-            series_id,
-            study_id,
-        )
-        .await?;
-        return Ok(StoreOutcome::Stored);
-    };
-    sqlx::query(q::REPLACE_FILE)
-        .bind(new.file.filesystem_id)
-        .bind(&new.file.rel_path)
-        .bind(new.file.size as i64)
-        .bind(&new.file.sha256)
-        .bind(new.received_at)
-        .bind(file_id)
-        .execute(&mut *conn)
-        .await?;
-    let delta = new.file.size as i64 - size;
-    add_to_counts(conn, 0, delta, new.received_at, series_id, study_id).await?;
-    Ok(StoreOutcome::Replaced {
-        old_file: StoredFile {
-            filesystem_id,
-            rel_path,
-            size: size.max(0) as u64,
-            sha256,
-        },
-    })
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` placeholders each.
+fn values_placeholders(rows: usize, columns: usize) -> String {
+    let mut text = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            text.push_str(", ");
+        }
+        text.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(&format!("${}", row * columns + column + 1));
+        }
+        text.push(')');
+    }
+    text
 }
 
 /// Person names are matched case-insensitively (C-FIND), so the index keeps an upper-case copy.
@@ -285,26 +536,13 @@ pub fn normalize_name(name: &str) -> String {
     name.trim().to_uppercase()
 }
 
-/// Appends a modality to a backslash-separated list unless it is already there.
-fn add_modality(list: &str, modality: &str) -> String {
-    if modality.is_empty() || list.split('\\').any(|m| m == modality) {
-        list.to_string()
-    } else if list.is_empty() {
-        modality.to_string()
-    } else {
-        format!("{list}\\{modality}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn modalities_accumulate_once_each() {
-        assert_eq!(add_modality("", "CT"), "CT");
-        assert_eq!(add_modality("CT", "CT"), "CT");
-        assert_eq!(add_modality("CT", "SR"), "CT\\SR");
-        assert_eq!(add_modality("CT\\SR", ""), "CT\\SR");
+    fn placeholders_number_rows_in_order() {
+        assert_eq!(
+            super::values_placeholders(2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
     }
 }

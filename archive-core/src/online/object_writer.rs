@@ -5,14 +5,19 @@
 //! call at `finish`, large ones stream with bounded memory. `finish` makes the file durable
 //! (fsync of the file, link into place without replacing anything, fsync of the directory)
 //! before anyone may index it.
+//!
+//! The temp file is renamed into place with `RENAME_NOREPLACE` (rustix: the safe way to reach
+//! renameat2), falling back to link + unlink where a filesystem lacks it.
 
 use super::{StoreError, INCOMING_DIR};
 use crate::model::{Filesystem, StoredFile};
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Bytes kept in memory before spilling to the temporary file.
 pub const SPILL_THRESHOLD: usize = 1 << 20;
@@ -120,9 +125,10 @@ impl ObjectWriter {
                 None => create_temp(&temp_path)?,
             };
             let result = write_durably(&mut file, &pending, &temp_path)
-                .and_then(|_| link_into_place(&root, &temp_path, &rel_path));
-            // The temp name is gone either way: linked, or failed and abandoned.
-            let _ = std::fs::remove_file(&temp_path);
+                .and_then(|_| move_into_place(&root, &temp_path, &rel_path));
+            if result.is_err() {
+                let _ = std::fs::remove_file(&temp_path);
+            }
             result
         })
         .await?;
@@ -155,13 +161,28 @@ fn create_temp(path: &Path) -> Result<File, StoreError> {
 fn write_durably(file: &mut File, pending: &[u8], path: &Path) -> Result<(), StoreError> {
     file.write_all(pending)
         .map_err(|e| StoreError::io("cannot write", path, e))?;
-    file.sync_all()
+    // fdatasync: the size and blocks are flushed with the data; the name is made durable by
+    // the directory fsync after the rename.
+    file.sync_data()
         .map_err(|e| StoreError::io("cannot fsync", path, e))
 }
 
-/// Hard-links the temp file at `rel_path`, never replacing an existing file (a hash collision
-/// or a duplicate must not destroy a stored object), and fsyncs the directories involved.
-fn link_into_place(root: &Path, temp: &Path, rel_path: &str) -> Result<String, StoreError> {
+/// Renames `from` to `to` unless `to` exists.
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(errno) if errno == rustix::io::Errno::INVAL || errno == rustix::io::Errno::NOSYS => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+/// Moves the temp file to `rel_path`, never replacing an existing file (a hash collision or a
+/// duplicate must not destroy a stored object), and fsyncs the directories involved.
+fn move_into_place(root: &Path, temp: &Path, rel_path: &str) -> Result<String, StoreError> {
     let wanted = Path::new(rel_path);
     let dir_rel = wanted.parent().unwrap_or(Path::new(""));
     create_dirs_durably(root, dir_rel)?;
@@ -173,14 +194,14 @@ fn link_into_place(root: &Path, temp: &Path, rel_path: &str) -> Result<String, S
             format!("{stem}-{attempt}.dcm")
         };
         let target = root.join(&candidate);
-        match std::fs::hard_link(temp, &target) {
+        match rename_no_replace(temp, &target) {
             Ok(()) => {
                 let dir = root.join(dir_rel);
                 sync_dir(&dir)?;
                 return Ok(candidate);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(StoreError::io("cannot link", &target, e)),
+            Err(e) => return Err(StoreError::io("cannot move into place", &target, e)),
         }
     }
     Err(StoreError::io(
@@ -190,9 +211,34 @@ fn link_into_place(root: &Path, temp: &Path, rel_path: &str) -> Result<String, S
     ))
 }
 
+/// Directories known to exist durably: consecutive objects of a series share one, so most
+/// stores skip the per-component checks. Cleared when large.
+static KNOWN_DIRS: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+fn known_dir(dir: &Path) -> bool {
+    KNOWN_DIRS
+        .lock()
+        .map(|set| set.as_ref().is_some_and(|s| s.contains(dir)))
+        .unwrap_or(false)
+}
+
+fn remember_dir(dir: PathBuf) {
+    if let Ok(mut guard) = KNOWN_DIRS.lock() {
+        let set = guard.get_or_insert_with(HashSet::new);
+        if set.len() > 10_000 {
+            set.clear();
+        }
+        set.insert(dir);
+    }
+}
+
 /// Creates missing directories one level at a time and fsyncs each new one's parent, so the
 /// directory entries survive a power loss too.
 fn create_dirs_durably(root: &Path, rel_dir: &Path) -> Result<(), StoreError> {
+    let full = root.join(rel_dir);
+    if known_dir(&full) {
+        return Ok(());
+    }
     let mut current = root.to_path_buf();
     for component in rel_dir.components() {
         let parent = current.clone();
@@ -206,6 +252,7 @@ fn create_dirs_durably(root: &Path, rel_dir: &Path) -> Result<(), StoreError> {
             Err(e) => return Err(StoreError::io("cannot create", &current, e)),
         }
     }
+    remember_dir(full);
     Ok(())
 }
 

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Strata's test command (the README's second command; .ci/run calls only this).
+#
+# 1. installs what the tests need when it is missing (Debian packages, PyPI), as root;
+# 2. uses the PostgreSQL at 127.0.0.1:5432 when it answers, otherwise starts a throwaway one
+#    under target/pg with initdb/pg_ctl;
+# 3. runs cargo fmt --check, cargo clippy -D warnings, and every test of the workspace.
+#
+# Environment: STRATA_TEST_PG_URL (use this PostgreSQL admin URL instead of discovering one),
+# SKIP_INSTALL=1 (don't install anything), CARGO_TEST_ARGS (extra args for cargo test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root_dir=$(pwd)
+log() { printf '\n== %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "need root to run: $*" >&2; return 1; fi
+}
+
+apt_updated=""
+apt_install() {
+    if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+install_missing() {
+    [ "${SKIP_INSTALL:-}" = 1 ] && return 0
+    local packages=()
+    for tool in storescu storescp echoscu findscu movescu getscu dcmconv dcmcrle dcmcjpeg dcmcjpls dcmdump; do
+        [ -x "/usr/bin/$tool" ] || { packages+=(dcmtk); break; }
+    done
+    command -v psql >/dev/null || packages+=(postgresql-client)
+    if ! pg_reachable 127.0.0.1 5432 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        packages+=(postgresql)
+    fi
+    if [ ${#packages[@]} -gt 0 ]; then
+        log "installing Debian packages: ${packages[*]}"
+        apt_install "${packages[@]}"
+    fi
+    if ! python3 -c 'import pynetdicom' 2>/dev/null; then
+        log "installing pynetdicom (PyPI)"
+        python3 -m pip install -q pynetdicom
+    fi
+}
+
+pg_reachable() { # host port
+    if command -v pg_isready >/dev/null; then pg_isready -q -h "$1" -p "$2" 2>/dev/null
+    else (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; fi
+}
+
+# Starts a private PostgreSQL under target/pg (initdb refuses to run as root: use postgres).
+start_own_postgres() {
+    local bin port=55432 data="$root_dir/target/pg/data"
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    mkdir -p "$root_dir/target/pg"
+    local run_as=()
+    if [ "$(id -u)" -eq 0 ]; then chown -R postgres "$root_dir/target/pg"; run_as=(runuser -u postgres --); fi
+    if [ ! -f "$data/PG_VERSION" ]; then
+        "${run_as[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust >/dev/null
+    fi
+    "${run_as[@]}" "$bin/pg_ctl" -D "$data" -l "$root_dir/target/pg/log" -w \
+        -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+    STARTED_PG=("${run_as[@]}" "$bin/pg_ctl" -D "$data" -m fast stop)
+    export STRATA_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+STARTED_PG=()
+cleanup() {
+    if [ ${#STARTED_PG[@]} -gt 0 ]; then "${STARTED_PG[@]}" >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+drop_old_test_databases() {
+    command -v psql >/dev/null || return 0
+    psql "$STRATA_TEST_PG_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'strata_t_%'" 2>/dev/null |
+        while read -r name; do psql "$STRATA_TEST_PG_URL" -qc "DROP DATABASE IF EXISTS \"$name\"" >/dev/null 2>&1 || true; done
+}
+
+install_missing
+
+if [ -z "${STRATA_TEST_PG_URL:-}" ]; then
+    if pg_reachable 127.0.0.1 5432 && psql "postgres://root@127.0.0.1:5432/postgres" -qc 'select 1' >/dev/null 2>&1; then
+        export STRATA_TEST_PG_URL="postgres://root@127.0.0.1:5432/postgres"
+    else
+        log "no PostgreSQL on 127.0.0.1:5432; starting one under target/pg"
+        start_own_postgres
+    fi
+fi
+log "PostgreSQL for tests: $STRATA_TEST_PG_URL"
+drop_old_test_databases
+
+# pynetdicom's console scripts are named like DCMTK's; tests call DCMTK by absolute path.
+export DCMTK_BIN=/usr/bin
+export TCP_NODELAY=1
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo test"
+set +e
+# shellcheck disable=SC2086
+cargo test --workspace --locked ${CARGO_TEST_ARGS:-} 2>&1 | tee target/test-output.log
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -E '^test result:' target/test-output.log | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -E '^test result:' target/test-output.log | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+drop_old_test_databases
+echo
+echo "$passed passed, $failed failed"
+exit "$status"
