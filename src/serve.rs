@@ -57,7 +57,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let ingest = IngestQueue::start(index.clone());
-    let context = Arc::new(ScpContext::new(&config, online, ingest));
+    let context = Arc::new(ScpContext::new(&config, index.clone(), online, ingest));
 
     let dicom_address = format!("{}:{}", config.dicom.bind, config.dicom.port);
     let dicom_listener = tokio::net::TcpListener::bind(&dicom_address)

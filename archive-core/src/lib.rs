@@ -6,5 +6,6 @@ pub mod index;
 pub mod ingest;
 pub mod model;
 pub mod online;
+pub mod query;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

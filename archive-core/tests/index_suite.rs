@@ -424,6 +424,234 @@ async fn filesystems_sync_by_path(index: Index) {
     index.migrate().await.expect("migrating twice is harmless");
 }
 
+/// The C-FIND matching kinds against a small known set of studies.
+async fn find_matches_like_pacs_users_expect(index: Index) {
+    use archive_core::query::{Attr, FindQuery, Level, Matcher, QueryKey, ValueKind};
+    let fs = filesystem_id(&index).await;
+    let keep = DuplicatePolicy::KeepFirst;
+    let make = |patient: &str,
+                    name: &str,
+                    study: &str,
+                    date: &str,
+                    series: &str,
+                    sop: &str,
+                    modality: &str| {
+        let mut r = record(patient, study, series, sop, modality);
+        r.patient.patient_name = name.into();
+        r.study.study_date = date.into();
+        new_instance(r, fs, &format!("f/{sop}.dcm"), 10, keep)
+    };
+    let batch = vec![
+        make(
+            "P1", "Doe^John", "5.1", "20240115", "5.1.1", "5.1.1.1", "CT",
+        ),
+        make(
+            "P1", "Doe^John", "5.1", "20240115", "5.1.1", "5.1.1.2", "CT",
+        ),
+        make(
+            "P1", "Doe^John", "5.1", "20240115", "5.1.2", "5.1.2.1", "SR",
+        ),
+        make(
+            "P2",
+            "Smith^Anna",
+            "5.2",
+            "20240301",
+            "5.2.1",
+            "5.2.1.1",
+            "MR",
+        ),
+        make(
+            "P3", "doe^jane", "5.3", "20231231", "5.3.1", "5.3.1.1", "CT",
+        ),
+    ];
+    assert!(index
+        .store_batch(&batch)
+        .await
+        .iter()
+        .all(|r| matches!(r, Ok(StoreOutcome::Stored))));
+
+    let find = |level: Level, keys: Vec<(Attr, &str)>| {
+        let keys = keys
+            .into_iter()
+            .map(|(attr, value)| QueryKey {
+                attr,
+                matcher: Matcher::parse(value, attr.kind()).expect("valid key"),
+            })
+            .collect();
+        FindQuery {
+            level,
+            keys,
+            limit: 100,
+        }
+    };
+    let study_uids = |rows: Vec<archive_core::query::FindRow>| {
+        let mut uids: Vec<String> = rows
+            .iter()
+            .map(|r| r[&Attr::StudyInstanceUid].clone())
+            .collect();
+        uids.sort();
+        uids
+    };
+    let studies = |keys: Vec<(Attr, &str)>| {
+        let query = find(Level::Study, keys);
+        let index = index.clone();
+        async move { study_uids(index.find(&query).await.expect("find")) }
+    };
+
+    assert_eq!(
+        studies(vec![(Attr::PatientName, "doe*")]).await,
+        ["5.1", "5.3"],
+        "names match case-insensitively"
+    );
+    assert_eq!(
+        studies(vec![(Attr::PatientName, "DOE^JOHN")]).await,
+        ["5.1"]
+    );
+    assert_eq!(
+        studies(vec![(Attr::PatientName, "")]).await,
+        ["5.1", "5.2", "5.3"],
+        "universal"
+    );
+    assert_eq!(
+        studies(vec![(Attr::StudyDate, "20240101-")]).await,
+        ["5.1", "5.2"]
+    );
+    assert_eq!(studies(vec![(Attr::StudyDate, "-20231231")]).await, ["5.3"]);
+    assert_eq!(
+        studies(vec![(Attr::StudyDate, "20240101-20240131")]).await,
+        ["5.1"]
+    );
+    assert_eq!(studies(vec![(Attr::StudyDate, "20240301")]).await, ["5.2"]);
+    assert_eq!(
+        studies(vec![(Attr::AccessionNumber, "ACC-5.?")]).await,
+        ["5.1", "5.2", "5.3"]
+    );
+    assert_eq!(
+        studies(vec![(Attr::AccessionNumber, "ACC-5.2")]).await,
+        ["5.2"]
+    );
+    assert_eq!(
+        studies(vec![(Attr::StudyInstanceUid, "5.1\\5.3")]).await,
+        ["5.1", "5.3"],
+        "UID list"
+    );
+    assert_eq!(
+        studies(vec![(Attr::ModalitiesInStudy, "SR")]).await,
+        ["5.1"]
+    );
+    assert_eq!(
+        studies(vec![(Attr::ModalitiesInStudy, "MR\\SR")]).await,
+        ["5.1", "5.2"]
+    );
+    assert_eq!(
+        studies(vec![(Attr::StudyDescription, "ch*")]).await,
+        Vec::<String>::new(),
+        "text is case-sensitive"
+    );
+    assert_eq!(
+        studies(vec![(Attr::StudyDescription, "Ch*")]).await,
+        ["5.1", "5.2", "5.3"]
+    );
+    assert_eq!(
+        studies(vec![
+            (Attr::PatientId, "P1"),
+            (Attr::StudyDate, "-20231231")
+        ])
+        .await,
+        Vec::<String>::new(),
+        "keys combine with AND"
+    );
+
+    let rows = index
+        .find(&find(
+            Level::Study,
+            vec![
+                (Attr::StudyInstanceUid, "5.1"),
+                (Attr::NumberOfStudyRelatedInstances, ""),
+                (Attr::NumberOfStudyRelatedSeries, ""),
+                (Attr::ModalitiesInStudy, ""),
+                (Attr::InstanceAvailability, ""),
+                (Attr::PatientName, ""),
+            ],
+        ))
+        .await
+        .expect("find");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][&Attr::NumberOfStudyRelatedInstances], "3");
+    assert_eq!(rows[0][&Attr::NumberOfStudyRelatedSeries], "2");
+    assert_eq!(rows[0][&Attr::ModalitiesInStudy], "CT\\SR");
+    assert_eq!(rows[0][&Attr::InstanceAvailability], "ONLINE");
+    assert_eq!(
+        rows[0][&Attr::PatientName],
+        "Doe^John",
+        "values come back as stored"
+    );
+
+    let series = index
+        .find(&find(
+            Level::Series,
+            vec![
+                (Attr::StudyInstanceUid, "5.1"),
+                (Attr::Modality, "CT"),
+                (Attr::NumberOfSeriesRelatedInstances, ""),
+            ],
+        ))
+        .await
+        .expect("find");
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0][&Attr::SeriesInstanceUid], "5.1.1");
+    assert_eq!(series[0][&Attr::NumberOfSeriesRelatedInstances], "2");
+    assert_eq!(
+        series[0][&Attr::StudyInstanceUid],
+        "5.1",
+        "higher unique keys come back"
+    );
+
+    let images = index
+        .find(&find(
+            Level::Image,
+            vec![
+                (Attr::SeriesInstanceUid, "5.1.1"),
+                (Attr::InstanceNumber, ""),
+            ],
+        ))
+        .await
+        .expect("find");
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[0][&Attr::InstanceNumber], "7");
+    let one = index
+        .find(&find(Level::Image, vec![(Attr::SopInstanceUid, "5.1.2.1")]))
+        .await
+        .expect("find");
+    assert_eq!(one.len(), 1);
+
+    let patients = index
+        .find(&find(
+            Level::Patient,
+            vec![
+                (Attr::PatientId, "P1"),
+                (Attr::NumberOfPatientRelatedStudies, ""),
+                (Attr::NumberOfPatientRelatedSeries, ""),
+                (Attr::NumberOfPatientRelatedInstances, ""),
+            ],
+        ))
+        .await
+        .expect("find");
+    assert_eq!(patients.len(), 1);
+    assert_eq!(patients[0][&Attr::NumberOfPatientRelatedStudies], "1");
+    assert_eq!(patients[0][&Attr::NumberOfPatientRelatedSeries], "2");
+    assert_eq!(patients[0][&Attr::NumberOfPatientRelatedInstances], "3");
+
+    let mut limited = find(Level::Study, vec![]);
+    limited.limit = 1;
+    assert_eq!(
+        index.find(&limited).await.expect("find").len(),
+        2,
+        "limit + 1 rows tell the caller it was cut"
+    );
+    assert_eq!(Attr::StudyDate.kind(), ValueKind::Date);
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -441,4 +669,5 @@ on_both_backends!(
     conflicts_are_refused_without_side_effects,
     a_batch_survives_one_bad_member,
     filesystems_sync_by_path,
+    find_matches_like_pacs_users_expect,
 );

@@ -6,14 +6,16 @@
 
 use crate::context::ScpContext;
 use crate::dimse::{command_field as cf, status, Command, Response};
+use crate::find::{model_of, serve_find, FindContext};
+use crate::messaging::{send_message, Association};
 use crate::store::IncomingObject;
-use dicom_ul::association::{Association as _, AsyncServerAssociation};
+use dicom_ul::association::Association as _;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use tokio::net::TcpStream;
 
-type Association = AsyncServerAssociation<TcpStream>;
+/// Largest C-FIND identifier accepted; real ones are a few hundred bytes.
+const MAX_IDENTIFIER: usize = 1 << 20;
 
 /// Accepted presentation context: abstract syntax and transfer syntax.
 struct AcceptedContext {
@@ -27,6 +29,12 @@ enum Expecting {
     Store(Box<IncomingObject>, u8),
     /// A data set we will not use (unsupported operation): read it, then send this response.
     Discard(Response, u8),
+    /// A C-FIND identifier being collected.
+    Find {
+        command: Command,
+        pc_id: u8,
+        identifier: Vec<u8>,
+    },
 }
 
 enum Flow {
@@ -107,7 +115,7 @@ pub async fn serve(mut association: Association, context: &ScpContext, peer: Soc
                     .await
                 }
                 PDataValueType::Data => {
-                    on_data(&mut association, context, value, &mut expecting).await
+                    on_data(&mut association, context, &contexts, value, &mut expecting).await
                 }
             };
             if let Flow::Stop = flow {
@@ -167,6 +175,14 @@ async fn on_command(
                 .with_comment("C-STORE without a data set");
             send_response(association, pc_id, response).await
         }
+        cf::C_FIND_RQ if command.has_data_set && model_of(&accepted.abstract_syntax).is_some() => {
+            *expecting = Some(Expecting::Find {
+                command,
+                pc_id,
+                identifier: Vec::new(),
+            });
+            Flow::Continue
+        }
         // Nothing to cancel: DIMSE operations here run to completion before the next command.
         cf::C_CANCEL_RQ => Flow::Continue,
         other => {
@@ -189,12 +205,26 @@ async fn on_command(
 async fn on_data(
     association: &mut Association,
     context: &ScpContext,
+    contexts: &HashMap<u8, AcceptedContext>,
     value: PDataValue,
     expecting: &mut Option<Expecting>,
 ) -> Flow {
     match expecting {
         Some(Expecting::Store(object, _)) => object.receive(&value.data).await,
         Some(Expecting::Discard(..)) => {}
+        Some(Expecting::Find {
+            command,
+            pc_id,
+            identifier,
+        }) => {
+            if identifier.len() + value.data.len() > MAX_IDENTIFIER {
+                let response = Response::to(command, status::OUT_OF_RESOURCES)
+                    .with_comment("identifier too large");
+                *expecting = Some(Expecting::Discard(response, *pc_id));
+            } else {
+                identifier.extend_from_slice(&value.data);
+            }
+        }
         None => {
             tracing::warn!("data set without a command");
             return Flow::Stop;
@@ -211,20 +241,47 @@ async fn on_data(
         Some(Expecting::Discard(response, pc_id)) => {
             send_response(association, pc_id, response).await
         }
+        Some(Expecting::Find {
+            command,
+            pc_id,
+            identifier,
+        }) => {
+            let (Some(accepted), Some(model)) = (
+                contexts.get(&pc_id),
+                contexts
+                    .get(&pc_id)
+                    .and_then(|c| model_of(&c.abstract_syntax)),
+            ) else {
+                return Flow::Stop;
+            };
+            let find = FindContext {
+                index: &context.index,
+                ae_title: &context.ae_title,
+                max_results: context.max_find_results,
+            };
+            let transfer_syntax = &accepted.transfer_syntax;
+            if serve_find(
+                association,
+                &find,
+                &command,
+                pc_id,
+                model,
+                transfer_syntax,
+                &identifier,
+            )
+            .await
+            {
+                Flow::Continue
+            } else {
+                Flow::Stop
+            }
+        }
         None => Flow::Continue,
     }
 }
 
 async fn send_response(association: &mut Association, pc_id: u8, response: Response) -> Flow {
-    let pdu = Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: pc_id,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data: response.encode(),
-        }],
-    };
-    match association.send(&pdu).await {
+    match send_message(association, pc_id, &response, None).await {
         Ok(()) => Flow::Continue,
         Err(error) => {
             tracing::info!(%error, "cannot send response");

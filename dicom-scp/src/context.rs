@@ -2,6 +2,7 @@
 
 use crate::ae_policy::AePolicy;
 use archive_core::config::{Config, DuplicatePolicy};
+use archive_core::index::Index;
 use archive_core::ingest::IngestQueue;
 use archive_core::online::OnlineStore;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 pub struct ScpContext {
     pub ae_title: String,
+    pub index: Index,
     pub online: OnlineStore,
     pub ingest: IngestQueue,
     pub duplicate_policy: DuplicatePolicy,
@@ -16,12 +18,19 @@ pub struct ScpContext {
     pub max_pdu: u32,
     pub max_associations: usize,
     pub idle_timeout: Duration,
+    pub max_find_results: usize,
 }
 
 impl ScpContext {
-    pub fn new(config: &Config, online: OnlineStore, ingest: IngestQueue) -> ScpContext {
+    pub fn new(
+        config: &Config,
+        index: Index,
+        online: OnlineStore,
+        ingest: IngestQueue,
+    ) -> ScpContext {
         ScpContext {
             ae_title: config.dicom.ae_title.clone(),
+            index,
             online,
             ingest,
             duplicate_policy: config.dicom.duplicate_policy,
@@ -32,6 +41,7 @@ impl ScpContext {
             max_pdu: config.dicom.max_pdu,
             max_associations: config.dicom.max_associations as usize,
             idle_timeout: Duration::from_secs(config.dicom.idle_timeout_secs),
+            max_find_results: config.dicom.max_find_results as usize,
         }
     }
 }

@@ -41,6 +41,12 @@ pub mod status {
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
     /// Failure: unrecognized operation.
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+    /// C-FIND / C-MOVE / C-GET: pending, more responses follow.
+    pub const PENDING: u16 = 0xFF00;
+    /// Cancelled by C-CANCEL.
+    pub const CANCEL: u16 = 0xFE00;
+    /// C-FIND / C-MOVE / C-GET: identifier does not match SOP class.
+    pub const IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS: u16 = 0xA900;
 }
 
 /// Longest Error Comment sent; see `Response::encode`.
@@ -131,30 +137,58 @@ impl Command {
     }
 }
 
-/// A C-STORE-RQ command set (Strata as SCU: C-MOVE/C-GET sub-operations, tools, tests).
-pub fn encode_c_store_rq(message_id: u16, sop_class_uid: &str, sop_instance_uid: &str) -> Vec<u8> {
+/// A request command set (Strata as SCU: C-MOVE/C-GET sub-operations, tools, tests).
+pub fn encode_request(
+    command_field: u16,
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: Option<&str>,
+    data_set_follows: bool,
+) -> Vec<u8> {
     let mut object = InMemDicomObject::new_empty();
     object.put(uid_element(tags::AFFECTED_SOP_CLASS_UID, sop_class_uid));
-    object.put(us_element(tags::COMMAND_FIELD, command_field::C_STORE_RQ));
+    object.put(us_element(tags::COMMAND_FIELD, command_field));
     object.put(us_element(tags::MESSAGE_ID, message_id));
-    object.put(us_element(tags::PRIORITY, 0));
-    object.put(us_element(tags::COMMAND_DATA_SET_TYPE, 0x0000));
-    object.put(uid_element(
-        tags::AFFECTED_SOP_INSTANCE_UID,
-        sop_instance_uid,
-    ));
+    if command_field != command_field::C_ECHO_RQ {
+        object.put(us_element(tags::PRIORITY, 0));
+    }
+    let data_set_type = if data_set_follows {
+        0x0000
+    } else {
+        NO_DATA_SET
+    };
+    object.put(us_element(tags::COMMAND_DATA_SET_TYPE, data_set_type));
+    if let Some(uid) = sop_instance_uid {
+        object.put(uid_element(tags::AFFECTED_SOP_INSTANCE_UID, uid));
+    }
     encode_with_group_length(&object)
 }
 
-/// A C-ECHO-RQ command set.
+pub fn encode_c_store_rq(message_id: u16, sop_class_uid: &str, sop_instance_uid: &str) -> Vec<u8> {
+    encode_request(
+        command_field::C_STORE_RQ,
+        message_id,
+        sop_class_uid,
+        Some(sop_instance_uid),
+        true,
+    )
+}
+
 pub fn encode_c_echo_rq(message_id: u16) -> Vec<u8> {
-    let mut object = InMemDicomObject::new_empty();
-    object.put(uid_element(
-        tags::AFFECTED_SOP_CLASS_UID,
+    encode_request(
+        command_field::C_ECHO_RQ,
+        message_id,
         dicom_dictionary_std::uids::VERIFICATION,
-    ));
-    object.put(us_element(tags::COMMAND_FIELD, command_field::C_ECHO_RQ));
-    object.put(us_element(tags::MESSAGE_ID, message_id));
+        None,
+        false,
+    )
+}
+
+/// C-CANCEL-RQ for the operation with `message_id`.
+pub fn encode_c_cancel_rq(message_id: u16) -> Vec<u8> {
+    let mut object = InMemDicomObject::new_empty();
+    object.put(us_element(tags::COMMAND_FIELD, command_field::C_CANCEL_RQ));
+    object.put(us_element(tags::MESSAGE_ID_BEING_RESPONDED_TO, message_id));
     object.put(us_element(tags::COMMAND_DATA_SET_TYPE, NO_DATA_SET));
     encode_with_group_length(&object)
 }
@@ -168,6 +202,10 @@ pub struct Response {
     pub affected_sop_instance_uid: String,
     pub status: u16,
     pub error_comment: Option<String>,
+    /// A data set follows the command (C-FIND pending responses, C-MOVE failed-UID lists).
+    pub data_set_follows: bool,
+    /// Further US elements, e.g. the sub-operation counts of C-MOVE and C-GET.
+    pub counters: Vec<(Tag, u16)>,
 }
 
 impl Response {
@@ -180,7 +218,19 @@ impl Response {
             affected_sop_instance_uid: request.affected_sop_instance_uid.clone(),
             status,
             error_comment: None,
+            data_set_follows: false,
+            counters: Vec::new(),
         }
+    }
+
+    pub fn with_data_set(mut self) -> Response {
+        self.data_set_follows = true;
+        self
+    }
+
+    pub fn with_counter(mut self, tag: Tag, value: u16) -> Response {
+        self.counters.push((tag, value));
+        self
     }
 
     pub fn with_comment(mut self, comment: impl Into<String>) -> Response {
@@ -202,8 +252,16 @@ impl Response {
             tags::MESSAGE_ID_BEING_RESPONDED_TO,
             self.message_id_being_responded_to,
         ));
-        object.put(us_element(tags::COMMAND_DATA_SET_TYPE, NO_DATA_SET));
+        let data_set_type = if self.data_set_follows {
+            0x0000
+        } else {
+            NO_DATA_SET
+        };
+        object.put(us_element(tags::COMMAND_DATA_SET_TYPE, data_set_type));
         object.put(us_element(tags::STATUS, self.status));
+        for (tag, value) in &self.counters {
+            object.put(us_element(*tag, *value));
+        }
         if let Some(comment) = &self.error_comment {
             // ErrorComment is LO (64 characters), but a conflict must name two UIDs of up to
             // 64 characters each. Peers read the value by its length (DCMTK and pynetdicom
@@ -317,6 +375,14 @@ mod tests {
         assert_eq!(decoded.affected_sop_instance_uid, "4.5.6");
         assert!(decoded.has_data_set);
         assert_eq!(decoded.status, None);
+    }
+
+    #[test]
+    fn cancel_names_the_operation() {
+        let decoded = Command::decode(&encode_c_cancel_rq(9)).expect("decodes");
+        assert_eq!(decoded.command_field, command_field::C_CANCEL_RQ);
+        assert_eq!(decoded.message_id, 9);
+        assert!(!decoded.has_data_set);
     }
 
     #[test]

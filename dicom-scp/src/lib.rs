@@ -1,5 +1,5 @@
 //! Strata's DICOM network services on top of dicom-ul: association acceptance with an AE
-//! policy, DIMSE message assembly, C-ECHO and C-STORE.
+//! policy, DIMSE message assembly, C-ECHO, C-STORE and C-FIND.
 
 #![forbid(unsafe_code)]
 
@@ -8,6 +8,9 @@ mod association;
 pub mod attributes;
 pub mod context;
 pub mod dimse;
+pub mod find;
+pub mod messaging;
+pub mod query_keys;
 pub mod server;
 pub mod store;
 pub mod syntaxes;

@@ -52,8 +52,10 @@ impl Strata {
         let dicom_port = free_port();
         let http_port = free_port();
         let config_path = dir.path().join("strata.toml");
+        // Ports go on the command line (flags override the file), so `extra_toml` may open
+        // any table, [dicom] included.
         let config = format!(
-            "data_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\n\n[dicom]\nport = {dicom_port}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n{extra_toml}\n",
+            "data_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\n{extra_toml}\n",
             data = dir.path().join("data").display(),
         );
         std::fs::write(&config_path, config).expect("write config");
@@ -87,6 +89,10 @@ impl Strata {
             .arg("--config")
             .arg(&self.config_path)
             .arg("serve")
+            .arg("--dicom-port")
+            .arg(self.dicom_port.to_string())
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.http_port))
             .env("STRATA_LOG", "info,dicom_scp=debug")
             .stdout(Stdio::null())
             .stderr(log)

@@ -3,7 +3,9 @@
 //! record which instances got success before the server is killed.
 
 use dicom_object::meta::FileMetaTable;
-use dicom_scp::dimse::{encode_c_echo_rq, encode_c_store_rq, Command};
+use dicom_scp::dimse::{
+    command_field, encode_c_cancel_rq, encode_c_echo_rq, encode_c_store_rq, encode_request, Command,
+};
 use dicom_ul::association::client::ClientAssociationOptions;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
 use dicom_ul::ClientAssociation;
@@ -133,6 +135,50 @@ impl Scu {
             self.send(pc, PDataValueType::Data, piece.to_vec(), last)?;
         }
         self.try_read_answer()
+    }
+
+    /// Sends a C-FIND with `identifier` and, right behind it, a C-CANCEL; returns how many
+    /// pending answers arrived and the final status.
+    pub fn find_and_cancel(&mut self, model: &str, identifier: &[u8]) -> (usize, u16) {
+        let pc = self.context_id(model, "1.2.840.10008.1.2.1");
+        let id = self.message_id();
+        self.send(
+            pc,
+            PDataValueType::Command,
+            encode_request(command_field::C_FIND_RQ, id, model, None, true),
+            true,
+        )
+        .expect("send");
+        self.send(pc, PDataValueType::Data, identifier.to_vec(), true)
+            .expect("send");
+        self.send(pc, PDataValueType::Command, encode_c_cancel_rq(id), true)
+            .expect("send");
+        let mut pending = 0;
+        loop {
+            let answer = self.try_read_answer().expect("answer");
+            if answer.status == 0xFF00 || answer.status == 0xFF01 {
+                pending += 1;
+                self.skip_data_set();
+            } else {
+                return (pending, answer.status);
+            }
+        }
+    }
+
+    fn skip_data_set(&mut self) {
+        loop {
+            match self.association.receive().expect("receive") {
+                Pdu::PData { data } => {
+                    if data
+                        .iter()
+                        .any(|v| v.value_type == PDataValueType::Data && v.is_last)
+                    {
+                        return;
+                    }
+                }
+                other => panic!("unexpected PDU: {other:?}"),
+            }
+        }
     }
 
     fn message_id(&mut self) -> u16 {

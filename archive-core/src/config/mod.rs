@@ -42,6 +42,8 @@ pub struct DicomConfig {
     /// Seconds without a PDU before an association is aborted.
     pub idle_timeout_secs: u64,
     pub duplicate_policy: DuplicatePolicy,
+    /// Most matches one C-FIND returns; beyond it the answer ends with 0xA700 and says so.
+    pub max_find_results: u32,
     /// Accept calling AE titles that are not in `peers` when they connect from loopback.
     pub accept_unknown_from_loopback: bool,
     pub peers: Vec<AllowedPeer>,
@@ -143,6 +145,7 @@ impl Default for DicomConfig {
             max_associations: 64,
             idle_timeout_secs: 120,
             duplicate_policy: DuplicatePolicy::KeepFirst,
+            max_find_results: 2000,
             accept_unknown_from_loopback: true,
             peers: Vec::new(),
         }

@@ -52,6 +52,12 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.dicom.max_find_results == 0 {
+            return Err(ConfigError::key(
+                "dicom.max_find_results",
+                "must be at least 1",
+            ));
+        }
         if self.dicom.idle_timeout_secs == 0 {
             return Err(ConfigError::key(
                 "dicom.idle_timeout_secs",

@@ -17,6 +17,7 @@ pub use sql_index::SqlIndex;
 
 use crate::config::{DuplicatePolicy, FilesystemConfig};
 use crate::model::{Filesystem, InstanceRecord, StoreOutcome, StoredFile};
+use crate::query::{FindQuery, FindRow};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -64,6 +65,9 @@ pub trait IndexBackend: Send + Sync + 'static {
     async fn instance_location(&self, sop_uid: &str) -> IndexResult<Option<InstanceLocation>>;
     async fn study_locations(&self, study_uid: &str) -> IndexResult<Vec<InstanceLocation>>;
     async fn counts(&self) -> IndexResult<IndexCounts>;
+    /// Answers a C-FIND query from the index alone: at most `query.limit + 1` rows (the extra
+    /// one tells the caller the answer was limited).
+    async fn find(&self, query: &FindQuery) -> IndexResult<Vec<FindRow>>;
 }
 
 /// Shared handle to the index.

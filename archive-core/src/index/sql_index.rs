@@ -6,9 +6,10 @@ use super::store_tx::{BatchTx, HierarchyCache};
 use super::{Dialect, IndexBackend, IndexResult, NewInstance};
 use crate::config::FilesystemConfig;
 use crate::model::{Filesystem, StoreOutcome};
+use crate::query::{build_find_sql, Bind, FindQuery, FindRow};
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
-use sqlx::{Acquire, Any, AnyPool};
+use sqlx::{Acquire, Any, AnyPool, Row};
 use tokio::sync::Mutex;
 
 pub struct SqlIndex {
@@ -167,5 +168,27 @@ impl IndexBackend for SqlIndex {
             instances,
             files,
         })
+    }
+
+    async fn find(&self, query: &FindQuery) -> IndexResult<Vec<FindRow>> {
+        let sql = build_find_sql(query, self.dialect);
+        let mut statement = sqlx::query(&sql.text);
+        for bind in &sql.binds {
+            statement = match bind {
+                Bind::Text(text) => statement.bind(text.as_str()),
+                Bind::Int(number) => statement.bind(*number),
+            };
+        }
+        let rows = statement.fetch_all(&self.pool).await?;
+        let mut answers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut answer = FindRow::with_capacity(sql.columns.len());
+            for (position, attr) in sql.columns.iter().enumerate() {
+                let value: Option<String> = row.try_get(position)?;
+                answer.insert(*attr, value.unwrap_or_default());
+            }
+            answers.push(answer);
+        }
+        Ok(answers)
     }
 }

@@ -63,13 +63,30 @@ impl Attr {
     pub fn level(self) -> Level {
         use Attr::*;
         match self {
-            PatientId | IssuerOfPatientId | PatientName | PatientBirthDate | PatientSex
-            | NumberOfPatientRelatedStudies | NumberOfPatientRelatedSeries
-            | NumberOfPatientRelatedInstances | InstanceAvailability => Level::Patient,
-            StudyInstanceUid | StudyDate | StudyTime | AccessionNumber | StudyId
-            | StudyDescription | ReferringPhysicianName | ModalitiesInStudy
-            | NumberOfStudyRelatedSeries | NumberOfStudyRelatedInstances => Level::Study,
-            SeriesInstanceUid | Modality | SeriesNumber | SeriesDescription | BodyPartExamined
+            PatientId
+            | IssuerOfPatientId
+            | PatientName
+            | PatientBirthDate
+            | PatientSex
+            | NumberOfPatientRelatedStudies
+            | NumberOfPatientRelatedSeries
+            | NumberOfPatientRelatedInstances
+            | InstanceAvailability => Level::Patient,
+            StudyInstanceUid
+            | StudyDate
+            | StudyTime
+            | AccessionNumber
+            | StudyId
+            | StudyDescription
+            | ReferringPhysicianName
+            | ModalitiesInStudy
+            | NumberOfStudyRelatedSeries
+            | NumberOfStudyRelatedInstances => Level::Study,
+            SeriesInstanceUid
+            | Modality
+            | SeriesNumber
+            | SeriesDescription
+            | BodyPartExamined
             | NumberOfSeriesRelatedInstances => Level::Series,
             SopInstanceUid | SopClassUid | InstanceNumber | NumberOfFrames => Level::Image,
         }
@@ -84,9 +101,12 @@ impl Attr {
             StudyInstanceUid | SeriesInstanceUid | SopInstanceUid | SopClassUid => ValueKind::Uid,
             SeriesNumber | InstanceNumber | NumberOfFrames => ValueKind::Integer,
             ModalitiesInStudy => ValueKind::ModalityList,
-            NumberOfPatientRelatedStudies | NumberOfPatientRelatedSeries
-            | NumberOfPatientRelatedInstances | NumberOfStudyRelatedSeries
-            | NumberOfStudyRelatedInstances | NumberOfSeriesRelatedInstances
+            NumberOfPatientRelatedStudies
+            | NumberOfPatientRelatedSeries
+            | NumberOfPatientRelatedInstances
+            | NumberOfStudyRelatedSeries
+            | NumberOfStudyRelatedInstances
+            | NumberOfSeriesRelatedInstances
             | InstanceAvailability => ValueKind::Computed,
             _ => ValueKind::Text,
         }

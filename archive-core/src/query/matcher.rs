@@ -11,7 +11,10 @@ pub enum Matcher {
     /// `*` any run of characters, `?` one character.
     Wildcard(String),
     /// Inclusive range of dates or times; an open end is `None`.
-    Range { from: Option<String>, to: Option<String> },
+    Range {
+        from: Option<String>,
+        to: Option<String>,
+    },
     /// Any of several values: a list of UIDs, or several modalities.
     AnyOf(Vec<String>),
 }
@@ -31,19 +34,40 @@ impl Matcher {
         }
         match kind {
             ValueKind::Uid => {
-                let uids: Vec<String> = value.split('\\').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
-                if uids.iter().any(|u| !u.chars().all(|c| c.is_ascii_digit() || c == '.')) {
-                    return Err(MatcherError { value: value.into(), what: "UID list" });
+                let uids: Vec<String> = value
+                    .split('\\')
+                    .map(|u| u.trim().to_string())
+                    .filter(|u| !u.is_empty())
+                    .collect();
+                if uids
+                    .iter()
+                    .any(|u| !u.chars().all(|c| c.is_ascii_digit() || c == '.'))
+                {
+                    return Err(MatcherError {
+                        value: value.into(),
+                        what: "UID list",
+                    });
                 }
-                Ok(if uids.len() == 1 { Matcher::Single(uids[0].clone()) } else { Matcher::AnyOf(uids) })
+                Ok(if uids.len() == 1 {
+                    Matcher::Single(uids[0].clone())
+                } else {
+                    Matcher::AnyOf(uids)
+                })
             }
             ValueKind::Date | ValueKind::Time => parse_range_or_single(value, kind),
             ValueKind::Integer => value
                 .parse::<i64>()
                 .map(|n| Matcher::Single(n.to_string()))
-                .map_err(|_| MatcherError { value: value.into(), what: "number" }),
+                .map_err(|_| MatcherError {
+                    value: value.into(),
+                    what: "number",
+                }),
             ValueKind::ModalityList => {
-                let values: Vec<String> = value.split('\\').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+                let values: Vec<String> = value
+                    .split('\\')
+                    .map(|m| m.trim().to_string())
+                    .filter(|m| !m.is_empty())
+                    .collect();
                 Ok(match values.len() {
                     1 => wildcard_or_single(&values[0]),
                     _ => Matcher::AnyOf(values),
@@ -65,13 +89,22 @@ fn wildcard_or_single(value: &str) -> Matcher {
 }
 
 fn parse_range_or_single(value: &str, kind: ValueKind) -> Result<Matcher, MatcherError> {
-    let what = if kind == ValueKind::Date { "date or date range" } else { "time or time range" };
+    let what = if kind == ValueKind::Date {
+        "date or date range"
+    } else {
+        "time or time range"
+    };
     let valid = |part: &str| {
         part.is_empty()
-            || part.chars().all(|c| c.is_ascii_digit() || (kind == ValueKind::Time && (c == '.' || c == ':')))
+            || part
+                .chars()
+                .all(|c| c.is_ascii_digit() || (kind == ValueKind::Time && (c == '.' || c == ':')))
                 && (kind == ValueKind::Time || part.len() == 8)
     };
-    let error = || MatcherError { value: value.into(), what };
+    let error = || MatcherError {
+        value: value.into(),
+        what,
+    };
     match value.split_once('-') {
         Some((from, to)) => {
             let (from, to) = (from.trim(), to.trim());
@@ -79,7 +112,10 @@ fn parse_range_or_single(value: &str, kind: ValueKind) -> Result<Matcher, Matche
                 return Err(error());
             }
             let norm = |s: &str| (!s.is_empty()).then(|| normalize(s, kind, s == to));
-            Ok(Matcher::Range { from: norm(from), to: norm(to) })
+            Ok(Matcher::Range {
+                from: norm(from),
+                to: norm(to),
+            })
         }
         None if valid(value) => Ok(Matcher::Single(normalize(value, kind, false))),
         None => Err(error()),
@@ -111,29 +147,62 @@ mod tests {
         assert_eq!(Matcher::parse("", ValueKind::Text), Ok(Matcher::Universal));
         assert_eq!(Matcher::parse("*", ValueKind::Text), Ok(Matcher::Universal));
         assert_eq!(Matcher::parse("  ", ValueKind::Uid), Ok(Matcher::Universal));
-        assert_eq!(Matcher::parse("ACC1 ", ValueKind::Text), Ok(Matcher::Single("ACC1".into())));
-        assert_eq!(Matcher::parse("7", ValueKind::Computed), Ok(Matcher::Universal));
+        assert_eq!(
+            Matcher::parse("ACC1 ", ValueKind::Text),
+            Ok(Matcher::Single("ACC1".into()))
+        );
+        assert_eq!(
+            Matcher::parse("7", ValueKind::Computed),
+            Ok(Matcher::Universal)
+        );
     }
 
     #[test]
     fn wildcards_and_names() {
-        assert_eq!(Matcher::parse("CH?ST*", ValueKind::Text), Ok(Matcher::Wildcard("CH?ST*".into())));
-        assert_eq!(Matcher::parse("doe^j*", ValueKind::PersonName), Ok(Matcher::Wildcard("DOE^J*".into())));
-        assert_eq!(Matcher::parse("Doe^John", ValueKind::PersonName), Ok(Matcher::Single("DOE^JOHN".into())));
+        assert_eq!(
+            Matcher::parse("CH?ST*", ValueKind::Text),
+            Ok(Matcher::Wildcard("CH?ST*".into()))
+        );
+        assert_eq!(
+            Matcher::parse("doe^j*", ValueKind::PersonName),
+            Ok(Matcher::Wildcard("DOE^J*".into()))
+        );
+        assert_eq!(
+            Matcher::parse("Doe^John", ValueKind::PersonName),
+            Ok(Matcher::Single("DOE^JOHN".into()))
+        );
     }
 
     #[test]
     fn uid_lists() {
-        assert_eq!(Matcher::parse("1.2.3\\1.2.4", ValueKind::Uid), Ok(Matcher::AnyOf(vec!["1.2.3".into(), "1.2.4".into()])));
-        assert!(Matcher::parse("1.2.*", ValueKind::Uid).is_err(), "no wildcards in UIDs");
+        assert_eq!(
+            Matcher::parse("1.2.3\\1.2.4", ValueKind::Uid),
+            Ok(Matcher::AnyOf(vec!["1.2.3".into(), "1.2.4".into()]))
+        );
+        assert!(
+            Matcher::parse("1.2.*", ValueKind::Uid).is_err(),
+            "no wildcards in UIDs"
+        );
     }
 
     #[test]
     fn date_ranges() {
-        let range = |f: Option<&str>, t: Option<&str>| Matcher::Range { from: f.map(Into::into), to: t.map(Into::into) };
-        assert_eq!(Matcher::parse("20240101-", ValueKind::Date), Ok(range(Some("20240101"), None)));
-        assert_eq!(Matcher::parse("-20241231", ValueKind::Date), Ok(range(None, Some("20241231"))));
-        assert_eq!(Matcher::parse("20240101-20240131", ValueKind::Date), Ok(range(Some("20240101"), Some("20240131"))));
+        let range = |f: Option<&str>, t: Option<&str>| Matcher::Range {
+            from: f.map(Into::into),
+            to: t.map(Into::into),
+        };
+        assert_eq!(
+            Matcher::parse("20240101-", ValueKind::Date),
+            Ok(range(Some("20240101"), None))
+        );
+        assert_eq!(
+            Matcher::parse("-20241231", ValueKind::Date),
+            Ok(range(None, Some("20241231")))
+        );
+        assert_eq!(
+            Matcher::parse("20240101-20240131", ValueKind::Date),
+            Ok(range(Some("20240101"), Some("20240131")))
+        );
         assert!(Matcher::parse("2024-", ValueKind::Date).is_err());
         assert!(Matcher::parse("-", ValueKind::Date).is_err());
         assert!(Matcher::parse("yesterday", ValueKind::Date).is_err());
@@ -143,13 +212,22 @@ mod tests {
     fn time_ranges_include_the_whole_upper_minute() {
         assert_eq!(
             Matcher::parse("0800-10:15", ValueKind::Time),
-            Ok(Matcher::Range { from: Some("0800".into()), to: Some("101599.999999".into()) })
+            Ok(Matcher::Range {
+                from: Some("0800".into()),
+                to: Some("101599.999999".into())
+            })
         );
     }
 
     #[test]
     fn modality_lists() {
-        assert_eq!(Matcher::parse("CT\\MR", ValueKind::ModalityList), Ok(Matcher::AnyOf(vec!["CT".into(), "MR".into()])));
-        assert_eq!(Matcher::parse("CT", ValueKind::ModalityList), Ok(Matcher::Single("CT".into())));
+        assert_eq!(
+            Matcher::parse("CT\\MR", ValueKind::ModalityList),
+            Ok(Matcher::AnyOf(vec!["CT".into(), "MR".into()]))
+        );
+        assert_eq!(
+            Matcher::parse("CT", ValueKind::ModalityList),
+            Ok(Matcher::Single("CT".into()))
+        );
     }
 }

@@ -8,7 +8,7 @@ mod sql;
 
 pub use attribute::{Attr, ValueKind};
 pub use matcher::{Matcher, MatcherError};
-pub(crate) use sql::build_find_sql;
+pub(crate) use sql::{build_find_sql, Bind};
 
 use std::collections::HashMap;
 
@@ -72,7 +72,11 @@ pub type FindRow = HashMap<Attr, String>;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QueryError {
     #[error("{attr:?} is a {key_level:?}-level key and cannot be used in a {level:?}-level query")]
-    KeyBelowLevel { attr: Attr, key_level: Level, level: Level },
+    KeyBelowLevel {
+        attr: Attr,
+        key_level: Level,
+        level: Level,
+    },
     #[error("the {model:?} model has no {level:?} level")]
     LevelNotInModel { model: Model, level: Level },
 }
@@ -81,12 +85,19 @@ impl FindQuery {
     /// Checks PS3.4 C.4.1.2 hierarchy rules: keys may come from the query level and above.
     pub fn validate(&self, model: Model) -> Result<(), QueryError> {
         if model == Model::StudyRoot && self.level == Level::Patient {
-            return Err(QueryError::LevelNotInModel { model, level: self.level });
+            return Err(QueryError::LevelNotInModel {
+                model,
+                level: self.level,
+            });
         }
         for key in &self.keys {
             let key_level = key.attr.level();
             if key_level > self.level {
-                return Err(QueryError::KeyBelowLevel { attr: key.attr, key_level, level: self.level });
+                return Err(QueryError::KeyBelowLevel {
+                    attr: key.attr,
+                    key_level,
+                    level: self.level,
+                });
             }
         }
         Ok(())

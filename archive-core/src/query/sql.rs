@@ -54,7 +54,11 @@ pub(crate) fn build_find_sql(query: &FindQuery, dialect: Dialect) -> FindSql {
             "i.id",
         ),
     };
-    let mut builder = Conditions { dialect, binds: Vec::new(), clauses: Vec::new() };
+    let mut builder = Conditions {
+        dialect,
+        binds: Vec::new(),
+        clauses: Vec::new(),
+    };
     for key in &query.keys {
         builder.add(key.attr, level, &key.matcher);
     }
@@ -64,8 +68,15 @@ pub(crate) fn build_find_sql(query: &FindQuery, dialect: Dialect) -> FindSql {
         text.push_str(&builder.clauses.join(" AND "));
     }
     // One more row than asked, so the caller can tell that the answer was limited.
-    text.push_str(&format!(" ORDER BY {order} LIMIT {}", query.limit.saturating_add(1)));
-    FindSql { text, binds: builder.binds, columns }
+    text.push_str(&format!(
+        " ORDER BY {order} LIMIT {}",
+        query.limit.saturating_add(1)
+    ));
+    FindSql {
+        text,
+        binds: builder.binds,
+        columns,
+    }
 }
 
 struct Conditions {
@@ -94,19 +105,30 @@ impl Conditions {
                 let n = value.parse().unwrap_or(i64::MIN);
                 format!("{column} = {}", self.placeholder(Bind::Int(n)))
             }
-            (Matcher::Single(value), _) => format!("{column} = {}", self.placeholder(Bind::Text(value.clone()))),
+            (Matcher::Single(value), _) => {
+                format!("{column} = {}", self.placeholder(Bind::Text(value.clone())))
+            }
             (Matcher::AnyOf(values), _) => {
-                let list: Vec<String> = values.iter().map(|v| self.placeholder(Bind::Text(v.clone()))).collect();
+                let list: Vec<String> = values
+                    .iter()
+                    .map(|v| self.placeholder(Bind::Text(v.clone())))
+                    .collect();
                 format!("{column} IN ({})", list.join(", "))
             }
             (Matcher::Wildcard(pattern), _) => self.wildcard(column, pattern),
             (Matcher::Range { from, to }, _) => {
                 let mut parts = Vec::new();
                 if let Some(from) = from {
-                    parts.push(format!("{column} >= {}", self.placeholder(Bind::Text(from.clone()))));
+                    parts.push(format!(
+                        "{column} >= {}",
+                        self.placeholder(Bind::Text(from.clone()))
+                    ));
                 }
                 if let Some(to) = to {
-                    parts.push(format!("{column} <= {}", self.placeholder(Bind::Text(to.clone()))));
+                    parts.push(format!(
+                        "{column} <= {}",
+                        self.placeholder(Bind::Text(to.clone()))
+                    ));
                 }
                 format!("({})", parts.join(" AND "))
             }
@@ -117,7 +139,16 @@ impl Conditions {
     fn wildcard(&mut self, column: &str, pattern: &str) -> String {
         match self.dialect {
             Dialect::Sqlite => {
-                let glob: String = pattern.chars().map(|c| if c == '[' { "[[]".to_string() } else { c.to_string() }).collect();
+                let glob: String = pattern
+                    .chars()
+                    .map(|c| {
+                        if c == '[' {
+                            "[[]".to_string()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect();
                 format!("{column} GLOB {}", self.placeholder(Bind::Text(glob)))
             }
             Dialect::Postgres => {
@@ -130,7 +161,10 @@ impl Conditions {
                         other => other.to_string(),
                     })
                     .collect();
-                format!("{column} LIKE {} ESCAPE '!'", self.placeholder(Bind::Text(like)))
+                format!(
+                    "{column} LIKE {} ESCAPE '!'",
+                    self.placeholder(Bind::Text(like))
+                )
             }
         }
     }
@@ -141,10 +175,25 @@ impl Conditions {
         let element = format!("\\{value}\\");
         match self.dialect {
             Dialect::Sqlite => {
-                let glob: String = element.chars().map(|c| if c == '[' { "[[]".to_string() } else { c.to_string() }).collect();
-                format!("{list} GLOB {}", self.placeholder(Bind::Text(format!("*{glob}*"))))
+                let glob: String = element
+                    .chars()
+                    .map(|c| {
+                        if c == '[' {
+                            "[[]".to_string()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect();
+                format!(
+                    "{list} GLOB {}",
+                    self.placeholder(Bind::Text(format!("*{glob}*")))
+                )
             }
-            Dialect::Postgres => format!("position({} in {list}) > 0", self.placeholder(Bind::Text(element.replace(['*', '?'], "")))),
+            Dialect::Postgres => format!(
+                "position({} in {list}) > 0",
+                self.placeholder(Bind::Text(element.replace(['*', '?'], "")))
+            ),
         }
     }
 }
@@ -155,12 +204,22 @@ mod tests {
     use crate::query::QueryKey;
 
     fn query(level: Level, keys: Vec<(Attr, Matcher)>) -> FindQuery {
-        FindQuery { level, keys: keys.into_iter().map(|(attr, matcher)| QueryKey { attr, matcher }).collect(), limit: 10 }
+        FindQuery {
+            level,
+            keys: keys
+                .into_iter()
+                .map(|(attr, matcher)| QueryKey { attr, matcher })
+                .collect(),
+            limit: 10,
+        }
     }
 
     #[test]
     fn values_are_bound_not_spliced() {
-        let q = query(Level::Study, vec![(Attr::PatientId, Matcher::Single("x' OR 1=1 --".into()))]);
+        let q = query(
+            Level::Study,
+            vec![(Attr::PatientId, Matcher::Single("x' OR 1=1 --".into()))],
+        );
         let sql = build_find_sql(&q, Dialect::Postgres);
         assert!(!sql.text.contains("OR 1=1"));
         assert_eq!(sql.binds, vec![Bind::Text("x' OR 1=1 --".into())]);
@@ -169,15 +228,34 @@ mod tests {
 
     #[test]
     fn wildcard_translation_per_dialect() {
-        let q = query(Level::Study, vec![(Attr::StudyDescription, Matcher::Wildcard("50%_ch?st*".into()))]);
-        assert_eq!(build_find_sql(&q, Dialect::Postgres).binds, vec![Bind::Text("50!%!_ch_st%".into())]);
-        assert_eq!(build_find_sql(&q, Dialect::Sqlite).binds, vec![Bind::Text("50%_ch?st*".into())]);
+        let q = query(
+            Level::Study,
+            vec![(
+                Attr::StudyDescription,
+                Matcher::Wildcard("50%_ch?st*".into()),
+            )],
+        );
+        assert_eq!(
+            build_find_sql(&q, Dialect::Postgres).binds,
+            vec![Bind::Text("50!%!_ch_st%".into())]
+        );
+        assert_eq!(
+            build_find_sql(&q, Dialect::Sqlite).binds,
+            vec![Bind::Text("50%_ch?st*".into())]
+        );
     }
 
     #[test]
     fn unique_keys_are_always_returned() {
         let q = query(Level::Series, vec![(Attr::Modality, Matcher::Universal)]);
-        assert_eq!(returned_attributes(&q), vec![Attr::StudyInstanceUid, Attr::SeriesInstanceUid, Attr::Modality]);
+        assert_eq!(
+            returned_attributes(&q),
+            vec![
+                Attr::StudyInstanceUid,
+                Attr::SeriesInstanceUid,
+                Attr::Modality
+            ]
+        );
         let q = query(Level::Patient, vec![]);
         assert_eq!(returned_attributes(&q), vec![Attr::PatientId]);
     }

@@ -1,0 +1,107 @@
+//! Sending DIMSE messages on an accepted association, and noticing C-CANCEL while a
+//! multi-response operation (C-FIND, C-MOVE, C-GET) is under way.
+
+use crate::dimse::{command_field, Command, Response};
+use dicom_ul::association::{Association as _, AsyncServerAssociation};
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use tokio::net::TcpStream;
+
+pub type Association = AsyncServerAssociation<TcpStream>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot send: {0}")]
+pub struct SendError(String);
+
+/// Sends a command and, if given, its data set, split to fit the peer's maximum PDU length.
+pub async fn send_message(
+    association: &mut Association,
+    pc_id: u8,
+    response: &Response,
+    data_set: Option<&[u8]>,
+) -> Result<(), SendError> {
+    send_fragments(
+        association,
+        pc_id,
+        PDataValueType::Command,
+        &response.encode(),
+    )
+    .await?;
+    if let Some(data_set) = data_set {
+        send_fragments(association, pc_id, PDataValueType::Data, data_set).await?;
+    }
+    Ok(())
+}
+
+async fn send_fragments(
+    association: &mut Association,
+    pc_id: u8,
+    value_type: PDataValueType,
+    bytes: &[u8],
+) -> Result<(), SendError> {
+    // PDU payload = per PDV: 4 bytes length + context id + control header + data.
+    let peer_max = association.peer_max_pdu_length() as usize;
+    let chunk = if peer_max == 0 {
+        1 << 20
+    } else {
+        peer_max.saturating_sub(6).max(1)
+    };
+    let pieces: Vec<&[u8]> = if bytes.is_empty() {
+        vec![&[]]
+    } else {
+        bytes.chunks(chunk).collect()
+    };
+    let last = pieces.len() - 1;
+    for (position, piece) in pieces.into_iter().enumerate() {
+        let value = PDataValue {
+            presentation_context_id: pc_id,
+            value_type: value_type.clone(),
+            is_last: position == last,
+            data: piece.to_vec(),
+        };
+        association
+            .send(&Pdu::PData { data: vec![value] })
+            .await
+            .map_err(|e| SendError(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// What arrived while an operation was sending its responses.
+pub enum Interruption {
+    Nothing,
+    /// C-CANCEL for this operation.
+    Cancelled,
+    /// The peer aborted or closed, or broke the protocol: stop everything.
+    Gone,
+}
+
+/// Looks, without waiting, for a C-CANCEL of `message_id`. dicom-ul's `receive` only reads
+/// into the association's buffer, so abandoning it when nothing is there loses nothing.
+pub async fn check_for_cancel(association: &mut Association, message_id: u16) -> Interruption {
+    let pdu = match tokio::time::timeout(std::time::Duration::ZERO, association.receive()).await {
+        Err(_) => return Interruption::Nothing,
+        Ok(Err(_)) => return Interruption::Gone,
+        Ok(Ok(pdu)) => pdu,
+    };
+    match pdu {
+        Pdu::PData { data } => {
+            let mut command = Vec::new();
+            for value in &data {
+                if value.value_type != PDataValueType::Command {
+                    return Interruption::Gone;
+                }
+                command.extend_from_slice(&value.data);
+            }
+            match Command::decode(&command) {
+                Ok(cancel)
+                    if cancel.command_field == command_field::C_CANCEL_RQ
+                        && cancel.message_id == message_id =>
+                {
+                    Interruption::Cancelled
+                }
+                _ => Interruption::Gone,
+            }
+        }
+        _ => Interruption::Gone,
+    }
+}
