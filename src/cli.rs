@@ -29,7 +29,7 @@ pub struct ConfigFlags {
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
     /// Our AE title (key: dicom.ae_title)
-    #[arg(long, global = true)]
+    #[arg(long = "ae-title", id = "our_ae_title", global = true)]
     pub ae_title: Option<String>,
     /// DICOM port (key: dicom.port)
     #[arg(long, global = true)]
@@ -68,6 +68,40 @@ pub enum Command {
     Migrate,
     /// Write a synthetic DICOM corpus (for tests, benchmarks and smoke tests)
     Generate(GenerateArgs),
+    /// Manage DICOM peers: C-MOVE destinations and what they may do
+    #[command(subcommand)]
+    Ae(AeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AeCommand {
+    /// Add a peer, or update the one with the same AE title
+    Add {
+        /// The peer's AE title
+        #[arg(value_name = "AE_TITLE")]
+        title: String,
+        host: String,
+        port: u16,
+        /// May not query (C-FIND)
+        #[arg(long)]
+        no_query: bool,
+        /// May not retrieve (C-MOVE, C-GET)
+        #[arg(long)]
+        no_retrieve: bool,
+        /// May not be sent to (C-MOVE destination)
+        #[arg(long)]
+        no_store: bool,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the peers
+    List,
+    /// Remove a peer
+    Remove {
+        /// The peer's AE title
+        #[arg(value_name = "AE_TITLE")]
+        title: String,
+    },
 }
 
 #[derive(Args, Debug)]

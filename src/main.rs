@@ -1,5 +1,6 @@
 //! The `strata` binary: parses the command line and wires the crates together.
 
+mod ae;
 mod cli;
 mod serve;
 
@@ -9,13 +10,26 @@ use clap::Parser;
 use cli::{Cli, Command};
 use dicom_scp::synthetic::{self, CorpusSpec, Kind};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the chain of causes on one line, without a backtrace: these
+            // messages are for admins.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate(args),
         Command::Serve => serve::serve(load_config(&cli.config)?),
         Command::Migrate => serve::migrate(load_config(&cli.config)?),
+        Command::Ae(command) => ae::run(load_config(&cli.config)?, command),
     }
 }
 

@@ -21,14 +21,14 @@ pub fn migrate(config: Config) -> anyhow::Result<()> {
     })
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
-async fn open_index(config: &Config) -> anyhow::Result<Index> {
+pub async fn open_index(config: &Config) -> anyhow::Result<Index> {
     let url = config.effective_database_url();
     let index = Index::open(&url)
         .await

@@ -7,5 +7,6 @@ pub mod ingest;
 pub mod model;
 pub mod online;
 pub mod query;
+pub mod retrieve;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

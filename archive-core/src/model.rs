@@ -155,3 +155,15 @@ impl Filesystem {
         self.mode == "rw"
     }
 }
+
+/// A DICOM peer Strata knows: a C-MOVE destination, and what it may do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AePeer {
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+    pub can_query: bool,
+    pub can_retrieve: bool,
+    pub can_store: bool,
+    pub description: String,
+}

@@ -430,12 +430,12 @@ async fn find_matches_like_pacs_users_expect(index: Index) {
     let fs = filesystem_id(&index).await;
     let keep = DuplicatePolicy::KeepFirst;
     let make = |patient: &str,
-                    name: &str,
-                    study: &str,
-                    date: &str,
-                    series: &str,
-                    sop: &str,
-                    modality: &str| {
+                name: &str,
+                study: &str,
+                date: &str,
+                series: &str,
+                sop: &str,
+                modality: &str| {
         let mut r = record(patient, study, series, sop, modality);
         r.patient.patient_name = name.into();
         r.study.study_date = date.into();

@@ -6,21 +6,23 @@
 
 use crate::context::ScpContext;
 use crate::dimse::{command_field as cf, status, Command, Response};
-use crate::find::{model_of, serve_find, FindContext};
 use crate::messaging::{send_message, Association};
+use crate::operation::{run_operation, Operation};
+use crate::retrieve::PeerContext;
 use crate::store::IncomingObject;
+use crate::syntaxes::is_storage_sop_class;
 use dicom_ul::association::Association as _;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-/// Largest C-FIND identifier accepted; real ones are a few hundred bytes.
+/// Largest C-FIND/C-MOVE/C-GET identifier accepted; real ones are a few hundred bytes.
 const MAX_IDENTIFIER: usize = 1 << 20;
 
 /// Accepted presentation context: abstract syntax and transfer syntax.
-struct AcceptedContext {
-    abstract_syntax: String,
-    transfer_syntax: String,
+pub(crate) struct AcceptedContext {
+    pub abstract_syntax: String,
+    pub transfer_syntax: String,
 }
 
 /// What the data PDVs that follow a command are for.
@@ -29,8 +31,9 @@ enum Expecting {
     Store(Box<IncomingObject>, u8),
     /// A data set we will not use (unsupported operation): read it, then send this response.
     Discard(Response, u8),
-    /// A C-FIND identifier being collected.
-    Find {
+    /// A C-FIND, C-MOVE or C-GET identifier being collected.
+    Query {
+        operation: Operation,
         command: Command,
         pc_id: u8,
         identifier: Vec<u8>,
@@ -175,8 +178,15 @@ async fn on_command(
                 .with_comment("C-STORE without a data set");
             send_response(association, pc_id, response).await
         }
-        cf::C_FIND_RQ if command.has_data_set && model_of(&accepted.abstract_syntax).is_some() => {
-            *expecting = Some(Expecting::Find {
+        field
+            if command.has_data_set
+                && Operation::of(field, &accepted.abstract_syntax).is_some() =>
+        {
+            let Some(operation) = Operation::of(field, &accepted.abstract_syntax) else {
+                return Flow::Stop;
+            };
+            *expecting = Some(Expecting::Query {
+                operation,
                 command,
                 pc_id,
                 identifier: Vec::new(),
@@ -212,10 +222,11 @@ async fn on_data(
     match expecting {
         Some(Expecting::Store(object, _)) => object.receive(&value.data).await,
         Some(Expecting::Discard(..)) => {}
-        Some(Expecting::Find {
+        Some(Expecting::Query {
             command,
             pc_id,
             identifier,
+            ..
         }) => {
             if identifier.len() + value.data.len() > MAX_IDENTIFIER {
                 let response = Response::to(command, status::OUT_OF_RESOURCES)
@@ -241,36 +252,28 @@ async fn on_data(
         Some(Expecting::Discard(response, pc_id)) => {
             send_response(association, pc_id, response).await
         }
-        Some(Expecting::Find {
+        Some(Expecting::Query {
+            operation,
             command,
             pc_id,
             identifier,
         }) => {
-            let (Some(accepted), Some(model)) = (
-                contexts.get(&pc_id),
-                contexts
-                    .get(&pc_id)
-                    .and_then(|c| model_of(&c.abstract_syntax)),
-            ) else {
+            let Some(accepted) = contexts.get(&pc_id) else {
                 return Flow::Stop;
             };
-            let find = FindContext {
-                index: &context.index,
-                ae_title: &context.ae_title,
-                max_results: context.max_find_results,
-            };
-            let transfer_syntax = &accepted.transfer_syntax;
-            if serve_find(
+            let storage = storage_contexts(contexts);
+            let keep_going = run_operation(
                 association,
-                &find,
+                context,
+                operation,
                 &command,
                 pc_id,
-                model,
-                transfer_syntax,
+                &accepted.transfer_syntax,
                 &identifier,
+                &storage,
             )
-            .await
-            {
+            .await;
+            if keep_going {
                 Flow::Continue
             } else {
                 Flow::Stop
@@ -288,4 +291,17 @@ async fn send_response(association: &mut Association, pc_id: u8, response: Respo
             Flow::Stop
         }
     }
+}
+
+/// The storage contexts the requestor proposed: where a C-GET's C-STOREs go.
+fn storage_contexts(contexts: &HashMap<u8, AcceptedContext>) -> Vec<PeerContext> {
+    contexts
+        .iter()
+        .filter(|(_, c)| is_storage_sop_class(&c.abstract_syntax))
+        .map(|(id, c)| PeerContext {
+            id: *id,
+            abstract_syntax: c.abstract_syntax.clone(),
+            transfer_syntax: c.transfer_syntax.clone(),
+        })
+        .collect()
 }

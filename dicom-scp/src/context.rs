@@ -5,12 +5,14 @@ use archive_core::config::{Config, DuplicatePolicy};
 use archive_core::index::Index;
 use archive_core::ingest::IngestQueue;
 use archive_core::online::OnlineStore;
+use archive_core::retrieve::Retriever;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct ScpContext {
     pub ae_title: String,
     pub index: Index,
+    pub retriever: Retriever,
     pub online: OnlineStore,
     pub ingest: IngestQueue,
     pub duplicate_policy: DuplicatePolicy,
@@ -31,6 +33,7 @@ impl ScpContext {
         ScpContext {
             ae_title: config.dicom.ae_title.clone(),
             index,
+            retriever: Retriever::new(),
             online,
             ingest,
             duplicate_policy: config.dicom.duplicate_policy,

@@ -47,6 +47,12 @@ pub mod status {
     pub const CANCEL: u16 = 0xFE00;
     /// C-FIND / C-MOVE / C-GET: identifier does not match SOP class.
     pub const IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS: u16 = 0xA900;
+    /// C-MOVE: move destination unknown.
+    pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
+    /// C-MOVE / C-GET: unable to perform sub-operations (destination unreachable).
+    pub const UNABLE_TO_PERFORM_SUBOPERATIONS: u16 = 0xA702;
+    /// C-MOVE / C-GET: finished, one or more sub-operations failed or had warnings.
+    pub const SUBOPERATIONS_COMPLETE_WITH_FAILURES: u16 = 0xB000;
 }
 
 /// Longest Error Comment sent; see `Response::encode`.
@@ -66,6 +72,8 @@ pub struct Command {
     /// Present in responses.
     pub status: Option<u16>,
     pub error_comment: Option<String>,
+    /// C-MOVE: the AE title to send to.
+    pub move_destination: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +134,7 @@ impl Command {
                 tags::ERROR_COMMENT => {
                     command.error_comment = Some(text()).filter(|c| !c.is_empty())
                 }
+                tags::MOVE_DESTINATION => command.move_destination = text().trim().to_string(),
                 _ => {}
             }
         }
@@ -182,6 +191,36 @@ pub fn encode_c_echo_rq(message_id: u16) -> Vec<u8> {
         None,
         false,
     )
+}
+
+/// C-STORE-RQ of a C-MOVE sub-operation, naming the AE and message that asked for the move.
+pub fn encode_c_store_rq_for_move(
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    originator_ae: &str,
+    originator_message_id: u16,
+) -> Vec<u8> {
+    let mut object = InMemDicomObject::new_empty();
+    object.put(uid_element(tags::AFFECTED_SOP_CLASS_UID, sop_class_uid));
+    object.put(us_element(tags::COMMAND_FIELD, command_field::C_STORE_RQ));
+    object.put(us_element(tags::MESSAGE_ID, message_id));
+    object.put(us_element(tags::PRIORITY, 0));
+    object.put(us_element(tags::COMMAND_DATA_SET_TYPE, 0x0000));
+    object.put(uid_element(
+        tags::AFFECTED_SOP_INSTANCE_UID,
+        sop_instance_uid,
+    ));
+    object.put(DataElement::new(
+        tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE,
+        VR::AE,
+        PrimitiveValue::from(pad_even(originator_ae.to_string(), b' ')),
+    ));
+    object.put(us_element(
+        tags::MOVE_ORIGINATOR_MESSAGE_ID,
+        originator_message_id,
+    ));
+    encode_with_group_length(&object)
 }
 
 /// C-CANCEL-RQ for the operation with `message_id`.

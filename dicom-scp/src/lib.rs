@@ -1,5 +1,5 @@
 //! Strata's DICOM network services on top of dicom-ul: association acceptance with an AE
-//! policy, DIMSE message assembly, C-ECHO, C-STORE and C-FIND.
+//! policy, DIMSE message assembly, C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET.
 
 #![forbid(unsafe_code)]
 
@@ -10,7 +10,9 @@ pub mod context;
 pub mod dimse;
 pub mod find;
 pub mod messaging;
+pub mod operation;
 pub mod query_keys;
+pub mod retrieve;
 pub mod server;
 pub mod store;
 pub mod syntaxes;

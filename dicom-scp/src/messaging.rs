@@ -2,7 +2,7 @@
 //! multi-response operation (C-FIND, C-MOVE, C-GET) is under way.
 
 use crate::dimse::{command_field, Command, Response};
-use dicom_ul::association::{Association as _, AsyncServerAssociation};
+use dicom_ul::association::{AsyncAssociation, AsyncServerAssociation};
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 use tokio::net::TcpStream;
 
@@ -10,11 +10,11 @@ pub type Association = AsyncServerAssociation<TcpStream>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot send: {0}")]
-pub struct SendError(String);
+pub struct SendError(pub String);
 
 /// Sends a command and, if given, its data set, split to fit the peer's maximum PDU length.
-pub async fn send_message(
-    association: &mut Association,
+pub async fn send_message<A: AsyncAssociation<TcpStream> + Send>(
+    association: &mut A,
     pc_id: u8,
     response: &Response,
     data_set: Option<&[u8]>,
@@ -32,11 +32,24 @@ pub async fn send_message(
     Ok(())
 }
 
-async fn send_fragments(
-    association: &mut Association,
+/// Sends `bytes` as one complete message part (command or data set).
+pub async fn send_fragments<A: AsyncAssociation<TcpStream> + Send>(
+    association: &mut A,
     pc_id: u8,
     value_type: PDataValueType,
     bytes: &[u8],
+) -> Result<(), SendError> {
+    send_piece(association, pc_id, value_type, bytes, true).await
+}
+
+/// Sends `bytes` as PDVs of `value_type`, the last PDV marked last only when `last` is set:
+/// a data set streamed in several pieces is still one message.
+pub async fn send_piece<A: AsyncAssociation<TcpStream> + Send>(
+    association: &mut A,
+    pc_id: u8,
+    value_type: PDataValueType,
+    bytes: &[u8],
+    last: bool,
 ) -> Result<(), SendError> {
     // PDU payload = per PDV: 4 bytes length + context id + control header + data.
     let peer_max = association.peer_max_pdu_length() as usize;
@@ -50,16 +63,15 @@ async fn send_fragments(
     } else {
         bytes.chunks(chunk).collect()
     };
-    let last = pieces.len() - 1;
+    let final_piece = pieces.len() - 1;
     for (position, piece) in pieces.into_iter().enumerate() {
         let value = PDataValue {
             presentation_context_id: pc_id,
             value_type: value_type.clone(),
-            is_last: position == last,
+            is_last: last && position == final_piece,
             data: piece.to_vec(),
         };
-        association
-            .send(&Pdu::PData { data: vec![value] })
+        AsyncAssociation::send(association, &Pdu::PData { data: vec![value] })
             .await
             .map_err(|e| SendError(e.to_string()))?;
     }
@@ -75,10 +87,54 @@ pub enum Interruption {
     Gone,
 }
 
+/// Reads one whole DIMSE command (which may span PDUs), skipping nothing: for waiting on a
+/// C-STORE response during C-MOVE and C-GET.
+pub async fn read_command<A: AsyncAssociation<TcpStream> + Send>(
+    association: &mut A,
+) -> Result<Command, SendError> {
+    let mut bytes = Vec::new();
+    loop {
+        match AsyncAssociation::receive(association)
+            .await
+            .map_err(|e| SendError(e.to_string()))?
+        {
+            Pdu::PData { data } => {
+                for value in data {
+                    if value.value_type != PDataValueType::Command {
+                        return Err(SendError("data where a command was expected".into()));
+                    }
+                    bytes.extend_from_slice(&value.data);
+                    if value.is_last {
+                        return Command::decode(&bytes).map_err(|e| SendError(e.to_string()));
+                    }
+                }
+            }
+            other => {
+                return Err(SendError(format!(
+                    "unexpected {}",
+                    other.short_description()
+                )))
+            }
+        }
+    }
+}
+
 /// Looks, without waiting, for a C-CANCEL of `message_id`. dicom-ul's `receive` only reads
 /// into the association's buffer, so abandoning it when nothing is there loses nothing.
 pub async fn check_for_cancel(association: &mut Association, message_id: u16) -> Interruption {
-    let pdu = match tokio::time::timeout(std::time::Duration::ZERO, association.receive()).await {
+    check_for_cancel_on(association, message_id).await
+}
+
+pub async fn check_for_cancel_on<A: AsyncAssociation<TcpStream> + Send>(
+    association: &mut A,
+    message_id: u16,
+) -> Interruption {
+    let pdu = match tokio::time::timeout(
+        std::time::Duration::ZERO,
+        AsyncAssociation::receive(association),
+    )
+    .await
+    {
         Err(_) => return Interruption::Nothing,
         Ok(Err(_)) => return Interruption::Gone,
         Ok(Ok(pdu)) => pdu,

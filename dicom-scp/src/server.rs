@@ -4,9 +4,10 @@ use crate::ae_policy::PeerAccess;
 use crate::association;
 use crate::context::ScpContext;
 use crate::syntaxes::accepted_transfer_syntaxes;
+use crate::syntaxes::is_storage_sop_class;
 use dicom_dictionary_std::uids;
-use dicom_ul::association::server::{AccessControl, ServerAssociationOptions};
-use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
+use dicom_ul::association::server::{AccessControl, Negotiation, ServerAssociationOptions};
+use dicom_ul::pdu::{AssociationRJServiceUserReason, RequestorRoles, UserIdentity};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,7 @@ async fn handle_connection(
     };
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(access)
+        .with_negotiation(StorageRoles)
         .ae_title(context.ae_title.as_str())
         .with_abstract_syntax(uids::VERIFICATION)
         .promiscuous(true)
@@ -133,5 +135,23 @@ impl AccessControl for Access {
             return Err(AssociationRJServiceUserReason::NoReasonGiven);
         }
         Ok(())
+    }
+}
+
+/// SCP/SCU role selection: a C-GET requestor asks to be SCP for the storage classes it wants
+/// to receive; granting it is what lets C-GET send C-STOREs back on the same association.
+struct StorageRoles;
+
+impl Negotiation for StorageRoles {
+    fn negotiate_roles(
+        &self,
+        sop_class_uid: &str,
+        scu_role: bool,
+        scp_role: bool,
+    ) -> Option<RequestorRoles> {
+        is_storage_sop_class(sop_class_uid.trim_end_matches('\0')).then_some(RequestorRoles {
+            scu: scu_role,
+            scp: scp_role,
+        })
     }
 }

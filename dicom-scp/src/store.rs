@@ -273,11 +273,4 @@ fn part10_header(
 }
 
 /// Used by tests and tools: the offset where the received data set starts in a stored file.
-pub fn data_set_offset(file: &[u8]) -> Option<usize> {
-    if file.len() < 144 || &file[128..132] != b"DICM" {
-        return None;
-    }
-    // (0002,0000) UL group length: tag(4) VR(2) len(2) value(4) at 132.
-    let group_length = u32::from_le_bytes(file.get(140..144)?.try_into().ok()?);
-    Some(144 + group_length as usize)
-}
+pub use archive_core::retrieve::part10_data_set_offset as data_set_offset;

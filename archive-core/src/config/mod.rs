@@ -9,6 +9,7 @@ mod validate;
 
 pub use byte_size::ByteSize;
 pub use load::{load, ConfigSources};
+pub use validate::check_ae_title;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

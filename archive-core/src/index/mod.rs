@@ -16,7 +16,7 @@ pub use rows::{IndexCounts, InstanceLocation, SeriesRow, StudyRow};
 pub use sql_index::SqlIndex;
 
 use crate::config::{DuplicatePolicy, FilesystemConfig};
-use crate::model::{Filesystem, InstanceRecord, StoreOutcome, StoredFile};
+use crate::model::{AePeer, Filesystem, InstanceRecord, StoreOutcome, StoredFile};
 use crate::query::{FindQuery, FindRow};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -68,6 +68,21 @@ pub trait IndexBackend: Send + Sync + 'static {
     /// Answers a C-FIND query from the index alone: at most `query.limit + 1` rows (the extra
     /// one tells the caller the answer was limited).
     async fn find(&self, query: &FindQuery) -> IndexResult<Vec<FindRow>>;
+    /// Every instance (with its ONLINE file) under the given unique keys of `level`, in
+    /// study / series / instance-number order: what a C-MOVE or C-GET sends.
+    async fn retrieve_locations(
+        &self,
+        level: crate::query::Level,
+        uids: &[String],
+    ) -> IndexResult<Vec<InstanceLocation>>;
+    /// Records that these studies were just retrieved (one statement for all of them).
+    async fn touch_studies(&self, study_uids: &[String], at: i64) -> IndexResult<()>;
+    /// Adds a peer, or updates the one with the same AE title.
+    async fn ae_upsert(&self, peer: &AePeer) -> IndexResult<()>;
+    async fn ae_list(&self) -> IndexResult<Vec<AePeer>>;
+    async fn ae_get(&self, ae_title: &str) -> IndexResult<Option<AePeer>>;
+    /// Returns whether a peer was removed.
+    async fn ae_remove(&self, ae_title: &str) -> IndexResult<bool>;
 }
 
 /// Shared handle to the index.

@@ -92,3 +92,40 @@ pub fn select_locations_of_study() -> String {
 
 pub const COUNTS: &str = "SELECT (SELECT COUNT(*) FROM patient), (SELECT COUNT(*) FROM study), \
     (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instance), (SELECT COUNT(*) FROM file)";
+
+pub const UPSERT_AE: &str = "INSERT INTO ae_peer \
+    (ae_title, host, port, can_query, can_retrieve, can_store, description, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (ae_title) DO UPDATE SET \
+    host = excluded.host, port = excluded.port, can_query = excluded.can_query, \
+    can_retrieve = excluded.can_retrieve, can_store = excluded.can_store, \
+    description = excluded.description";
+
+const AE_COLUMNS: &str =
+    "SELECT ae_title, host, port, can_query, can_retrieve, can_store, description FROM ae_peer";
+
+pub fn select_aes() -> String {
+    format!("{AE_COLUMNS} ORDER BY ae_title")
+}
+
+pub fn select_ae() -> String {
+    format!("{AE_COLUMNS} WHERE ae_title = $1")
+}
+
+pub const DELETE_AE: &str = "DELETE FROM ae_peer WHERE ae_title = $1";
+
+/// Instances to retrieve: `column IN (…)` with the level's unique key column.
+pub fn select_locations_where_in(column: &str, count: usize) -> String {
+    let list: Vec<String> = (1..=count).map(|n| format!("${n}")).collect();
+    format!(
+        "{LOCATION_COLUMNS} WHERE {column} IN ({}) ORDER BY st.id, se.series_number, se.id, i.instance_number, i.id",
+        list.join(", ")
+    )
+}
+
+pub fn touch_studies(count: usize) -> String {
+    let list: Vec<String> = (2..count + 2).map(|n| format!("${n}")).collect();
+    format!(
+        "UPDATE study SET last_accessed_at = $1 WHERE study_uid IN ({})",
+        list.join(", ")
+    )
+}

@@ -5,7 +5,8 @@ use super::rows::{IndexCounts, InstanceLocation, SeriesRow, StudyRow};
 use super::store_tx::{BatchTx, HierarchyCache};
 use super::{Dialect, IndexBackend, IndexResult, NewInstance};
 use crate::config::FilesystemConfig;
-use crate::model::{Filesystem, StoreOutcome};
+use crate::model::{AePeer, Filesystem, StoreOutcome};
+use crate::query::Level;
 use crate::query::{build_find_sql, Bind, FindQuery, FindRow};
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -190,5 +191,96 @@ impl IndexBackend for SqlIndex {
             answers.push(answer);
         }
         Ok(answers)
+    }
+
+    async fn retrieve_locations(
+        &self,
+        level: Level,
+        uids: &[String],
+    ) -> IndexResult<Vec<InstanceLocation>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let column = match level {
+            Level::Patient => "p.patient_id",
+            Level::Study => "st.study_uid",
+            Level::Series => "se.series_uid",
+            Level::Image => "i.sop_uid",
+        };
+        let sql = q::select_locations_where_in(column, uids.len());
+        let mut query = sqlx::query_as(&sql);
+        for uid in uids {
+            query = query.bind(uid.as_str());
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    async fn touch_studies(&self, study_uids: &[String], at: i64) -> IndexResult<()> {
+        if study_uids.is_empty() {
+            return Ok(());
+        }
+        let sql = q::touch_studies(study_uids.len());
+        let mut query = sqlx::query(&sql).bind(at);
+        for uid in study_uids {
+            query = query.bind(uid.as_str());
+        }
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ae_upsert(&self, peer: &AePeer) -> IndexResult<()> {
+        sqlx::query(q::UPSERT_AE)
+            .bind(&peer.ae_title)
+            .bind(&peer.host)
+            .bind(i64::from(peer.port))
+            .bind(i64::from(peer.can_query))
+            .bind(i64::from(peer.can_retrieve))
+            .bind(i64::from(peer.can_store))
+            .bind(&peer.description)
+            .bind(super::now_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ae_list(&self) -> IndexResult<Vec<AePeer>> {
+        let rows: Vec<AeRow> = sqlx::query_as(&q::select_aes())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(AePeer::from).collect())
+    }
+
+    async fn ae_get(&self, ae_title: &str) -> IndexResult<Option<AePeer>> {
+        let row: Option<AeRow> = sqlx::query_as(&q::select_ae())
+            .bind(ae_title)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(AePeer::from))
+    }
+
+    async fn ae_remove(&self, ae_title: &str) -> IndexResult<bool> {
+        let result = sqlx::query(q::DELETE_AE)
+            .bind(ae_title)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+}
+
+type AeRow = (String, String, i64, i64, i64, i64, String);
+
+impl From<AeRow> for AePeer {
+    fn from(
+        (ae_title, host, port, can_query, can_retrieve, can_store, description): AeRow,
+    ) -> AePeer {
+        AePeer {
+            ae_title,
+            host,
+            port: u16::try_from(port).unwrap_or(0),
+            can_query: can_query != 0,
+            can_retrieve: can_retrieve != 0,
+            can_store: can_store != 0,
+            description,
+        }
     }
 }

@@ -1,0 +1,134 @@
+//! C-GET SCP: the same as C-MOVE, but the C-STOREs go back on the requesting association, on
+//! the storage contexts it proposed (with SCP role selection).
+
+use super::sub_store::{plan, send_store, PeerContext, Plan, SendFailure, SubOutcome};
+use super::{resolve, studies_of, Progress, RetrieveContext};
+use crate::dimse::{command_field, encode_c_store_rq, status, Command};
+use crate::messaging::{check_for_cancel, read_command, send_message, Association, Interruption};
+use archive_core::index::InstanceLocation;
+use archive_core::query::Model;
+
+/// Runs one C-GET; returns false when the association must end.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_get(
+    association: &mut Association,
+    context: &RetrieveContext<'_>,
+    command: &Command,
+    pc_id: u8,
+    model: Model,
+    transfer_syntax: &str,
+    identifier: &[u8],
+    storage_contexts: &[PeerContext],
+) -> bool {
+    let locations = match resolve(context.index, command, model, transfer_syntax, identifier).await
+    {
+        Ok(locations) => locations,
+        Err(response) => {
+            return send_message(association, pc_id, &response, None)
+                .await
+                .is_ok()
+        }
+    };
+    tracing::info!(instances = locations.len(), "C-GET");
+    let mut progress = Progress::new(locations.len());
+    let mut cancelled = false;
+    for (position, location) in locations.iter().enumerate() {
+        if !cancelled {
+            match check_for_cancel(association, command.message_id).await {
+                Interruption::Nothing => {}
+                Interruption::Cancelled => cancelled = true,
+                Interruption::Gone => return false,
+            }
+        }
+        if cancelled {
+            break;
+        }
+        let message_id = (position % 0xFFFF) as u16 + 1;
+        let outcome = match store_one(
+            association,
+            context,
+            storage_contexts,
+            location,
+            message_id,
+            command.message_id,
+            &mut cancelled,
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(reason) => {
+                tracing::info!(%reason, "C-GET: association unusable");
+                return false;
+            }
+        };
+        progress.record(&location.sop_uid, outcome);
+        if send_message(association, pc_id, &progress.pending(command), None)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    let studies = studies_of(&locations);
+    if let Err(error) = context
+        .index
+        .touch_studies(&studies, archive_core::index::now_millis())
+        .await
+    {
+        tracing::warn!(%error, "cannot record study access");
+    }
+    let (response, data) = progress.finish(command, cancelled, transfer_syntax);
+    send_message(association, pc_id, &response, data.as_deref())
+        .await
+        .is_ok()
+}
+
+/// One sub-operation on the requesting association. A C-CANCEL for the C-GET may arrive
+/// while we wait for the C-STORE response: it is noted in `cancelled`.
+async fn store_one(
+    association: &mut Association,
+    context: &RetrieveContext<'_>,
+    storage_contexts: &[PeerContext],
+    location: &InstanceLocation,
+    message_id: u16,
+    get_message_id: u16,
+    cancelled: &mut bool,
+) -> Result<SubOutcome, String> {
+    let (pc, convert_to) = match plan(
+        storage_contexts,
+        &location.sop_class_uid,
+        &location.transfer_syntax,
+    ) {
+        Plan::AsStored(pc) => (pc, None),
+        Plan::Convert { pc, target } => (pc, Some(target)),
+        Plan::Impossible(reason) => return Ok(SubOutcome::Failed(reason)),
+    };
+    let instance = match context.retriever.open(location).await {
+        Ok(instance) => instance,
+        Err(error) => return Ok(SubOutcome::Failed(error.to_string())),
+    };
+    let request = encode_c_store_rq(message_id, &location.sop_class_uid, &location.sop_uid);
+    match send_store(association, pc, request, instance, convert_to.as_deref()).await {
+        Ok(()) => {}
+        Err(SendFailure::Instance(reason)) => return Ok(SubOutcome::Failed(reason)),
+        Err(SendFailure::Association(error)) => return Err(error.to_string()),
+    }
+    loop {
+        let answer = read_command(association).await.map_err(|e| e.to_string())?;
+        if answer.command_field == command_field::C_CANCEL_RQ && answer.message_id == get_message_id
+        {
+            *cancelled = true;
+            continue;
+        }
+        if answer.command_field == command_field::C_STORE_RQ | command_field::RESPONSE_BIT {
+            return Ok(SubOutcome::from_status(
+                answer.status.unwrap_or(status::CANNOT_UNDERSTAND),
+                answer.error_comment,
+            ));
+        }
+        return Err(format!(
+            "unexpected command {:#06X} during C-GET",
+            answer.command_field
+        ));
+    }
+}

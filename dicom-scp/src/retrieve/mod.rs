@@ -1,0 +1,221 @@
+//! C-MOVE and C-GET SCP: resolve the identifier to instances through the index, read each
+//! through archive-core's `Retriever` (never a file path), send it as a C-STORE sub-operation,
+//! and report progress with pending responses.
+
+mod get_scp;
+mod move_scp;
+mod sub_store;
+
+pub use get_scp::serve_get;
+pub use move_scp::serve_move;
+pub use sub_store::PeerContext;
+
+use crate::dimse::{status, Command, Response};
+use archive_core::index::{Index, InstanceLocation};
+use archive_core::query::{Level, Model};
+use archive_core::retrieve::Retriever;
+use dicom_core::Tag;
+use dicom_dictionary_std::{tags, uids};
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+/// What the retrieve services need from the archive.
+pub struct RetrieveContext<'a> {
+    pub index: &'a Index,
+    pub retriever: &'a Retriever,
+    pub ae_title: &'a str,
+    pub max_pdu: u32,
+}
+
+pub fn move_model_of(abstract_syntax: &str) -> Option<Model> {
+    match abstract_syntax {
+        uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE => Some(Model::PatientRoot),
+        uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE => Some(Model::StudyRoot),
+        _ => None,
+    }
+}
+
+pub fn get_model_of(abstract_syntax: &str) -> Option<Model> {
+    match abstract_syntax {
+        uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET => Some(Model::PatientRoot),
+        uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET => Some(Model::StudyRoot),
+        _ => None,
+    }
+}
+
+/// Resolves a retrieve identifier (level + that level's unique key, possibly a UID list) to
+/// the instances to send, or the failure response to give.
+pub(crate) async fn resolve(
+    index: &Index,
+    command: &Command,
+    model: Model,
+    transfer_syntax: &str,
+    identifier: &[u8],
+) -> Result<Vec<InstanceLocation>, Response> {
+    let refuse = |code: u16, comment: String| Response::to(command, code).with_comment(comment);
+    let ts = TransferSyntaxRegistry.get(transfer_syntax).ok_or_else(|| {
+        refuse(
+            status::CANNOT_UNDERSTAND,
+            format!("unknown transfer syntax {transfer_syntax}"),
+        )
+    })?;
+    let object = InMemDicomObject::read_dataset_with_ts(identifier, ts).map_err(|e| {
+        refuse(
+            status::CANNOT_UNDERSTAND,
+            format!("cannot parse identifier: {e}"),
+        )
+    })?;
+    let text = |tag: Tag| {
+        object
+            .get(tag)
+            .and_then(|e| e.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let level_text = text(tags::QUERY_RETRIEVE_LEVEL);
+    let level = Level::parse(&level_text).ok_or_else(|| {
+        refuse(
+            status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+            format!("QueryRetrieveLevel `{level_text}` is not PATIENT, STUDY, SERIES or IMAGE"),
+        )
+    })?;
+    if model == Model::StudyRoot && level == Level::Patient {
+        return Err(refuse(
+            status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+            "the Study Root model has no PATIENT level".into(),
+        ));
+    }
+    let key = match level {
+        Level::Patient => tags::PATIENT_ID,
+        Level::Study => tags::STUDY_INSTANCE_UID,
+        Level::Series => tags::SERIES_INSTANCE_UID,
+        Level::Image => tags::SOP_INSTANCE_UID,
+    };
+    let uids: Vec<String> = text(key)
+        .split('\\')
+        .map(|u| u.trim().trim_end_matches('\0').to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if uids.is_empty() {
+        return Err(refuse(
+            status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+            format!("a {level_text} retrieve needs its unique key {key}"),
+        ));
+    }
+    index
+        .retrieve_locations(level, &uids)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "retrieve: index query failed");
+            refuse(
+                status::UNABLE_TO_PERFORM_SUBOPERATIONS,
+                "index unavailable".into(),
+            )
+        })
+}
+
+/// Sub-operation counts, and the instances that failed.
+#[derive(Default)]
+pub(crate) struct Progress {
+    pub total: usize,
+    pub completed: u16,
+    pub failed: u16,
+    pub warning: u16,
+    pub failed_uids: Vec<String>,
+}
+
+impl Progress {
+    pub fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            ..Progress::default()
+        }
+    }
+
+    fn remaining(&self) -> u16 {
+        let done = self.completed as usize + self.failed as usize + self.warning as usize;
+        self.total.saturating_sub(done).min(u16::MAX as usize) as u16
+    }
+
+    pub fn record(&mut self, sop_uid: &str, outcome: sub_store::SubOutcome) {
+        match outcome {
+            sub_store::SubOutcome::Completed => self.completed = self.completed.saturating_add(1),
+            sub_store::SubOutcome::Warning => self.warning = self.warning.saturating_add(1),
+            sub_store::SubOutcome::Failed(reason) => {
+                tracing::info!(sop_instance_uid = sop_uid, %reason, "retrieve sub-operation failed");
+                self.failed = self.failed.saturating_add(1);
+                self.failed_uids.push(sop_uid.to_string());
+            }
+        }
+    }
+
+    pub fn pending(&self, command: &Command) -> Response {
+        self.with_counts(Response::to(command, status::PENDING), true)
+    }
+
+    fn with_counts(&self, response: Response, include_remaining: bool) -> Response {
+        let response = if include_remaining {
+            response.with_counter(tags::NUMBER_OF_REMAINING_SUBOPERATIONS, self.remaining())
+        } else {
+            response
+        };
+        response
+            .with_counter(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS, self.completed)
+            .with_counter(tags::NUMBER_OF_FAILED_SUBOPERATIONS, self.failed)
+            .with_counter(tags::NUMBER_OF_WARNING_SUBOPERATIONS, self.warning)
+    }
+
+    /// The final response and its data set (the Failed SOP Instance UID List, if any).
+    pub fn finish(
+        &self,
+        command: &Command,
+        cancelled: bool,
+        transfer_syntax: &str,
+    ) -> (Response, Option<Vec<u8>>) {
+        let code = if cancelled {
+            status::CANCEL
+        } else if self.failed > 0 || self.warning > 0 {
+            status::SUBOPERATIONS_COMPLETE_WITH_FAILURES
+        } else {
+            status::SUCCESS
+        };
+        let response = self.with_counts(Response::to(command, code), cancelled);
+        if self.failed_uids.is_empty() {
+            return (response, None);
+        }
+        let mut list = InMemDicomObject::new_empty();
+        let mut value = self.failed_uids.join("\\");
+        if value.len() % 2 == 1 {
+            value.push('\0');
+        }
+        list.put(dicom_core::DataElement::new(
+            tags::FAILED_SOP_INSTANCE_UID_LIST,
+            dicom_core::VR::UI,
+            dicom_core::PrimitiveValue::from(value),
+        ));
+        let mut bytes = Vec::new();
+        let encoded = TransferSyntaxRegistry
+            .get(transfer_syntax)
+            .map(|ts| list.write_dataset_with_ts(&mut bytes, ts).is_ok())
+            .unwrap_or(false);
+        if encoded {
+            (
+                response
+                    .with_comment(format!("{} sub-operations failed", self.failed))
+                    .with_data_set(),
+                Some(bytes),
+            )
+        } else {
+            (response, None)
+        }
+    }
+}
+
+/// Distinct studies of the instances, to record the access in one statement.
+pub(crate) fn studies_of(locations: &[InstanceLocation]) -> Vec<String> {
+    let mut studies: Vec<String> = locations.iter().map(|l| l.study_uid.clone()).collect();
+    studies.sort();
+    studies.dedup();
+    studies
+}

@@ -1,0 +1,238 @@
+//! C-MOVE SCP: a sub-association to the destination as SCU, one C-STORE per instance, a
+//! pending response after each, C-CANCEL honoured between sub-operations.
+
+use super::sub_store::{
+    plan, proposals_for, send_store, PeerContext, Plan, SendFailure, SubOutcome,
+};
+use super::{resolve, studies_of, Progress, RetrieveContext};
+use crate::dimse::{encode_c_store_rq_for_move, status, Command, Response};
+use crate::messaging::{check_for_cancel, read_command, send_message, Association, Interruption};
+use archive_core::index::InstanceLocation;
+use archive_core::model::AePeer;
+use archive_core::query::Model;
+use dicom_ul::association::client::{AsyncClientAssociation, ClientAssociationOptions};
+use dicom_ul::pdu::PresentationContextResultReason;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Most presentation contexts one association may carry (odd ids 1–255).
+const MAX_CONTEXTS: usize = 128;
+
+/// Runs one C-MOVE; returns false when the association must end.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_move(
+    association: &mut Association,
+    context: &RetrieveContext<'_>,
+    command: &Command,
+    pc_id: u8,
+    model: Model,
+    transfer_syntax: &str,
+    identifier: &[u8],
+    calling_ae: &str,
+) -> bool {
+    let destination = match context.index.ae_get(&command.move_destination).await {
+        Ok(Some(peer)) if peer.can_store => peer,
+        Ok(_) => {
+            let comment = format!(
+                "Move Destination `{}` is not a known peer (strata ae add)",
+                command.move_destination
+            );
+            tracing::info!(destination = %command.move_destination, "C-MOVE: unknown destination");
+            let response =
+                Response::to(command, status::MOVE_DESTINATION_UNKNOWN).with_comment(comment);
+            return send_message(association, pc_id, &response, None)
+                .await
+                .is_ok();
+        }
+        Err(error) => {
+            tracing::error!(%error, "C-MOVE: cannot read the peer table");
+            let response = Response::to(command, status::UNABLE_TO_PERFORM_SUBOPERATIONS)
+                .with_comment("index unavailable");
+            return send_message(association, pc_id, &response, None)
+                .await
+                .is_ok();
+        }
+    };
+    let locations = match resolve(context.index, command, model, transfer_syntax, identifier).await
+    {
+        Ok(locations) => locations,
+        Err(response) => {
+            return send_message(association, pc_id, &response, None)
+                .await
+                .is_ok()
+        }
+    };
+    tracing::info!(destination = %destination.ae_title, instances = locations.len(), "C-MOVE");
+    let mut progress = Progress::new(locations.len());
+    if locations.is_empty() {
+        let (response, data) = progress.finish(command, false, transfer_syntax);
+        return send_message(association, pc_id, &response, data.as_deref())
+            .await
+            .is_ok();
+    }
+    let mut client = match open_sub_association(context, &destination, &locations).await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(destination = %destination.ae_title, %error, "C-MOVE: cannot associate with destination");
+            let comment = format!(
+                "cannot associate with {} at {}:{}: {error}",
+                destination.ae_title, destination.host, destination.port
+            );
+            let response = Response::to(command, status::UNABLE_TO_PERFORM_SUBOPERATIONS)
+                .with_comment(comment);
+            return send_message(association, pc_id, &response, None)
+                .await
+                .is_ok();
+        }
+    };
+    let peer_contexts: Vec<PeerContext> = client
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| PeerContext {
+            id: pc.id,
+            abstract_syntax: pc.abstract_syntax.clone(),
+            transfer_syntax: pc.transfer_syntax.clone(),
+        })
+        .collect();
+
+    let mut cancelled = false;
+    let mut sub_association_ok = true;
+    for (position, location) in locations.iter().enumerate() {
+        match check_for_cancel(association, command.message_id).await {
+            Interruption::Nothing => {}
+            Interruption::Cancelled => {
+                cancelled = true;
+                break;
+            }
+            Interruption::Gone => {
+                let _ = client.abort().await;
+                return false;
+            }
+        }
+        let message_id = (position % 0xFFFF) as u16 + 1;
+        let outcome = if sub_association_ok {
+            let outcome = store_one(
+                &mut client,
+                context,
+                &peer_contexts,
+                location,
+                message_id,
+                calling_ae,
+                command.message_id,
+            )
+            .await;
+            if let Err(reason) = &outcome {
+                tracing::warn!(destination = %destination.ae_title, %reason, "C-MOVE: sub-association broke");
+                sub_association_ok = false;
+            }
+            outcome.unwrap_or_else(SubOutcome::Failed)
+        } else {
+            SubOutcome::Failed("the sub-association broke".into())
+        };
+        progress.record(&location.sop_uid, outcome);
+        if send_message(association, pc_id, &progress.pending(command), None)
+            .await
+            .is_err()
+        {
+            let _ = client.abort().await;
+            return false;
+        }
+    }
+    if sub_association_ok {
+        let _ = client.release().await;
+    } else {
+        let _ = client.abort().await;
+    }
+    record_access(context, &locations).await;
+    let (response, data) = progress.finish(command, cancelled, transfer_syntax);
+    send_message(association, pc_id, &response, data.as_deref())
+        .await
+        .is_ok()
+}
+
+/// One sub-operation. `Err` means the sub-association is unusable.
+async fn store_one(
+    client: &mut AsyncClientAssociation<TcpStream>,
+    context: &RetrieveContext<'_>,
+    peer_contexts: &[PeerContext],
+    location: &InstanceLocation,
+    message_id: u16,
+    originator: &str,
+    originator_message_id: u16,
+) -> Result<SubOutcome, String> {
+    let (pc, convert_to) = match plan(
+        peer_contexts,
+        &location.sop_class_uid,
+        &location.transfer_syntax,
+    ) {
+        Plan::AsStored(pc) => (pc, None),
+        Plan::Convert { pc, target } => (pc, Some(target)),
+        Plan::Impossible(reason) => return Ok(SubOutcome::Failed(reason)),
+    };
+    let instance = match context.retriever.open(location).await {
+        Ok(instance) => instance,
+        Err(error) => return Ok(SubOutcome::Failed(error.to_string())),
+    };
+    let request = encode_c_store_rq_for_move(
+        message_id,
+        &location.sop_class_uid,
+        &location.sop_uid,
+        originator,
+        originator_message_id,
+    );
+    match send_store(client, pc, request, instance, convert_to.as_deref()).await {
+        Ok(()) => {}
+        Err(SendFailure::Instance(reason)) => return Ok(SubOutcome::Failed(reason)),
+        Err(SendFailure::Association(error)) => return Err(error.to_string()),
+    }
+    let answer = read_command(client).await.map_err(|e| e.to_string())?;
+    Ok(SubOutcome::from_status(
+        answer.status.unwrap_or(status::CANNOT_UNDERSTAND),
+        answer.error_comment,
+    ))
+}
+
+/// Associates with the destination, proposing each stored (SOP class, transfer syntax) pair.
+async fn open_sub_association(
+    context: &RetrieveContext<'_>,
+    destination: &AePeer,
+    locations: &[InstanceLocation],
+) -> Result<AsyncClientAssociation<TcpStream>, String> {
+    let mut pairs: Vec<(String, String)> = locations
+        .iter()
+        .map(|l| (l.sop_class_uid.clone(), l.transfer_syntax.clone()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs.truncate(MAX_CONTEXTS / 2);
+    let mut options = ClientAssociationOptions::new()
+        .calling_ae_title(context.ae_title.to_string())
+        .called_ae_title(destination.ae_title.clone())
+        .max_pdu_length(context.max_pdu)
+        .connection_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(120));
+    for (sop_class, stored) in pairs {
+        for syntaxes in proposals_for(&stored) {
+            options = options.with_presentation_context(sop_class.clone(), syntaxes);
+        }
+    }
+    let mut client = options
+        .establish_async((destination.host.as_str(), destination.port))
+        .await
+        .map_err(|e| e.to_string())?;
+    // DCMTK peers stall per message with Nagle on.
+    let _ = client.inner_stream().set_nodelay(true);
+    Ok(client)
+}
+
+async fn record_access(context: &RetrieveContext<'_>, locations: &[InstanceLocation]) {
+    let studies = studies_of(locations);
+    if let Err(error) = context
+        .index
+        .touch_studies(&studies, archive_core::index::now_millis())
+        .await
+    {
+        tracing::warn!(%error, "cannot record study access");
+    }
+}
