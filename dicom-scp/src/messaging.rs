@@ -3,7 +3,8 @@
 
 use crate::dimse::{command_field, Command, Response};
 use dicom_ul::association::{AsyncAssociation, AsyncServerAssociation};
-use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use dicom_ul::pdu::{write_pdu, PDataValue, PDataValueType, Pdu};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub type Association = AsyncServerAssociation<TcpStream>;
@@ -63,7 +64,11 @@ pub async fn send_piece<A: AsyncAssociation<TcpStream> + Send>(
     } else {
         bytes.chunks(chunk).collect()
     };
+    // All PDUs of this piece are encoded into one buffer and written with one call: a 128 KiB
+    // object to a peer with 16 KiB PDUs is then one write, not nine. Writing to the inner
+    // stream is allowed at PDU boundaries, which this is.
     let final_piece = pieces.len() - 1;
+    let mut wire = Vec::with_capacity(bytes.len() + pieces.len() * 12);
     for (position, piece) in pieces.into_iter().enumerate() {
         let value = PDataValue {
             presentation_context_id: pc_id,
@@ -71,11 +76,14 @@ pub async fn send_piece<A: AsyncAssociation<TcpStream> + Send>(
             is_last: last && position == final_piece,
             data: piece.to_vec(),
         };
-        AsyncAssociation::send(association, &Pdu::PData { data: vec![value] })
-            .await
+        write_pdu(&mut wire, &Pdu::PData { data: vec![value] })
             .map_err(|e| SendError(e.to_string()))?;
     }
-    Ok(())
+    association
+        .inner_stream()
+        .write_all(&wire)
+        .await
+        .map_err(|e| SendError(e.to_string()))
 }
 
 /// What arrived while an operation was sending its responses.

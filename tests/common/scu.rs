@@ -235,3 +235,68 @@ impl Scu {
         let _ = self.association.release();
     }
 }
+
+/// Sends an A-ASSOCIATE-RQ (Verification) from a socket bound to `source` and returns the PDU
+/// the server answers with: for checking the AE policy from a second "host" (127.0.0.2)
+/// exactly, without a client library's own interpretation of the answer.
+pub fn associate_from(source: &str, port: u16, calling_ae: &str) -> Pdu {
+    use dicom_ul::pdu::{
+        read_pdu, write_pdu, AssociationRQ, PresentationContextProposed, UserVariableItem,
+    };
+    use std::io::{Read, Write};
+    let socket = socket2_bound(source, port);
+    let request = Pdu::AssociationRQ(AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: calling_ae.into(),
+        called_ae_title: "STRATA".into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: vec![PresentationContextProposed {
+            id: 1,
+            abstract_syntax: "1.2.840.10008.1.1".into(),
+            transfer_syntaxes: vec!["1.2.840.10008.1.2".into()],
+        }],
+        user_variables: vec![UserVariableItem::MaxLength(16384)],
+    });
+    let mut bytes = Vec::new();
+    write_pdu(&mut bytes, &request).expect("encode A-ASSOCIATE-RQ");
+    let mut stream = socket;
+    stream.write_all(&bytes).expect("send A-ASSOCIATE-RQ");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(pdu) = read_pdu(&received[..], 1 << 20, false).expect("decodable answer") {
+            return pdu;
+        }
+        let n = stream.read(&mut buffer).expect("read answer");
+        assert!(n > 0, "connection closed before an answer");
+        received.extend_from_slice(&buffer[..n]);
+    }
+}
+
+/// A TCP connection to 127.0.0.1:`port` from `source` (std has no bind-before-connect, so a
+/// private tokio runtime on its own thread does the connect).
+fn socket2_bound(source: &str, port: u16) -> std::net::TcpStream {
+    let source: std::net::SocketAddr = format!("{source}:0").parse().expect("address");
+    let stream = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.bind(source).expect("bind source address");
+            let stream = socket
+                .connect(([127, 0, 0, 1], port).into())
+                .await
+                .expect("connect");
+            stream.into_std().expect("std stream")
+        })
+    })
+    .join()
+    .expect("connect thread");
+    stream.set_nonblocking(false).expect("blocking");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    stream
+}

@@ -2,11 +2,12 @@
 //! the storage contexts it proposed (with SCP role selection).
 
 use super::sub_store::{plan, send_store, PeerContext, Plan, SendFailure, SubOutcome};
-use super::{resolve, studies_of, Progress, RetrieveContext};
+use super::{resolve, studies_of, Prefetch, Progress, RetrieveContext};
 use crate::dimse::{command_field, encode_c_store_rq, status, Command};
 use crate::messaging::{check_for_cancel, read_command, send_message, Association, Interruption};
 use archive_core::index::InstanceLocation;
 use archive_core::query::Model;
+use archive_core::retrieve::{OpenedInstance, RetrieveError};
 
 /// Runs one C-GET; returns false when the association must end.
 #[allow(clippy::too_many_arguments)]
@@ -32,7 +33,9 @@ pub async fn serve_get(
     tracing::info!(instances = locations.len(), "C-GET");
     let mut progress = Progress::new(locations.len());
     let mut cancelled = false;
+    let mut reader = Prefetch::new(context.retriever, &locations);
     for (position, location) in locations.iter().enumerate() {
+        let opened = reader.next().await;
         if !cancelled {
             match check_for_cancel(association, command.message_id).await {
                 Interruption::Nothing => {}
@@ -46,7 +49,7 @@ pub async fn serve_get(
         let message_id = (position % 0xFFFF) as u16 + 1;
         let outcome = match store_one(
             association,
-            context,
+            opened,
             storage_contexts,
             location,
             message_id,
@@ -62,9 +65,10 @@ pub async fn serve_get(
             }
         };
         progress.record(&location.sop_uid, outcome);
-        if send_message(association, pc_id, &progress.pending(command), None)
-            .await
-            .is_err()
+        if progress.pending_due()
+            && send_message(association, pc_id, &progress.pending(command), None)
+                .await
+                .is_err()
         {
             return false;
         }
@@ -87,7 +91,7 @@ pub async fn serve_get(
 /// while we wait for the C-STORE response: it is noted in `cancelled`.
 async fn store_one(
     association: &mut Association,
-    context: &RetrieveContext<'_>,
+    opened: Result<OpenedInstance, RetrieveError>,
     storage_contexts: &[PeerContext],
     location: &InstanceLocation,
     message_id: u16,
@@ -103,7 +107,7 @@ async fn store_one(
         Plan::Convert { pc, target } => (pc, Some(target)),
         Plan::Impossible(reason) => return Ok(SubOutcome::Failed(reason)),
     };
-    let instance = match context.retriever.open(location).await {
+    let instance = match opened {
         Ok(instance) => instance,
         Err(error) => return Ok(SubOutcome::Failed(error.to_string())),
     };

@@ -115,6 +115,11 @@ pub(crate) async fn resolve(
         })
 }
 
+/// Pending responses are sent at most this often (PS3.4 leaves their number to the SCP):
+/// enough to show progress and keep requestors from timing out, without putting one more
+/// message between every two C-STOREs.
+const PENDING_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Sub-operation counts, and the instances that failed.
 #[derive(Default)]
 pub(crate) struct Progress {
@@ -123,6 +128,7 @@ pub(crate) struct Progress {
     pub failed: u16,
     pub warning: u16,
     pub failed_uids: Vec<String>,
+    last_pending: Option<std::time::Instant>,
 }
 
 impl Progress {
@@ -131,6 +137,17 @@ impl Progress {
             total,
             ..Progress::default()
         }
+    }
+
+    /// Whether a pending response is due now (the first one always is).
+    pub fn pending_due(&mut self) -> bool {
+        let due = self
+            .last_pending
+            .is_none_or(|at| at.elapsed() >= PENDING_INTERVAL);
+        if due {
+            self.last_pending = Some(std::time::Instant::now());
+        }
+        due
     }
 
     fn remaining(&self) -> u16 {
@@ -218,4 +235,73 @@ pub(crate) fn studies_of(locations: &[InstanceLocation]) -> Vec<String> {
     studies.sort();
     studies.dedup();
     studies
+}
+
+/// Opens instance n+1 while instance n is on the wire: reading the file is then off the
+/// critical path of the sub-operation chain (send, wait for the peer, report, next).
+pub(crate) struct Prefetch<'a> {
+    retriever: &'a Retriever,
+    locations: &'a [InstanceLocation],
+    next: usize,
+    pending: Option<
+        tokio::task::JoinHandle<
+            Result<archive_core::retrieve::OpenedInstance, archive_core::retrieve::RetrieveError>,
+        >,
+    >,
+}
+
+impl<'a> Prefetch<'a> {
+    pub fn new(retriever: &'a Retriever, locations: &'a [InstanceLocation]) -> Prefetch<'a> {
+        let mut prefetch = Prefetch {
+            retriever,
+            locations,
+            next: 0,
+            pending: None,
+        };
+        prefetch.start_next();
+        prefetch
+    }
+
+    fn start_next(&mut self) {
+        self.pending = self.locations.get(self.next).map(|location| {
+            let retriever = self.retriever.clone();
+            let location = location.clone();
+            tokio::spawn(async move { retriever.open(&location).await })
+        });
+        self.next += 1;
+    }
+
+    /// The next instance, in order; starts opening the one after it.
+    pub async fn next(
+        &mut self,
+    ) -> Result<archive_core::retrieve::OpenedInstance, archive_core::retrieve::RetrieveError> {
+        let pending = self.pending.take();
+        self.start_next();
+        let position = self.next.saturating_sub(2);
+        let sop_uid = self
+            .locations
+            .get(position)
+            .map(|l| l.sop_uid.clone())
+            .unwrap_or_default();
+        match pending {
+            Some(task) => task.await.unwrap_or_else(|join| {
+                Err(archive_core::retrieve::RetrieveError::Read {
+                    sop_uid,
+                    source: std::io::Error::other(join.to_string()),
+                })
+            }),
+            None => Err(archive_core::retrieve::RetrieveError::Read {
+                sop_uid,
+                source: std::io::Error::other("no more instances"),
+            }),
+        }
+    }
+}
+
+impl Drop for Prefetch<'_> {
+    fn drop(&mut self) {
+        if let Some(task) = self.pending.take() {
+            task.abort();
+        }
+    }
 }

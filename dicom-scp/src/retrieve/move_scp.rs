@@ -4,12 +4,13 @@
 use super::sub_store::{
     plan, proposals_for, send_store, PeerContext, Plan, SendFailure, SubOutcome,
 };
-use super::{resolve, studies_of, Progress, RetrieveContext};
+use super::{resolve, studies_of, Prefetch, Progress, RetrieveContext};
 use crate::dimse::{encode_c_store_rq_for_move, status, Command, Response};
 use crate::messaging::{check_for_cancel, read_command, send_message, Association, Interruption};
 use archive_core::index::InstanceLocation;
 use archive_core::model::AePeer;
 use archive_core::query::Model;
+use archive_core::retrieve::{OpenedInstance, RetrieveError};
 use dicom_ul::association::client::{AsyncClientAssociation, ClientAssociationOptions};
 use dicom_ul::pdu::PresentationContextResultReason;
 use std::time::Duration;
@@ -98,7 +99,9 @@ pub async fn serve_move(
 
     let mut cancelled = false;
     let mut sub_association_ok = true;
+    let mut reader = Prefetch::new(context.retriever, &locations);
     for (position, location) in locations.iter().enumerate() {
+        let opened = reader.next().await;
         match check_for_cancel(association, command.message_id).await {
             Interruption::Nothing => {}
             Interruption::Cancelled => {
@@ -114,7 +117,7 @@ pub async fn serve_move(
         let outcome = if sub_association_ok {
             let outcome = store_one(
                 &mut client,
-                context,
+                opened,
                 &peer_contexts,
                 location,
                 message_id,
@@ -131,9 +134,10 @@ pub async fn serve_move(
             SubOutcome::Failed("the sub-association broke".into())
         };
         progress.record(&location.sop_uid, outcome);
-        if send_message(association, pc_id, &progress.pending(command), None)
-            .await
-            .is_err()
+        if progress.pending_due()
+            && send_message(association, pc_id, &progress.pending(command), None)
+                .await
+                .is_err()
         {
             let _ = client.abort().await;
             return false;
@@ -154,7 +158,7 @@ pub async fn serve_move(
 /// One sub-operation. `Err` means the sub-association is unusable.
 async fn store_one(
     client: &mut AsyncClientAssociation<TcpStream>,
-    context: &RetrieveContext<'_>,
+    opened: Result<OpenedInstance, RetrieveError>,
     peer_contexts: &[PeerContext],
     location: &InstanceLocation,
     message_id: u16,
@@ -170,7 +174,7 @@ async fn store_one(
         Plan::Convert { pc, target } => (pc, Some(target)),
         Plan::Impossible(reason) => return Ok(SubOutcome::Failed(reason)),
     };
-    let instance = match context.retriever.open(location).await {
+    let instance = match opened {
         Ok(instance) => instance,
         Err(error) => return Ok(SubOutcome::Failed(error.to_string())),
     };

@@ -1,0 +1,137 @@
+//! Bulk loader for the query benchmark (bench/query.sh): puts STUDIES studies of
+//! INSTANCES_PER_STUDY instances (4 series each, 2 studies per patient, study dates spread over
+//! ten years) into an index through the same `store_batch` path C-STORE uses. No files are
+//! written: the rows point at a placeholder filesystem.
+//!
+//! cargo run --release -p archive-core --example bulk_load -- DATABASE_URL STUDIES INSTANCES_PER_STUDY
+
+use archive_core::config::{ByteSize, DuplicatePolicy, FilesystemConfig, FilesystemMode};
+use archive_core::index::{Index, NewInstance};
+use archive_core::model::*;
+
+const BATCH: usize = 1000;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 4 {
+        return Err("usage: bulk_load DATABASE_URL STUDIES INSTANCES_PER_STUDY".into());
+    }
+    let studies: u64 = args[2].parse()?;
+    let per_study: u64 = args[3].parse()?;
+    let index = Index::open(&args[1]).await?;
+    index.migrate().await?;
+    let fs = index
+        .sync_filesystems(&[FilesystemConfig {
+            group: "BULK".into(),
+            path: "/nonexistent/bulk".into(),
+            mode: FilesystemMode::Ro,
+            min_free: ByteSize(0),
+        }])
+        .await?;
+    let fs_id = fs
+        .iter()
+        .find(|f| f.path == "/nonexistent/bulk")
+        .map(|f| f.id)
+        .ok_or("filesystem row missing")?;
+    let started = std::time::Instant::now();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut stored = 0u64;
+    for study in 0..studies {
+        for instance in 0..per_study {
+            batch.push(new_instance(study, instance, per_study, fs_id));
+            if batch.len() == BATCH {
+                stored += flush(&index, &mut batch).await?;
+            }
+        }
+        if study % 1000 == 999 {
+            eprintln!(
+                "{} studies, {stored} instances, {:.0} s",
+                study + 1,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    stored += flush(&index, &mut batch).await?;
+    println!(
+        "loaded {studies} studies / {stored} instances in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn flush(
+    index: &Index,
+    batch: &mut Vec<NewInstance>,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    let results = index.store_batch(batch).await;
+    let mut stored = 0;
+    for result in results {
+        match result? {
+            StoreOutcome::Stored => stored += 1,
+            StoreOutcome::DuplicateKept => {}
+            other => return Err(format!("unexpected outcome {other:?}").into()),
+        }
+    }
+    batch.clear();
+    Ok(stored)
+}
+
+/// Study `s`: patient BULK{s/2}, date 2015-01-01 + (s * 3653 / 10000) days (ten years).
+pub fn study_date(study: u64) -> String {
+    let day = chrono::NaiveDate::from_ymd_opt(2015, 1, 1).unwrap_or_default()
+        + chrono::Days::new(study * 3653 / 10_000);
+    day.format("%Y%m%d").to_string()
+}
+
+fn new_instance(study: u64, instance: u64, per_study: u64, fs_id: i64) -> NewInstance {
+    let series = instance * 4 / per_study.max(1);
+    let modality = ["CT", "MR", "CR", "US", "MG"][(study % 5) as usize];
+    NewInstance {
+        record: InstanceRecord {
+            patient: PatientAttrs {
+                patient_id: format!("BULK{:06}", study / 2),
+                issuer_of_patient_id: String::new(),
+                patient_name: format!("Bulk^Patient{:06}", study / 2),
+                birth_date: "19600101".into(),
+                sex: if study % 4 < 2 {
+                    "F".into()
+                } else {
+                    "M".into()
+                },
+            },
+            study: StudyAttrs {
+                study_uid: format!("2.25.77.{study}"),
+                study_date: study_date(study),
+                study_time: "120000".into(),
+                accession_number: format!("ACC{study:08}"),
+                study_id: "1".into(),
+                description: "Bulk study".into(),
+                referring_physician: "Referrer^Bulk".into(),
+            },
+            series: SeriesAttrs {
+                series_uid: format!("2.25.77.{study}.{series}"),
+                modality: modality.into(),
+                series_number: Some(series as i64 + 1),
+                description: String::new(),
+                body_part: "CHEST".into(),
+            },
+            instance: InstanceAttrs {
+                sop_instance_uid: format!("2.25.77.{study}.{series}.{instance}"),
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+                instance_number: Some(instance as i64 + 1),
+                transfer_syntax: "1.2.840.10008.1.2.1".into(),
+                number_of_frames: None,
+            },
+            source_ae: "BULK".into(),
+        },
+        file: StoredFile {
+            filesystem_id: fs_id,
+            rel_path: format!("bulk/{study}/{instance}.dcm"),
+            size: 16384,
+            sha256: String::new(),
+        },
+        policy: DuplicatePolicy::KeepFirst,
+        received_at: 1_700_000_000_000,
+    }
+}
