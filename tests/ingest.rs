@@ -1,5 +1,6 @@
 //! End-to-end ingest: the real binary, real DCMTK peers, SQLite and PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use common::scu::{read_parts, Scu};
@@ -476,17 +477,6 @@ async fn kill9_loses_nothing_acknowledged(backend: Backend) {
         "temporary files of the interrupted transfers are gone"
     );
     strata.assert_alive();
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await; })*
-        }
-    };
 }
 
 on_both_backends!(

@@ -4,6 +4,7 @@
 //! two studies each (2.25.500.p.s, date 2024-(p+1)-(s+1), accession A{p}{s:03}), two CT series
 //! of two instances per study.
 
+#[macro_use]
 mod common;
 
 use common::scu::Scu;
@@ -366,17 +367,6 @@ async fn cancel_stops_a_find(backend: Backend) {
     assert!(pending < 24, "answers stopped early ({pending} of 24)");
     assert_eq!(scu.echo().status, 0, "association usable after the cancel");
     scu.release();
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await; })*
-        }
-    };
 }
 
 on_both_backends!(

@@ -2,6 +2,7 @@
 //! PostgreSQL: byte-identical delivery, counts, refused transfer syntaxes, unknown
 //! destinations, C-CANCEL, and retrievals running alongside ingest and queries.
 
+#[macro_use]
 mod common;
 
 use common::{
@@ -502,17 +503,6 @@ async fn retrievals_queries_and_ingest_together(backend: Backend) {
     }
     let counts = strata.index().await.counts().await.expect("counts");
     assert_eq!(counts.instances, 60 + 100);
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await; })*
-        }
-    };
 }
 
 on_both_backends!(

@@ -6,6 +6,18 @@
 
 #![allow(dead_code)]
 
+/// Runs each named `async fn(Backend)` as two tests, `sqlite::name` and `postgres::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await; })*
+        }
+    };
+}
+
 pub mod corpus;
 pub mod dcmtk;
 pub mod scu;

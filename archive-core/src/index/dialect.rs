@@ -62,6 +62,14 @@ impl Dialect {
         }
     }
 
+    /// Starts a transaction that will write.
+    pub(crate) fn begin_write(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "BEGIN",
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+        }
+    }
+
     pub(crate) async fn migrate(self, pool: &AnyPool) -> IndexResult<()> {
         match self {
             Dialect::Postgres => sqlx::migrate!("../migrations/postgres").run(pool).await?,

@@ -10,7 +10,7 @@ use crate::query::Level;
 use crate::query::{build_find_sql, Bind, FindQuery, FindRow};
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
-use sqlx::{Acquire, Any, AnyPool, Row};
+use sqlx::{Any, AnyPool, Executor, Row};
 use tokio::sync::Mutex;
 
 pub struct SqlIndex {
@@ -54,12 +54,29 @@ impl SqlIndex {
         let Some(connection) = connection.as_mut() else {
             return Err(sqlx::Error::PoolClosed.into());
         };
-        let mut tx = connection.begin().await?;
-        let mut work = BatchTx::new(&mut tx, cache);
-        let outcomes = work.store_all(batch).await?;
-        work.finish().await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        let conn: &mut sqlx::AnyConnection = connection;
+        // SQLite: take the write lock up front. A deferred transaction reads first and then
+        // upgrades, and the upgrade fails at once (SQLITE_BUSY_SNAPSHOT, which busy_timeout does
+        // not cover) if another connection - say a retrieval recording study access - wrote
+        // in between.
+        conn.execute(self.dialect.begin_write()).await?;
+        let result = async {
+            let mut work = BatchTx::new(&mut *conn, cache);
+            let outcomes = work.store_all(batch).await?;
+            work.finish().await?;
+            Ok::<_, super::IndexError>(outcomes)
+        }
+        .await;
+        match result {
+            Ok(outcomes) => {
+                conn.execute("COMMIT").await?;
+                Ok(outcomes)
+            }
+            Err(error) => {
+                let _ = conn.execute("ROLLBACK").await;
+                Err(error)
+            }
+        }
     }
 }
 

@@ -139,16 +139,7 @@ impl Conditions {
     fn wildcard(&mut self, column: &str, pattern: &str) -> String {
         match self.dialect {
             Dialect::Sqlite => {
-                let glob: String = pattern
-                    .chars()
-                    .map(|c| {
-                        if c == '[' {
-                            "[[]".to_string()
-                        } else {
-                            c.to_string()
-                        }
-                    })
-                    .collect();
+                let glob = escape_glob_brackets(pattern);
                 format!("{column} GLOB {}", self.placeholder(Bind::Text(glob)))
             }
             Dialect::Postgres => {
@@ -175,16 +166,7 @@ impl Conditions {
         let element = format!("\\{value}\\");
         match self.dialect {
             Dialect::Sqlite => {
-                let glob: String = element
-                    .chars()
-                    .map(|c| {
-                        if c == '[' {
-                            "[[]".to_string()
-                        } else {
-                            c.to_string()
-                        }
-                    })
-                    .collect();
+                let glob = escape_glob_brackets(&element);
                 format!(
                     "{list} GLOB {}",
                     self.placeholder(Bind::Text(format!("*{glob}*")))
@@ -196,6 +178,11 @@ impl Conditions {
             ),
         }
     }
+}
+
+/// GLOB treats `[` as the start of a character class; DICOM wildcards are only `*` and `?`.
+fn escape_glob_brackets(pattern: &str) -> String {
+    pattern.replace('[', "[[]")
 }
 
 #[cfg(test)]

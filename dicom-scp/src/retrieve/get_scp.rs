@@ -1,7 +1,7 @@
 //! C-GET SCP: the same as C-MOVE, but the C-STOREs go back on the requesting association, on
 //! the storage contexts it proposed (with SCP role selection).
 
-use super::sub_store::{plan, send_store, PeerContext, Plan, SendFailure, SubOutcome};
+use super::sub_store::{send_sub_operation, PeerContext, Sent, SubOutcome};
 use super::{resolve, studies_of, Prefetch, Progress, RetrieveContext};
 use crate::dimse::{command_field, encode_c_store_rq, status, Command};
 use crate::messaging::{check_for_cancel, read_command, send_message, Association, Interruption};
@@ -98,24 +98,11 @@ async fn store_one(
     get_message_id: u16,
     cancelled: &mut bool,
 ) -> Result<SubOutcome, String> {
-    let (pc, convert_to) = match plan(
-        storage_contexts,
-        &location.sop_class_uid,
-        &location.transfer_syntax,
-    ) {
-        Plan::AsStored(pc) => (pc, None),
-        Plan::Convert { pc, target } => (pc, Some(target)),
-        Plan::Impossible(reason) => return Ok(SubOutcome::Failed(reason)),
-    };
-    let instance = match opened {
-        Ok(instance) => instance,
-        Err(error) => return Ok(SubOutcome::Failed(error.to_string())),
-    };
-    let request = encode_c_store_rq(message_id, &location.sop_class_uid, &location.sop_uid);
-    match send_store(association, pc, request, instance, convert_to.as_deref()).await {
-        Ok(()) => {}
-        Err(SendFailure::Instance(reason)) => return Ok(SubOutcome::Failed(reason)),
-        Err(SendFailure::Association(error)) => return Err(error.to_string()),
+    let request = || encode_c_store_rq(message_id, &location.sop_class_uid, &location.sop_uid);
+    if let Sent::NotSent(outcome) =
+        send_sub_operation(association, opened, storage_contexts, request).await?
+    {
+        return Ok(outcome);
     }
     loop {
         let answer = read_command(association).await.map_err(|e| e.to_string())?;

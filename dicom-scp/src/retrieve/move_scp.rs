@@ -1,9 +1,7 @@
 //! C-MOVE SCP: a sub-association to the destination as SCU, one C-STORE per instance, a
 //! pending response after each, C-CANCEL honoured between sub-operations.
 
-use super::sub_store::{
-    plan, proposals_for, send_store, PeerContext, Plan, SendFailure, SubOutcome,
-};
+use super::sub_store::{proposals_for, send_sub_operation, PeerContext, Sent, SubOutcome};
 use super::{resolve, studies_of, Prefetch, Progress, RetrieveContext};
 use crate::dimse::{encode_c_store_rq_for_move, status, Command, Response};
 use crate::messaging::{check_for_cancel, read_command, send_message, Association, Interruption};
@@ -165,30 +163,19 @@ async fn store_one(
     originator: &str,
     originator_message_id: u16,
 ) -> Result<SubOutcome, String> {
-    let (pc, convert_to) = match plan(
-        peer_contexts,
-        &location.sop_class_uid,
-        &location.transfer_syntax,
-    ) {
-        Plan::AsStored(pc) => (pc, None),
-        Plan::Convert { pc, target } => (pc, Some(target)),
-        Plan::Impossible(reason) => return Ok(SubOutcome::Failed(reason)),
+    let request = || {
+        encode_c_store_rq_for_move(
+            message_id,
+            &location.sop_class_uid,
+            &location.sop_uid,
+            originator,
+            originator_message_id,
+        )
     };
-    let instance = match opened {
-        Ok(instance) => instance,
-        Err(error) => return Ok(SubOutcome::Failed(error.to_string())),
-    };
-    let request = encode_c_store_rq_for_move(
-        message_id,
-        &location.sop_class_uid,
-        &location.sop_uid,
-        originator,
-        originator_message_id,
-    );
-    match send_store(client, pc, request, instance, convert_to.as_deref()).await {
-        Ok(()) => {}
-        Err(SendFailure::Instance(reason)) => return Ok(SubOutcome::Failed(reason)),
-        Err(SendFailure::Association(error)) => return Err(error.to_string()),
+    if let Sent::NotSent(outcome) =
+        send_sub_operation(client, opened, peer_contexts, request).await?
+    {
+        return Ok(outcome);
     }
     let answer = read_command(client).await.map_err(|e| e.to_string())?;
     Ok(SubOutcome::from_status(

@@ -176,6 +176,40 @@ fn convert(bytes: &[u8], from: &str, to: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// How sending a sub-operation went, before its response.
+pub enum Sent {
+    /// On the wire: read the C-STORE response next.
+    AwaitingResponse,
+    /// Never sent (no acceptable context, unreadable, not convertible): this is its outcome.
+    NotSent(SubOutcome),
+}
+
+/// Plans, encodes (with `request`, given the chosen context) and sends one sub-operation.
+/// `Err` means the association is unusable.
+pub async fn send_sub_operation<A: AsyncAssociation<TcpStream> + Send>(
+    association: &mut A,
+    opened: Result<OpenedInstance, archive_core::retrieve::RetrieveError>,
+    contexts: &[PeerContext],
+    request: impl FnOnce() -> Vec<u8>,
+) -> Result<Sent, String> {
+    let instance = match opened {
+        Ok(instance) => instance,
+        Err(error) => return Ok(Sent::NotSent(SubOutcome::Failed(error.to_string()))),
+    };
+    let location = &instance.location;
+    let (pc, convert_to) = match plan(contexts, &location.sop_class_uid, &location.transfer_syntax)
+    {
+        Plan::AsStored(pc) => (pc, None),
+        Plan::Convert { pc, target } => (pc, Some(target)),
+        Plan::Impossible(reason) => return Ok(Sent::NotSent(SubOutcome::Failed(reason))),
+    };
+    match send_store(association, pc, request(), instance, convert_to.as_deref()).await {
+        Ok(()) => Ok(Sent::AwaitingResponse),
+        Err(SendFailure::Instance(reason)) => Ok(Sent::NotSent(SubOutcome::Failed(reason))),
+        Err(SendFailure::Association(error)) => Err(error.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
