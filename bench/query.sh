@@ -4,7 +4,8 @@
 # on it, and measures study-level C-FIND by Patient ID and by a 30-day date range (p50, p99)
 # from one association.
 # Usage: bench/query.sh [STUDIES] [INSTANCES_PER_STUDY] [QUERIES]   (default 10000 100 500)
-# Environment: BENCH_PG_URL (admin URL; default postgres://root@127.0.0.1:5432/postgres).
+# Environment: BENCH_PG_URL (admin URL; default postgres://root@127.0.0.1:5432/postgres),
+#   BENCH_BACKENDS (default: sqlite, and postgres when reachable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -22,6 +23,7 @@ wait_port() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 
 backends="sqlite"
 psql "$pg_admin" -qc 'select 1' >/dev/null 2>&1 && backends="sqlite postgres"
+backends=${BENCH_BACKENDS:-$backends}
 for backend in $backends; do
     if [ "$backend" = sqlite ]; then
         url="sqlite://$run/index.db"

@@ -325,6 +325,47 @@ print(json.dumps({'pending': sorted(pending), 'final': final, 'comment': comment
         serde_json::json!(["2.25.500.2.0", "2.25.500.2.1"])
     );
 
+    // The pynetdicom findscu application, writing each answer to rsp000001.dcm, … in its cwd.
+    let out = tempfile::tempdir().expect("tempdir");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let output = std::process::Command::new(&python)
+        .args(["-m", "pynetdicom", "findscu", "-S", "-w", "-aec", "STRATA"])
+        .args([
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "PatientID=QR00001",
+            "-k",
+            "StudyInstanceUID=",
+            "-k",
+            "AccessionNumber=",
+        ])
+        .args(["127.0.0.1", &port])
+        .current_dir(out.path())
+        .output()
+        .expect("python -m pynetdicom findscu");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers: Vec<InMemDicomObject> = common::files_below(out.path())
+        .iter()
+        .map(|f| {
+            dicom_object::open_file(f)
+                .expect("answer file")
+                .into_inner()
+        })
+        .collect();
+    assert_eq!(
+        values(&answers, tags::STUDY_INSTANCE_UID),
+        set(&["2.25.500.1.0", "2.25.500.1.1"])
+    );
+    assert_eq!(
+        values(&answers, tags::ACCESSION_NUMBER),
+        set(&["A1000", "A1001"])
+    );
+
     let limited = run("all");
     assert_eq!(
         limited["pending"].as_array().map(Vec::len),

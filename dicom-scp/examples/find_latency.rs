@@ -32,6 +32,9 @@ fn main() -> Result<()> {
         .called_ae_title("STRATA")
         .with_presentation_context(model, vec![uids::EXPLICIT_VR_LITTLE_ENDIAN])
         .establish((host, port))?;
+    // Like DCMTK with TCP_NODELAY=1: without it the command and the identifier, written as two
+    // small segments, wait ~40 ms for a delayed ACK.
+    association.inner_stream().set_nodelay(true)?;
     let pc = association
         .presentation_contexts()
         .first()

@@ -4,6 +4,7 @@
 use crate::dimse::{command_field, Command, Response};
 use dicom_ul::association::{AsyncAssociation, AsyncServerAssociation};
 use dicom_ul::pdu::{write_pdu, PDataValue, PDataValueType, Pdu};
+use std::future::Future;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -137,15 +138,19 @@ pub async fn check_for_cancel_on<A: AsyncAssociation<TcpStream> + Send>(
     association: &mut A,
     message_id: u16,
 ) -> Interruption {
-    let pdu = match tokio::time::timeout(
-        std::time::Duration::ZERO,
-        AsyncAssociation::receive(association),
-    )
-    .await
-    {
-        Err(_) => return Interruption::Nothing,
-        Ok(Err(_)) => return Interruption::Gone,
-        Ok(Ok(pdu)) => pdu,
+    // Yield first: tokio then polls its I/O driver before resuming us, so socket readiness is
+    // current and a C-CANCEL that has arrived is seen. Then poll the receive exactly once.
+    // (tokio::time::timeout(ZERO, …) is not that: its timer only fires at the next millisecond
+    // tick, which cost ~1 ms per pending response and per retrieve sub-operation.)
+    tokio::task::yield_now().await;
+    let pdu = {
+        let receive = std::pin::pin!(AsyncAssociation::receive(association));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match receive.poll(&mut context) {
+            std::task::Poll::Pending => return Interruption::Nothing,
+            std::task::Poll::Ready(Err(_)) => return Interruption::Gone,
+            std::task::Poll::Ready(Ok(pdu)) => pdu,
+        }
     };
     match pdu {
         Pdu::PData { data } => {
