@@ -7,6 +7,7 @@
 # 3. runs cargo fmt --check, cargo clippy -D warnings, and every test of the workspace.
 #
 # Environment: STRATA_TEST_PG_URL (use this PostgreSQL admin URL instead of discovering one),
+# STRATA_TEST_OWN_PG=1 (start a private PostgreSQL even if one answers on 5432),
 # SKIP_INSTALL=1 (don't install anything), CARGO_TEST_ARGS (extra args for cargo test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ install_missing() {
         [ -x "/usr/bin/$tool" ] || { packages+=(dcmtk); break; }
     done
     command -v psql >/dev/null || packages+=(postgresql-client)
-    if ! pg_reachable 127.0.0.1 5432 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if { [ "${STRATA_TEST_OWN_PG:-}" = 1 ] || ! pg_reachable 127.0.0.1 5432; } && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
         packages+=(postgresql)
     fi
     if [ ${#packages[@]} -gt 0 ]; then
@@ -80,10 +81,10 @@ drop_old_test_databases() {
 install_missing
 
 if [ -z "${STRATA_TEST_PG_URL:-}" ]; then
-    if pg_reachable 127.0.0.1 5432 && psql "postgres://root@127.0.0.1:5432/postgres" -qc 'select 1' >/dev/null 2>&1; then
+    if [ "${STRATA_TEST_OWN_PG:-}" != 1 ] && pg_reachable 127.0.0.1 5432 && psql "postgres://root@127.0.0.1:5432/postgres" -qc 'select 1' >/dev/null 2>&1; then
         export STRATA_TEST_PG_URL="postgres://root@127.0.0.1:5432/postgres"
     else
-        log "no PostgreSQL on 127.0.0.1:5432; starting one under target/pg"
+        log "starting a private PostgreSQL under target/pg"
         start_own_postgres
     fi
 fi
