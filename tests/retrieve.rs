@@ -338,6 +338,17 @@ async fn refused_syntaxes_unknown_destinations_and_cancel(backend: Backend) {
     let result = python_move(strata.dicom_port, "NOWHERE", &studies, false);
     assert_eq!(result["final"], 0xA801, "{result}");
 
+    // A listed peer without the right to retrieve is refused; with it, allowed again.
+    strata_cli(
+        &strata,
+        &["ae", "add", "PYMOVE", "127.0.0.1", "1", "--no-retrieve"],
+    );
+    let result = python_move(strata.dicom_port, "PLAIN", &studies, false);
+    assert_eq!(result["final"], 0x0124, "not authorized: {result}");
+    strata_cli(&strata, &["ae", "add", "PYMOVE", "127.0.0.1", "1"]);
+    let result = python_move(strata.dicom_port, "PLAIN", &studies, false);
+    assert_eq!(result["final"], 0xB000, "{result}");
+
     // C-CANCEL after the first pending response of a long move.
     let many = dicom_scp::synthetic::generate(&dicom_scp::synthetic::CorpusSpec {
         out_dir: work.path().join("many"),

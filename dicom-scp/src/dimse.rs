@@ -37,6 +37,8 @@ pub mod status {
     pub const PROCESSING_FAILURE: u16 = 0x0110;
     /// Failure: duplicate SOP instance (duplicate policy `reject`).
     pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
+    /// Refused: not authorized (a listed peer without the right to query or retrieve).
+    pub const NOT_AUTHORIZED: u16 = 0x0124;
     /// Failure: SOP class not supported.
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
     /// Failure: unrecognized operation.

@@ -2,9 +2,9 @@
 //! running it once its identifier has arrived.
 
 use crate::context::ScpContext;
-use crate::dimse::{command_field as cf, Command};
+use crate::dimse::{command_field as cf, status, Command, Response};
 use crate::find::{model_of, serve_find, FindContext};
-use crate::messaging::Association;
+use crate::messaging::{send_message, Association};
 use crate::retrieve::{
     get_model_of, move_model_of, serve_get, serve_move, PeerContext, RetrieveContext,
 };
@@ -42,6 +42,14 @@ pub async fn run_operation(
     identifier: &[u8],
     storage_contexts: &[PeerContext],
 ) -> bool {
+    let calling_ae = association.peer_ae_title().trim().to_string();
+    if let Some(refusal) = not_allowed(context, operation, &calling_ae).await {
+        tracing::info!(calling_ae = %calling_ae, %refusal, "operation refused");
+        let response = Response::to(command, status::NOT_AUTHORIZED).with_comment(refusal);
+        return send_message(association, pc_id, &response, None)
+            .await
+            .is_ok();
+    }
     let retrieve = RetrieveContext {
         index: &context.index,
         retriever: &context.retriever,
@@ -67,7 +75,6 @@ pub async fn run_operation(
             .await
         }
         Operation::Move(model) => {
-            let calling_ae = association.peer_ae_title().trim().to_string();
             serve_move(
                 association,
                 &retrieve,
@@ -93,5 +100,31 @@ pub async fn run_operation(
             )
             .await
         }
+    }
+}
+
+/// Why a calling AE listed in the peer table may not run `operation`, if it may not. AEs not
+/// in the table are governed by the association policy alone.
+async fn not_allowed(
+    context: &ScpContext,
+    operation: Operation,
+    calling_ae: &str,
+) -> Option<String> {
+    let peer = match context.index.ae_get(calling_ae).await {
+        Ok(Some(peer)) => peer,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the peer table; allowing the operation");
+            return None;
+        }
+    };
+    match operation {
+        Operation::Find(_) if !peer.can_query => Some(format!(
+            "{calling_ae} may not query (strata ae add … without --no-query)"
+        )),
+        Operation::Move(_) | Operation::Get(_) if !peer.can_retrieve => Some(format!(
+            "{calling_ae} may not retrieve (strata ae add … without --no-retrieve)"
+        )),
+        _ => None,
     }
 }
