@@ -33,7 +33,7 @@ async fn corpus_is_stored_byte_exact_and_indexed(backend: Backend) {
     let sets = corpus::build(work.path(), 3);
     let strata = Strata::start(backend, "").await;
     dcmtk::echo(strata.dicom_port, "STRATA").expect("C-ECHO succeeds");
-    let reference = dcmtk::ReferenceScp::start(&work.path().join("reference"));
+    let reference = dcmtk::Storescp::start(&work.path().join("reference"), "STRATA", true);
 
     for set in &sets {
         for port in [strata.dicom_port, reference.port] {
@@ -326,16 +326,7 @@ elif assoc.is_rejected:
 else:
     print('FAILED aborted=%s' % assoc.is_aborted)
 "#;
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let output = std::process::Command::new(&python)
-        .args(["-c", script, calling_ae, &port.to_string(), source])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    assert!(
-        output.status.success(),
-        "pynetdicom is required (pip install pynetdicom): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = dcmtk::python(&["-c", script, calling_ae, &port.to_string(), source], None);
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 

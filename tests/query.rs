@@ -306,16 +306,7 @@ assoc.release()
 print(json.dumps({'pending': sorted(pending), 'final': final, 'comment': comment}))
 "#;
     let run = |mode: &str| -> serde_json::Value {
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        let output = std::process::Command::new(&python)
-            .args(["-c", script, mode, &port])
-            .output()
-            .expect("python");
-        assert!(
-            output.status.success(),
-            "pynetdicom is required: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output = dcmtk::python(&["-c", script, mode, &port], None);
         serde_json::from_slice(&output.stdout).expect("json")
     };
     let matched = run("match");
@@ -325,46 +316,64 @@ print(json.dumps({'pending': sorted(pending), 'final': final, 'comment': comment
         serde_json::json!(["2.25.500.2.0", "2.25.500.2.1"])
     );
 
-    // The pynetdicom findscu application, writing each answer to rsp000001.dcm, … in its cwd.
-    let out = tempfile::tempdir().expect("tempdir");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let output = std::process::Command::new(&python)
-        .args(["-m", "pynetdicom", "findscu", "-S", "-w", "-aec", "STRATA"])
-        .args([
-            "-k",
+    // The `python -m pynetdicom findscu` application, every matching kind and level.
+    let accession = pynetdicom_findscu(
+        &port,
+        &[
             "QueryRetrieveLevel=STUDY",
-            "-k",
             "PatientID=QR00001",
-            "-k",
-            "StudyInstanceUID=",
-            "-k",
             "AccessionNumber=",
-        ])
-        .args(["127.0.0.1", &port])
-        .current_dir(out.path())
-        .output()
-        .expect("python -m pynetdicom findscu");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        tags::ACCESSION_NUMBER,
     );
-    let answers: Vec<InMemDicomObject> = common::files_below(out.path())
-        .iter()
-        .map(|f| {
-            dicom_object::open_file(f)
-                .expect("answer file")
-                .into_inner()
-        })
-        .collect();
+    assert_eq!(accession, set(&["A1000", "A1001"]));
+    let studies = |keys: &[&str]| {
+        let mut all = vec!["QueryRetrieveLevel=STUDY", "StudyInstanceUID="];
+        all.extend_from_slice(keys);
+        pynetdicom_findscu(&port, &all, tags::STUDY_INSTANCE_UID)
+    };
     assert_eq!(
-        values(&answers, tags::STUDY_INSTANCE_UID),
+        studies(&["PatientID=QR00001"]),
         set(&["2.25.500.1.0", "2.25.500.1.1"])
     );
     assert_eq!(
-        values(&answers, tags::ACCESSION_NUMBER),
-        set(&["A1000", "A1001"])
+        studies(&["PatientName=synthetic^patient0"]),
+        set(&["2.25.500.0.0", "2.25.500.0.1"])
     );
+    assert_eq!(
+        studies(&["PatientName=*Patient2"]),
+        set(&["2.25.500.2.0", "2.25.500.2.1"])
+    );
+    assert_eq!(
+        studies(&["AccessionNumber=A?001"]),
+        set(&["2.25.500.0.1", "2.25.500.1.1", "2.25.500.2.1"])
+    );
+    assert_eq!(
+        studies(&["StudyDate=20240201-20240301"]),
+        set(&["2.25.500.1.0", "2.25.500.1.1", "2.25.500.2.0"])
+    );
+    assert_eq!(studies(&["StudyDate=-20240101"]), set(&["2.25.500.0.0"]));
+    let series = pynetdicom_findscu(
+        &port,
+        &[
+            "QueryRetrieveLevel=SERIES",
+            "StudyInstanceUID=2.25.500.1.1",
+            "SeriesInstanceUID=",
+        ],
+        tags::SERIES_INSTANCE_UID,
+    );
+    assert_eq!(series, set(&["2.25.500.1.1.0", "2.25.500.1.1.1"]));
+    let images = pynetdicom_findscu(
+        &port,
+        &[
+            "QueryRetrieveLevel=IMAGE",
+            "StudyInstanceUID=2.25.500.1.1",
+            "SeriesInstanceUID=2.25.500.1.1.0",
+            "SOPInstanceUID=",
+        ],
+        tags::SOP_INSTANCE_UID,
+    );
+    assert_eq!(images, set(&["2.25.500.1.1.0.0", "2.25.500.1.1.0.1"]));
 
     let limited = run("all");
     assert_eq!(
@@ -377,6 +386,27 @@ print(json.dumps({'pending': sorted(pending), 'final': final, 'comment': comment
         limited["comment"].as_str().unwrap_or("").contains("4"),
         "{limited}"
     );
+}
+
+/// Runs `python -m pynetdicom findscu -S -w` (each answer written to rsp000001.dcm, … in its
+/// working directory) and returns the values of `tag` in the answers.
+fn pynetdicom_findscu(port: &str, keys: &[&str], tag: dicom_core::Tag) -> BTreeSet<String> {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut args = vec!["-m", "pynetdicom", "findscu", "-S", "-w", "-aec", "STRATA"];
+    for key in keys {
+        args.extend(["-k", key]);
+    }
+    args.extend(["127.0.0.1", port]);
+    dcmtk::python(&args, Some(out.path()));
+    let answers: Vec<InMemDicomObject> = common::files_below(out.path())
+        .iter()
+        .map(|f| {
+            dicom_object::open_file(f)
+                .expect("answer file")
+                .into_inner()
+        })
+        .collect();
+    values(&answers, tag)
 }
 
 /// C-CANCEL right behind a C-FIND that matches every image: the answer stops with 0xFE00.

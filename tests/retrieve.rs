@@ -5,75 +5,13 @@
 #[macro_use]
 mod common;
 
-use common::{
-    corpus, data_set_sha256, dcmtk, files_below, free_port, sop_instance_uid, Backend, Strata,
-};
+use common::dcmtk::Storescp;
+use common::{corpus, data_set_sha256, dcmtk, files_below, sop_instance_uid, Backend, Strata};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 const STUDY_ROOT_MOVE: &str = "-S";
-
-/// A DCMTK storescp acting as a C-MOVE destination; `accept_all` takes every transfer syntax,
-/// otherwise only the uncompressed ones (a destination that refuses JPEG, RLE, …).
-struct Destination {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Destination {
-    fn start(dir: &Path, ae_title: &str, accept_all: bool) -> Destination {
-        std::fs::create_dir_all(dir).expect("mkdir");
-        let port = free_port();
-        let mut args = vec!["+B", "--fork", "-aet", ae_title, "-od"];
-        if accept_all {
-            args.insert(0, "+xa");
-        }
-        let child = Command::new(dcmtk::tool("storescp"))
-            .args(&args)
-            .arg(dir)
-            .arg(port.to_string())
-            .env("TCP_NODELAY", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("storescp");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Destination {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Received files by SOP Instance UID, once `expected` have arrived (storescp forks).
-    fn received(&self, expected: usize) -> HashMap<String, PathBuf> {
-        for _ in 0..100 {
-            if files_below(&self.dir).len() >= expected {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        files_below(&self.dir)
-            .into_iter()
-            .map(|f| (sop_instance_uid(&f), f))
-            .collect()
-    }
-}
-
-impl Drop for Destination {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn strata_cli(strata: &Strata, args: &[&str]) {
     let output = Command::new(env!("CARGO_BIN_EXE_strata"))
@@ -153,22 +91,11 @@ for status, identifier in assoc.send_c_move(ds, destination, MOVE, msg_id=11):
 assoc.release()
 print(json.dumps(result))
 "#;
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let output = Command::new(&python)
-        .args([
-            "-c",
-            script,
-            &port.to_string(),
-            destination,
-            &study_uids.join("\\"),
-            if cancel_after_first { "1" } else { "0" },
-        ])
-        .output()
-        .expect("python");
-    assert!(
-        output.status.success(),
-        "pynetdicom is required: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let cancel = if cancel_after_first { "1" } else { "0" };
+    let uids = study_uids.join("\\");
+    let output = dcmtk::python(
+        &["-c", script, &port.to_string(), destination, &uids, cancel],
+        None,
     );
     serde_json::from_slice(&output.stdout).expect("json")
 }
@@ -182,7 +109,7 @@ async fn move_and_get_deliver_byte_identical_objects(backend: Backend) {
     let studies: Vec<String> = sets.iter().map(|s| study_of(&s.files[0])).collect();
 
     // C-MOVE of every study to a destination that takes every transfer syntax.
-    let destination = Destination::start(&work.path().join("moved"), "RECV", true);
+    let destination = Storescp::start(&work.path().join("moved"), "RECV", true);
     strata_cli(
         &strata,
         &[
@@ -226,7 +153,7 @@ async fn move_and_get_deliver_byte_identical_objects(backend: Backend) {
     );
 
     // movescu (DCMTK) at SERIES level gets the same bytes.
-    let second = Destination::start(&work.path().join("moved2"), "RECV2", true);
+    let second = Storescp::start(&work.path().join("moved2"), "RECV2", true);
     strata_cli(
         &strata,
         &["ae", "add", "RECV2", "127.0.0.1", &second.port.to_string()],
@@ -312,7 +239,7 @@ async fn refused_syntaxes_unknown_destinations_and_cancel(backend: Backend) {
 
     // A destination that only takes uncompressed data: JPEG-LS and RLE objects fail (no
     // lossless conversion), Big Endian is converted, and the final status lists the failures.
-    let plain = Destination::start(&work.path().join("plain"), "PLAIN", false);
+    let plain = Storescp::start(&work.path().join("plain"), "PLAIN", false);
     strata_cli(
         &strata,
         &["ae", "add", "PLAIN", "127.0.0.1", &plain.port.to_string()],
@@ -360,7 +287,7 @@ async fn refused_syntaxes_unknown_destinations_and_cancel(backend: Backend) {
     .expect("generate");
     let output = dcmtk::storescu_dir(strata.dicom_port, &work.path().join("many"), &[]);
     assert!(output.status.success());
-    let all = Destination::start(&work.path().join("all"), "ALL", true);
+    let all = Storescp::start(&work.path().join("all"), "ALL", true);
     strata_cli(
         &strata,
         &["ae", "add", "ALL", "127.0.0.1", &all.port.to_string()],
@@ -408,7 +335,7 @@ async fn retrievals_queries_and_ingest_together(backend: Backend) {
             .status
             .success()
     );
-    let destination = Destination::start(&work.path().join("dest"), "DEST", true);
+    let destination = Storescp::start(&work.path().join("dest"), "DEST", true);
     strata_cli(
         &strata,
         &[

@@ -47,19 +47,25 @@ pub fn storescu_dir(port: u16, dir: &Path, extra: &[&str]) -> Output {
     run("storescu", &args)
 }
 
-/// A DCMTK `storescp +B` that writes exactly what it receives: the byte-exactness reference.
-pub struct ReferenceScp {
+/// A DCMTK `storescp +B --fork` that writes exactly what it receives: the byte-exactness
+/// reference, and a C-MOVE destination. `accept_all` (`+xa`) takes every transfer syntax;
+/// without it only the uncompressed ones (a destination that refuses JPEG, RLE, …).
+pub struct Storescp {
     child: Child,
     pub port: u16,
     pub out_dir: PathBuf,
 }
 
-impl ReferenceScp {
-    pub fn start(out_dir: &Path) -> ReferenceScp {
+impl Storescp {
+    pub fn start(out_dir: &Path, ae_title: &str, accept_all: bool) -> Storescp {
         std::fs::create_dir_all(out_dir).expect("mkdir");
         let port = super::free_port();
+        let mut args = vec!["+B", "--fork", "-aet", ae_title, "-od"];
+        if accept_all {
+            args.insert(0, "+xa");
+        }
         let child = Command::new(tool("storescp"))
-            .args(["+B", "+xa", "--fork", "-aet", "STRATA", "-od"])
+            .args(&args)
             .arg(out_dir)
             .arg(port.to_string())
             .env("TCP_NODELAY", "1")
@@ -73,17 +79,53 @@ impl ReferenceScp {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        ReferenceScp {
+        Storescp {
             child,
             port,
             out_dir: out_dir.to_path_buf(),
         }
     }
+
+    /// Received files by SOP Instance UID, once `expected` have arrived (storescp forks, so
+    /// files appear after the sender has its answers).
+    pub fn received(&self, expected: usize) -> std::collections::HashMap<String, PathBuf> {
+        for _ in 0..100 {
+            if super::files_below(&self.out_dir).len() >= expected {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        super::files_below(&self.out_dir)
+            .into_iter()
+            .map(|f| (super::sop_instance_uid(&f), f))
+            .collect()
+    }
 }
 
-impl Drop for ReferenceScp {
+impl Drop for Storescp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs Python (`$PYTHON`, default python3) with `args`; fails the test with a hint when
+/// pynetdicom is missing.
+pub fn python(args: &[&str], cwd: Option<&Path>) -> std::process::Output {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut command = Command::new(&python);
+    command.args(args);
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        output.status.success(),
+        "{python} {args:?} failed (pynetdicom is required: pip install pynetdicom): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
