@@ -42,14 +42,18 @@ fn load_config(flags: &cli::ConfigFlags) -> anyhow::Result<config::Config> {
     config::load(&sources).context("configuration error")
 }
 
-/// `STRATA_LOG` takes tracing filter directives (default `info`). Patient data is only ever
-/// logged at debug level and below.
+/// Logs go to stderr (stdout carries the start-up banner), without colour codes unless stderr
+/// is a terminal; `STRATA_LOG` takes tracing filter directives (default `info`). Patient data
+/// is only ever logged at debug level and below.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
         .init();
 }
 

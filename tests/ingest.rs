@@ -233,6 +233,21 @@ async fn refusals_get_clear_statuses(backend: Backend) {
     );
     assert_eq!(answer.status, 0xC002, "{answer:?}");
     assert!(answer.comment.expect("comment").contains("SOMEONE"));
+    // The comment names patient IDs; logs above debug level must not.
+    let log = strata.log();
+    let above_debug = log
+        .lines()
+        .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.contains(" ERROR "));
+    for line in above_debug {
+        assert!(
+            !line.contains("SOMEONE"),
+            "patient ID logged above debug level: {line}"
+        );
+    }
+    assert!(
+        log.contains("study of another patient"),
+        "the conflict is logged (without patient data):\n{log}"
+    );
 
     // Duplicate (default keep-first): success, one copy kept.
     assert_eq!(scu.store_file(&files[0]).status, 0x0000);

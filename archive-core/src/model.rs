@@ -125,6 +125,18 @@ pub enum IntegrityConflict {
     },
 }
 
+impl IntegrityConflict {
+    /// A short name for logs: the Display text can name patient IDs, which stay out of logs
+    /// above debug level.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IntegrityConflict::SeriesInOtherStudy { .. } => "series in another study",
+            IntegrityConflict::StudyOfOtherPatient { .. } => "study of another patient",
+            IntegrityConflict::InstanceInOtherSeries { .. } => "instance in another series",
+        }
+    }
+}
+
 /// What the index did with a received object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreOutcome {

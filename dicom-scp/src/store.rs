@@ -100,12 +100,13 @@ impl IncomingObject {
             Ok(()) => return Response::to(&command, status::SUCCESS),
             Err(failure) => failure,
         };
+        // The comment can name patient IDs (a study under another patient): debug level only.
         tracing::info!(
             sop_instance_uid = %command.affected_sop_instance_uid,
             status = format_args!("{code:#06X}"),
-            reason = %comment,
             "C-STORE refused"
         );
+        tracing::debug!(sop_instance_uid = %command.affected_sop_instance_uid, reason = %comment, "C-STORE refusal reason");
         Response::to(&command, code).with_comment(comment)
     }
 
@@ -174,7 +175,7 @@ impl IncomingObject {
             }
             StoreOutcome::Conflict(conflict) => {
                 context.online.remove_unreferenced(&file).await;
-                tracing::warn!(conflict = %conflict, "instance conflicts with the stored hierarchy");
+                tracing::warn!(kind = conflict.kind(), sop_instance_uid = %sop_uid, "instance conflicts with the stored hierarchy");
                 Err((
                     status::CONFLICTS_WITH_STORED_HIERARCHY,
                     conflict.to_string(),
