@@ -5,7 +5,7 @@ use archive_core::online::ParseSource;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -25,7 +25,8 @@ pub fn parse_header(source: ParseSource<'_>) -> Result<DefaultDicomObject, Parse
 
 /// Uses `get`, not `element_opt`: the latter builds an error with a forced backtrace for
 /// every missing attribute (snafu), which cost more than the rest of C-STORE together.
-fn text(object: &DefaultDicomObject, tag: Tag) -> String {
+/// A text value trimmed of padding; empty when absent.
+pub(crate) fn text(object: &InMemDicomObject, tag: Tag) -> String {
     object
         .get(tag)
         .and_then(|e| e.to_str().ok())

@@ -156,6 +156,22 @@ pub fn encode_request(
     sop_instance_uid: Option<&str>,
     data_set_follows: bool,
 ) -> Vec<u8> {
+    encode_with_group_length(&request_object(
+        command_field,
+        message_id,
+        sop_class_uid,
+        sop_instance_uid,
+        data_set_follows,
+    ))
+}
+
+fn request_object(
+    command_field: u16,
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: Option<&str>,
+    data_set_follows: bool,
+) -> InMemDicomObject {
     let mut object = InMemDicomObject::new_empty();
     object.put(uid_element(tags::AFFECTED_SOP_CLASS_UID, sop_class_uid));
     object.put(us_element(tags::COMMAND_FIELD, command_field));
@@ -172,7 +188,7 @@ pub fn encode_request(
     if let Some(uid) = sop_instance_uid {
         object.put(uid_element(tags::AFFECTED_SOP_INSTANCE_UID, uid));
     }
-    encode_with_group_length(&object)
+    object
 }
 
 pub fn encode_c_store_rq(message_id: u16, sop_class_uid: &str, sop_instance_uid: &str) -> Vec<u8> {
@@ -203,20 +219,17 @@ pub fn encode_c_store_rq_for_move(
     originator_ae: &str,
     originator_message_id: u16,
 ) -> Vec<u8> {
-    let mut object = InMemDicomObject::new_empty();
-    object.put(uid_element(tags::AFFECTED_SOP_CLASS_UID, sop_class_uid));
-    object.put(us_element(tags::COMMAND_FIELD, command_field::C_STORE_RQ));
-    object.put(us_element(tags::MESSAGE_ID, message_id));
-    object.put(us_element(tags::PRIORITY, 0));
-    object.put(us_element(tags::COMMAND_DATA_SET_TYPE, 0x0000));
-    object.put(uid_element(
-        tags::AFFECTED_SOP_INSTANCE_UID,
-        sop_instance_uid,
-    ));
-    object.put(DataElement::new(
+    let mut object = request_object(
+        command_field::C_STORE_RQ,
+        message_id,
+        sop_class_uid,
+        Some(sop_instance_uid),
+        true,
+    );
+    object.put(text_element(
         tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE,
         VR::AE,
-        PrimitiveValue::from(pad_even(originator_ae.to_string(), b' ')),
+        originator_ae,
     ));
     object.put(us_element(
         tags::MOVE_ORIGINATOR_MESSAGE_ID,
@@ -308,11 +321,7 @@ impl Response {
             // 64 characters each. Peers read the value by its length (DCMTK and pynetdicom
             // print it whole), so the full text is sent, capped to stay a short message.
             let comment: String = comment.chars().take(MAX_ERROR_COMMENT).collect();
-            object.put(DataElement::new(
-                tags::ERROR_COMMENT,
-                VR::LO,
-                PrimitiveValue::from(pad_even(comment, b' ')),
-            ));
+            object.put(text_element(tags::ERROR_COMMENT, VR::LO, comment));
         }
         if !self.affected_sop_instance_uid.is_empty() {
             object.put(uid_element(
@@ -329,18 +338,16 @@ fn us_element(tag: Tag, value: u16) -> DataElement<InMemDicomObject> {
 }
 
 fn uid_element(tag: Tag, uid: &str) -> DataElement<InMemDicomObject> {
-    DataElement::new(
-        tag,
-        VR::UI,
-        PrimitiveValue::from(pad_even(uid.to_string(), 0)),
-    )
+    text_element(tag, VR::UI, uid)
 }
 
-fn pad_even(mut text: String, pad: u8) -> String {
-    if text.len() % 2 == 1 {
-        text.push(pad as char);
+/// A text element padded to even length as PS3.5 requires: UIDs with NUL, the rest with space.
+pub fn text_element(tag: Tag, vr: VR, value: impl Into<String>) -> DataElement<InMemDicomObject> {
+    let mut value = value.into();
+    if value.len() % 2 == 1 {
+        value.push(if vr == VR::UI { '\0' } else { ' ' });
     }
-    text
+    DataElement::new(tag, vr, PrimitiveValue::from(value))
 }
 
 /// Writes the elements, then prepends (0000,0000) CommandGroupLength with their length.

@@ -1,11 +1,12 @@
 //! C-FIND SCP (Patient Root and Study Root): identifier → index query → one pending response
 //! per match with exactly the requested keys → final status. Answered from the index alone.
 
-use crate::dimse::{status, Command, Response};
+use crate::dimse::{status, text_element, Command, Response};
+use crate::identifier::Identifier;
 use crate::messaging::{check_for_cancel, send_message, Association, Interruption};
 use crate::query_keys::attribute_of;
-use archive_core::query::{FindQuery, FindRow, Level, Matcher, Model, QueryKey};
-use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use archive_core::query::{FindQuery, FindRow, Matcher, Model, QueryKey};
+use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
@@ -124,25 +125,7 @@ fn parse_request(
     model: Model,
     max_results: usize,
 ) -> Result<Request, (u16, String)> {
-    let ts = TransferSyntaxRegistry.get(transfer_syntax).ok_or((
-        status::CANNOT_UNDERSTAND,
-        format!("unknown transfer syntax {transfer_syntax}"),
-    ))?;
-    let object = InMemDicomObject::read_dataset_with_ts(identifier, ts).map_err(|e| {
-        (
-            status::CANNOT_UNDERSTAND,
-            format!("cannot parse identifier: {e}"),
-        )
-    })?;
-    let level_text = object
-        .get(tags::QUERY_RETRIEVE_LEVEL)
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let level = Level::parse(&level_text).ok_or((
-        status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
-        format!("QueryRetrieveLevel `{level_text}` is not PATIENT, STUDY, SERIES or IMAGE"),
-    ))?;
+    let Identifier { object, level } = Identifier::read(identifier, transfer_syntax, model)?;
     let mut keys = Vec::new();
     let mut query_keys = Vec::new();
     for element in object.iter() {
@@ -221,13 +204,4 @@ fn encode_answer(
         .write_dataset_with_ts(&mut bytes, ts)
         .map_err(|e| e.to_string())?;
     Ok(bytes)
-}
-
-/// A text element padded to even length as the VR requires.
-fn text_element(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
-    let mut value = value.to_string();
-    if value.len() % 2 == 1 {
-        value.push(if vr == VR::UI { '\0' } else { ' ' });
-    }
-    DataElement::new(tag, vr, PrimitiveValue::from(value))
 }

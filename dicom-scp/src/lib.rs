@@ -9,6 +9,7 @@ pub mod attributes;
 pub mod context;
 pub mod dimse;
 pub mod find;
+mod identifier;
 pub mod messaging;
 pub mod operation;
 pub mod query_keys;

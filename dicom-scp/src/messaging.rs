@@ -130,11 +130,7 @@ pub async fn read_command<A: AsyncAssociation<TcpStream> + Send>(
 
 /// Looks, without waiting, for a C-CANCEL of `message_id`. dicom-ul's `receive` only reads
 /// into the association's buffer, so abandoning it when nothing is there loses nothing.
-pub async fn check_for_cancel(association: &mut Association, message_id: u16) -> Interruption {
-    check_for_cancel_on(association, message_id).await
-}
-
-pub async fn check_for_cancel_on<A: AsyncAssociation<TcpStream> + Send>(
+pub async fn check_for_cancel<A: AsyncAssociation<TcpStream> + Send>(
     association: &mut A,
     message_id: u16,
 ) -> Interruption {

@@ -75,9 +75,18 @@ pub fn attribute_of(tag: Tag) -> Option<(Attr, VR)> {
         .map(|(_, vr, attr)| (*attr, *vr))
 }
 
+/// The tag of an index attribute (the table is complete for every `Attr`, tested below).
+pub fn tag_of(attr: Attr) -> Tag {
+    KEYS.iter()
+        .find(|(_, _, a)| *a == attr)
+        .map(|(tag, _, _)| *tag)
+        .unwrap_or(tags::SOP_INSTANCE_UID)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use archive_core::query::Level;
 
     #[test]
     fn every_attribute_has_exactly_one_tag() {
@@ -90,5 +99,9 @@ mod tests {
             Some((Attr::PatientName, VR::PN))
         );
         assert_eq!(attribute_of(tags::PIXEL_DATA), None);
+        for level in [Level::Patient, Level::Study, Level::Series, Level::Image] {
+            let key = Attr::unique_key(level);
+            assert_eq!(attribute_of(tag_of(key)).map(|(attr, _)| attr), Some(key));
+        }
     }
 }

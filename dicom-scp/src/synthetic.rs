@@ -4,7 +4,8 @@
 //!
 //! Nothing is downloaded: every byte is made here. Names are obviously fake.
 
-use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use crate::dimse::text_element;
+use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::InMemDicomObject;
@@ -136,72 +137,64 @@ struct Ids<'a> {
     sop_uid: &'a str,
 }
 
-fn text(tag: Tag, vr: VR, value: impl Into<String>) -> DataElement<InMemDicomObject> {
-    let mut value = value.into();
-    if value.len() % 2 == 1 {
-        value.push(if vr == VR::UI { '\0' } else { ' ' });
-    }
-    DataElement::new(tag, vr, PrimitiveValue::from(value))
-}
-
 fn build_object(spec: &CorpusSpec, ids: &Ids<'_>) -> InMemDicomObject {
     let kind = spec.kind;
     let day = 1 + (ids.s % 28);
     let month = 1 + (ids.p % 12);
     let mut object = InMemDicomObject::from_element_iter([
-        text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
-        text(tags::SOP_CLASS_UID, VR::UI, kind.sop_class()),
-        text(tags::SOP_INSTANCE_UID, VR::UI, ids.sop_uid),
-        text(tags::STUDY_DATE, VR::DA, format!("2024{month:02}{day:02}")),
-        text(
+        text_element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
+        text_element(tags::SOP_CLASS_UID, VR::UI, kind.sop_class()),
+        text_element(tags::SOP_INSTANCE_UID, VR::UI, ids.sop_uid),
+        text_element(tags::STUDY_DATE, VR::DA, format!("2024{month:02}{day:02}")),
+        text_element(
             tags::STUDY_TIME,
             VR::TM,
             format!("{:02}{:02}00", 8 + ids.s % 10, ids.se % 60),
         ),
-        text(
+        text_element(
             tags::ACCESSION_NUMBER,
             VR::SH,
             format!("A{}{:03}", ids.p, ids.s),
         ),
-        text(tags::MODALITY, VR::CS, kind.modality()),
-        text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "Referrer^Test"),
-        text(
+        text_element(tags::MODALITY, VR::CS, kind.modality()),
+        text_element(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "Referrer^Test"),
+        text_element(
             tags::STUDY_DESCRIPTION,
             VR::LO,
             format!("Synthetic study {}", ids.s),
         ),
-        text(
+        text_element(
             tags::SERIES_DESCRIPTION,
             VR::LO,
             format!("Synthetic series {}", ids.se),
         ),
-        text(
+        text_element(
             tags::PATIENT_NAME,
             VR::PN,
             format!("Synthetic^Patient{}", ids.p),
         ),
-        text(tags::PATIENT_ID, VR::LO, ids.patient_id),
-        text(
+        text_element(tags::PATIENT_ID, VR::LO, ids.patient_id),
+        text_element(
             tags::PATIENT_BIRTH_DATE,
             VR::DA,
             format!("19{:02}0101", 40 + ids.p % 60),
         ),
-        text(
+        text_element(
             tags::PATIENT_SEX,
             VR::CS,
             if ids.p.is_multiple_of(2) { "F" } else { "M" },
         ),
-        text(tags::BODY_PART_EXAMINED, VR::CS, "CHEST"),
-        text(tags::STUDY_INSTANCE_UID, VR::UI, ids.study_uid),
-        text(tags::SERIES_INSTANCE_UID, VR::UI, ids.series_uid),
-        text(tags::STUDY_ID, VR::SH, format!("{}", ids.s + 1)),
-        text(tags::SERIES_NUMBER, VR::IS, format!("{}", ids.se + 1)),
-        text(tags::INSTANCE_NUMBER, VR::IS, format!("{}", ids.i + 1)),
+        text_element(tags::BODY_PART_EXAMINED, VR::CS, "CHEST"),
+        text_element(tags::STUDY_INSTANCE_UID, VR::UI, ids.study_uid),
+        text_element(tags::SERIES_INSTANCE_UID, VR::UI, ids.series_uid),
+        text_element(tags::STUDY_ID, VR::SH, format!("{}", ids.s + 1)),
+        text_element(tags::SERIES_NUMBER, VR::IS, format!("{}", ids.se + 1)),
+        text_element(tags::INSTANCE_NUMBER, VR::IS, format!("{}", ids.i + 1)),
     ]);
     if kind == Kind::TextSr {
-        object.put(text(tags::VALUE_TYPE, VR::CS, "CONTAINER"));
-        object.put(text(tags::COMPLETION_FLAG, VR::CS, "COMPLETE"));
-        object.put(text(tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED"));
+        object.put(text_element(tags::VALUE_TYPE, VR::CS, "CONTAINER"));
+        object.put(text_element(tags::COMPLETION_FLAG, VR::CS, "COMPLETE"));
+        object.put(text_element(tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED"));
         return object;
     }
     add_pixels(&mut object, spec, ids);
@@ -223,7 +216,7 @@ fn add_pixels(object: &mut InMemDicomObject, spec: &CorpusSpec, ids: &Ids<'_>) {
     };
     let us = |tag, value: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(value));
     object.put(us(tags::SAMPLES_PER_PIXEL, 1));
-    object.put(text(
+    object.put(text_element(
         tags::PHOTOMETRIC_INTERPRETATION,
         VR::CS,
         "MONOCHROME2",
@@ -235,16 +228,20 @@ fn add_pixels(object: &mut InMemDicomObject, spec: &CorpusSpec, ids: &Ids<'_>) {
     object.put(us(tags::HIGH_BIT, if bits == 8 { 7 } else { 11 }));
     object.put(us(tags::PIXEL_REPRESENTATION, 0));
     if kind == Kind::MultiFrame {
-        object.put(text(tags::NUMBER_OF_FRAMES, VR::IS, frames.to_string()));
+        object.put(text_element(
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            frames.to_string(),
+        ));
         object.put(DataElement::new(
             tags::FRAME_INCREMENT_POINTER,
             VR::AT,
             PrimitiveValue::from(tags::FRAME_TIME),
         ));
-        object.put(text(tags::FRAME_TIME, VR::DS, "33.3"));
+        object.put(text_element(tags::FRAME_TIME, VR::DS, "33.3"));
     }
     if kind == Kind::SecondaryCapture {
-        object.put(text(tags::CONVERSION_TYPE, VR::CS, "WSD"));
+        object.put(text_element(tags::CONVERSION_TYPE, VR::CS, "WSD"));
     }
     // A smooth pattern that varies per instance: compressible, but not trivially constant.
     let seed = (ids.i as usize * 7 + ids.se as usize * 13) % 256;

@@ -113,19 +113,43 @@ pub fn select_ae() -> String {
 
 pub const DELETE_AE: &str = "DELETE FROM ae_peer WHERE ae_title = $1";
 
+/// `$first, $first+1, …` (`count` placeholders).
+pub fn placeholder_list(first: usize, count: usize) -> String {
+    let list: Vec<String> = (first..first + count).map(|n| format!("${n}")).collect();
+    list.join(", ")
+}
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` placeholders each (multi-row INSERT).
+pub fn values_placeholders(rows: usize, columns: usize) -> String {
+    let list: Vec<String> = (0..rows)
+        .map(|row| format!("({})", placeholder_list(row * columns + 1, columns)))
+        .collect();
+    list.join(", ")
+}
+
 /// Instances to retrieve: `column IN (…)` with the level's unique key column.
 pub fn select_locations_where_in(column: &str, count: usize) -> String {
-    let list: Vec<String> = (1..=count).map(|n| format!("${n}")).collect();
     format!(
         "{LOCATION_COLUMNS} WHERE {column} IN ({}) ORDER BY st.id, se.series_number, se.id, i.instance_number, i.id",
-        list.join(", ")
+        placeholder_list(1, count)
     )
 }
 
 pub fn touch_studies(count: usize) -> String {
-    let list: Vec<String> = (2..count + 2).map(|n| format!("${n}")).collect();
     format!(
         "UPDATE study SET last_accessed_at = $1 WHERE study_uid IN ({})",
-        list.join(", ")
+        placeholder_list(2, count)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_number_in_increasing_order() {
+        assert_eq!(
+            super::values_placeholders(2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(super::placeholder_list(2, 3), "$2, $3, $4");
+    }
 }

@@ -6,8 +6,8 @@ use super::store_tx::{BatchTx, HierarchyCache};
 use super::{Dialect, IndexBackend, IndexResult, NewInstance};
 use crate::config::FilesystemConfig;
 use crate::model::{AePeer, Filesystem, StoreOutcome};
-use crate::query::Level;
 use crate::query::{build_find_sql, Bind, FindQuery, FindRow};
+use crate::query::{Attr, Level};
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Executor, Row};
@@ -218,12 +218,7 @@ impl IndexBackend for SqlIndex {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
-        let column = match level {
-            Level::Patient => "p.patient_id",
-            Level::Study => "st.study_uid",
-            Level::Series => "se.series_uid",
-            Level::Image => "i.sop_uid",
-        };
+        let column = Attr::unique_key(level).column(level);
         let sql = q::select_locations_where_in(column, uids.len());
         let mut query = sqlx::query_as(&sql);
         for uid in uids {

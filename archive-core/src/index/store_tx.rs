@@ -244,7 +244,7 @@ impl<'a> BatchTx<'a> {
         let sql = format!(
             "{} {} {}",
             q::INSERT_INSTANCES_HEAD,
-            values_placeholders(rows.len(), 7),
+            q::values_placeholders(rows.len(), 7),
             q::INSERT_INSTANCES_TAIL
         );
         let mut query = sqlx::query_as::<_, (i64, String)>(&sql);
@@ -496,7 +496,7 @@ async fn insert_files(
     let sql = format!(
         "{} {}",
         q::INSERT_FILES_HEAD,
-        values_placeholders(files.len(), 6)
+        q::values_placeholders(files.len(), 6)
     );
     let mut query = sqlx::query(&sql);
     for (instance_id, file, now) in files {
@@ -512,37 +512,7 @@ async fn insert_files(
     Ok(())
 }
 
-/// `($1, $2), ($3, $4)` for `rows` rows of `columns` placeholders each.
-fn values_placeholders(rows: usize, columns: usize) -> String {
-    let mut text = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        if row > 0 {
-            text.push_str(", ");
-        }
-        text.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                text.push_str(", ");
-            }
-            text.push_str(&format!("${}", row * columns + column + 1));
-        }
-        text.push(')');
-    }
-    text
-}
-
 /// Person names are matched case-insensitively (C-FIND), so the index keeps an upper-case copy.
 pub fn normalize_name(name: &str) -> String {
     name.trim().to_uppercase()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn placeholders_number_rows_in_order() {
-        assert_eq!(
-            super::values_placeholders(2, 3),
-            "($1, $2, $3), ($4, $5, $6)"
-        );
-    }
 }

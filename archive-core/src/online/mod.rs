@@ -10,7 +10,7 @@ pub use object_writer::{ObjectWriter, ParseSource};
 
 use crate::model::{Filesystem, StoredFile};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// Temporary files live here inside each filesystem, so the final rename never crosses devices.
 pub const INCOMING_DIR: &str = ".incoming";
@@ -51,7 +51,8 @@ impl StoreError {
 #[derive(Clone)]
 pub struct OnlineStore {
     store_group: String,
-    filesystems: Arc<RwLock<Vec<Filesystem>>>,
+    /// Fixed for the life of the process: the index rows read at start-up.
+    filesystems: Arc<[Filesystem]>,
 }
 
 impl OnlineStore {
@@ -60,14 +61,7 @@ impl OnlineStore {
     pub fn new(store_group: &str, filesystems: Vec<Filesystem>) -> OnlineStore {
         OnlineStore {
             store_group: store_group.to_string(),
-            filesystems: Arc::new(RwLock::new(filesystems)),
-        }
-    }
-
-    fn snapshot(&self) -> Vec<Filesystem> {
-        match self.filesystems.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+            filesystems: filesystems.into(),
         }
     }
 
@@ -75,7 +69,7 @@ impl OnlineStore {
     /// many such files were removed. Those objects were never acknowledged, so nothing is lost.
     pub fn prepare(&self) -> Result<usize, StoreError> {
         let mut removed = 0;
-        for fs in self.snapshot() {
+        for fs in self.filesystems.iter() {
             let incoming = Path::new(&fs.path).join(INCOMING_DIR);
             if !fs.is_writable() {
                 continue;
@@ -97,12 +91,12 @@ impl OnlineStore {
 
     /// The filesystem a new object goes to, or `Full` when every candidate is below its watermark.
     pub fn choose_target(&self) -> Result<Filesystem, StoreError> {
-        for fs in self.snapshot() {
+        for fs in self.filesystems.iter() {
             if fs.group != self.store_group || !fs.is_writable() {
                 continue;
             }
             match fs4::available_space(&fs.path) {
-                Ok(available) if available > fs.min_free_bytes => return Ok(fs),
+                Ok(available) if available > fs.min_free_bytes => return Ok(fs.clone()),
                 Ok(_) => continue,
                 Err(error) => {
                     tracing::warn!(path = %fs.path, %error, "cannot read free space; skipping filesystem");
@@ -122,7 +116,7 @@ impl OnlineStore {
     }
 
     pub fn filesystem(&self, id: i64) -> Option<Filesystem> {
-        self.snapshot().into_iter().find(|fs| fs.id == id)
+        self.filesystems.iter().find(|fs| fs.id == id).cloned()
     }
 
     pub fn full_path(&self, file: &StoredFile) -> Option<PathBuf> {

@@ -49,6 +49,13 @@ pub enum Model {
     StudyRoot,
 }
 
+impl Model {
+    /// Study Root has no PATIENT level (PS3.4 C.6.2).
+    pub fn has_level(self, level: Level) -> bool {
+        !(self == Model::StudyRoot && level == Level::Patient)
+    }
+}
+
 /// One key of the identifier: the attribute and how to match it (Universal returns the value
 /// without constraining the match).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,7 +91,7 @@ pub enum QueryError {
 impl FindQuery {
     /// Checks PS3.4 C.4.1.2 hierarchy rules: keys may come from the query level and above.
     pub fn validate(&self, model: Model) -> Result<(), QueryError> {
-        if model == Model::StudyRoot && self.level == Level::Patient {
+        if !model.has_level(self.level) {
             return Err(QueryError::LevelNotInModel {
                 model,
                 level: self.level,

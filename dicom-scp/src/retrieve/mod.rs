@@ -10,11 +10,12 @@ pub use get_scp::serve_get;
 pub use move_scp::serve_move;
 pub use sub_store::PeerContext;
 
-use crate::dimse::{status, Command, Response};
+use crate::dimse::{status, text_element, Command, Response};
+use crate::identifier::Identifier;
+use crate::query_keys::tag_of;
 use archive_core::index::{Index, InstanceLocation};
-use archive_core::query::{Level, Model};
+use archive_core::query::{Attr, Model};
 use archive_core::retrieve::Retriever;
-use dicom_core::Tag;
 use dicom_dictionary_std::{tags, uids};
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
@@ -54,45 +55,12 @@ pub(crate) async fn resolve(
     identifier: &[u8],
 ) -> Result<Vec<InstanceLocation>, Response> {
     let refuse = |code: u16, comment: String| Response::to(command, code).with_comment(comment);
-    let ts = TransferSyntaxRegistry.get(transfer_syntax).ok_or_else(|| {
-        refuse(
-            status::CANNOT_UNDERSTAND,
-            format!("unknown transfer syntax {transfer_syntax}"),
-        )
-    })?;
-    let object = InMemDicomObject::read_dataset_with_ts(identifier, ts).map_err(|e| {
-        refuse(
-            status::CANNOT_UNDERSTAND,
-            format!("cannot parse identifier: {e}"),
-        )
-    })?;
-    let text = |tag: Tag| {
-        object
-            .get(tag)
-            .and_then(|e| e.to_str().ok())
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default()
-    };
-    let level_text = text(tags::QUERY_RETRIEVE_LEVEL);
-    let level = Level::parse(&level_text).ok_or_else(|| {
-        refuse(
-            status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
-            format!("QueryRetrieveLevel `{level_text}` is not PATIENT, STUDY, SERIES or IMAGE"),
-        )
-    })?;
-    if model == Model::StudyRoot && level == Level::Patient {
-        return Err(refuse(
-            status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
-            "the Study Root model has no PATIENT level".into(),
-        ));
-    }
-    let key = match level {
-        Level::Patient => tags::PATIENT_ID,
-        Level::Study => tags::STUDY_INSTANCE_UID,
-        Level::Series => tags::SERIES_INSTANCE_UID,
-        Level::Image => tags::SOP_INSTANCE_UID,
-    };
-    let uids: Vec<String> = text(key)
+    let identifier = Identifier::read(identifier, transfer_syntax, model)
+        .map_err(|(code, comment)| refuse(code, comment))?;
+    let level = identifier.level;
+    let key = tag_of(Attr::unique_key(level));
+    let uids: Vec<String> = identifier
+        .text(key)
         .split('\\')
         .map(|u| u.trim().trim_end_matches('\0').to_string())
         .filter(|u| !u.is_empty())
@@ -100,7 +68,7 @@ pub(crate) async fn resolve(
     if uids.is_empty() {
         return Err(refuse(
             status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
-            format!("a {level_text} retrieve needs its unique key {key}"),
+            format!("a {} retrieve needs its unique key {key}", level.as_str()),
         ));
     }
     index
@@ -202,14 +170,10 @@ impl Progress {
             return (response, None);
         }
         let mut list = InMemDicomObject::new_empty();
-        let mut value = self.failed_uids.join("\\");
-        if value.len() % 2 == 1 {
-            value.push('\0');
-        }
-        list.put(dicom_core::DataElement::new(
+        list.put(text_element(
             tags::FAILED_SOP_INSTANCE_UID_LIST,
             dicom_core::VR::UI,
-            dicom_core::PrimitiveValue::from(value),
+            self.failed_uids.join("\\"),
         ));
         let mut bytes = Vec::new();
         let encoded = TransferSyntaxRegistry
