@@ -4,7 +4,9 @@
 pub mod config;
 pub mod index;
 pub mod ingest;
+pub mod jobs;
 pub mod model;
+pub mod nearline;
 pub mod online;
 pub mod query;
 pub mod retrieve;

@@ -4,10 +4,15 @@
 //! Every error names the key that caused it, so an admin can fix the file without reading code.
 
 mod byte_size;
+mod lifecycle;
 mod load;
 mod validate;
 
 pub use byte_size::ByteSize;
+pub use lifecycle::{
+    parse_schedule, CopyRuleConfig, LifecycleConfig, NearlineConfig, TargetKind, TargetSpec,
+    DEFAULT_TARGET,
+};
 pub use load::{load, ConfigSources};
 pub use validate::check_ae_title;
 
@@ -28,6 +33,8 @@ pub struct Config {
     pub dicom: DicomConfig,
     pub http: HttpConfig,
     pub online: OnlineConfig,
+    pub nearline: NearlineConfig,
+    pub lifecycle: LifecycleConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -132,6 +139,8 @@ impl Default for Config {
             dicom: DicomConfig::default(),
             http: HttpConfig::default(),
             online: OnlineConfig::default(),
+            nearline: NearlineConfig::default(),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }
@@ -204,6 +213,8 @@ impl fmt::Debug for Config {
             .field("dicom", &self.dicom)
             .field("http", &self.http)
             .field("online", &self.online)
+            .field("nearline", &self.nearline)
+            .field("lifecycle", &self.lifecycle)
             .finish()
     }
 }

@@ -83,7 +83,8 @@ impl Config {
                 ),
             ));
         }
-        self.validate_filesystems()
+        self.validate_filesystems()?;
+        self.validate_lifecycle()
     }
 
     fn validate_filesystems(&self) -> Result<(), ConfigError> {

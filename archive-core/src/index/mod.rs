@@ -3,15 +3,20 @@
 //! Callers hold an [`Index`], a cheap clonable handle over the backend chosen from the database
 //! URL's scheme. Both backends share [`SqlIndex`] (sqlx's `Any` driver, `$n` placeholders,
 //! SQL both dialects accept); what differs — connection setup, migrations, and later job
-//! claiming — is in [`Dialect`].
+//! claiming — is in [`Dialect`]. Jobs ([`JobQueue`]) and NEARLINE bookkeeping
+//! ([`NearlineIndex`]) are part of every backend.
 
 mod dialect;
+mod jobs_sql;
+mod nearline_sql;
 mod queries;
 mod rows;
 mod sql_index;
 mod store_tx;
 
 pub use dialect::Dialect;
+pub use jobs_sql::JobQueue;
+pub use nearline_sql::{CopyRule, NearlineIndex};
 pub use rows::{IndexCounts, InstanceLocation, SeriesRow, StudyRow};
 pub use sql_index::SqlIndex;
 
@@ -50,7 +55,7 @@ pub struct NewInstance {
 
 /// The operations every index backend provides.
 #[async_trait]
-pub trait IndexBackend: Send + Sync + 'static {
+pub trait IndexBackend: JobQueue + NearlineIndex + Send + Sync + 'static {
     fn dialect(&self) -> Dialect;
     async fn migrate(&self) -> IndexResult<()>;
     /// Makes the filesystem table match the configuration (by path) and returns every row.

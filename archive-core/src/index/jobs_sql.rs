@@ -1,0 +1,232 @@
+//! The jobs table and schedule firings over SQL. PostgreSQL claims with
+//! `FOR UPDATE SKIP LOCKED`, so nodes never wait on each other's claims; SQLite serializes
+//! writers anyway (one node), and the same single UPDATE is atomic there.
+
+use super::{Dialect, IndexResult, SqlIndex};
+use crate::jobs::{job_state, Enqueued, Job, JobFilter, JobOutcome, JobProgress, NewJob};
+use async_trait::async_trait;
+
+const JOB_COLUMNS: &str = "id, job_type, study_uid, target_name, state, attempts, max_attempts, \
+    next_run_at, owner_node, lease_expires_at, done_items, total_items, done_bytes, total_bytes, \
+    last_error, created_by, created_at, updated_at, finished_at";
+
+/// Job operations every index backend provides.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Queues a job unless a live (QUEUED or RUNNING) one of the same type, study and target
+    /// exists; either way returns the live job's id.
+    async fn enqueue_job(&self, new: &NewJob, now: i64) -> IndexResult<Enqueued>;
+    /// Takes the next due job (or one whose owner's lease expired) for `node`.
+    async fn claim_job(&self, node: &str, now: i64, lease_ms: i64) -> IndexResult<Option<Job>>;
+    /// Extends the lease and records progress. `false`: the job is no longer ours (cancelled,
+    /// or taken over after our lease expired) and the caller must stop working on it.
+    async fn renew_job(
+        &self,
+        id: i64,
+        node: &str,
+        now: i64,
+        lease_ms: i64,
+        progress: JobProgress,
+    ) -> IndexResult<bool>;
+    /// Records how a run ended; `false` if the job was no longer ours.
+    async fn finish_job(
+        &self,
+        id: i64,
+        node: &str,
+        now: i64,
+        outcome: &JobOutcome,
+    ) -> IndexResult<bool>;
+    /// Puts this node's RUNNING jobs back in the queue (at start: whatever we were running
+    /// when we died; at shutdown: what we stop running).
+    async fn requeue_jobs_of_node(&self, node: &str, now: i64) -> IndexResult<u64>;
+    async fn job(&self, id: i64) -> IndexResult<Option<Job>>;
+    /// Newest first.
+    async fn list_jobs(&self, filter: &JobFilter) -> IndexResult<Vec<Job>>;
+    /// Cancels a QUEUED or RUNNING job; `false` if it had already ended.
+    async fn cancel_job(&self, id: i64, now: i64) -> IndexResult<bool>;
+    /// Claims one firing of a named schedule for `node`: `true` for exactly one caller.
+    async fn claim_schedule_fire(&self, name: &str, fire_at: i64, node: &str) -> IndexResult<bool>;
+}
+
+#[async_trait]
+impl JobQueue for SqlIndex {
+    async fn enqueue_job(&self, new: &NewJob, now: i64) -> IndexResult<Enqueued> {
+        let inserted: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO job (job_type, study_uid, target_name, state, max_attempts, next_run_at, \
+             created_by, created_at, updated_at) VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $5, $5) \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(&new.job_type)
+        .bind(&new.study_uid)
+        .bind(&new.target_name)
+        .bind(i64::from(new.max_attempts))
+        .bind(now)
+        .bind(&new.created_by)
+        .fetch_optional(self.pool())
+        .await?;
+        if let Some((job_id,)) = inserted {
+            return Ok(Enqueued {
+                job_id,
+                created: true,
+            });
+        }
+        let (job_id,): (i64,) = sqlx::query_as(
+            "SELECT id FROM job WHERE job_type = $1 AND study_uid = $2 AND target_name = $3 \
+             AND state IN ('QUEUED', 'RUNNING')",
+        )
+        .bind(&new.job_type)
+        .bind(&new.study_uid)
+        .bind(&new.target_name)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(Enqueued {
+            job_id,
+            created: false,
+        })
+    }
+
+    async fn claim_job(&self, node: &str, now: i64, lease_ms: i64) -> IndexResult<Option<Job>> {
+        let lock = match super::IndexBackend::dialect(self) {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE job SET state = 'RUNNING', owner_node = $1, lease_expires_at = $2, \
+             attempts = attempts + 1, updated_at = $3 \
+             WHERE id = (SELECT id FROM job WHERE (state = 'QUEUED' AND next_run_at <= $3) \
+                OR (state = 'RUNNING' AND lease_expires_at < $3) \
+                ORDER BY next_run_at, id LIMIT 1{lock}) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(node)
+            .bind(now + lease_ms)
+            .bind(now)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn renew_job(
+        &self,
+        id: i64,
+        node: &str,
+        now: i64,
+        lease_ms: i64,
+        progress: JobProgress,
+    ) -> IndexResult<bool> {
+        let result = sqlx::query(
+            "UPDATE job SET lease_expires_at = $1, updated_at = $2, done_items = $3, \
+             total_items = $4, done_bytes = $5, total_bytes = $6 \
+             WHERE id = $7 AND owner_node = $8 AND state = 'RUNNING'",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(progress.done_items)
+        .bind(progress.total_items)
+        .bind(progress.done_bytes)
+        .bind(progress.total_bytes)
+        .bind(id)
+        .bind(node)
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn finish_job(
+        &self,
+        id: i64,
+        node: &str,
+        now: i64,
+        outcome: &JobOutcome,
+    ) -> IndexResult<bool> {
+        let (state, next_run_at, error, finished_at) = match outcome {
+            JobOutcome::Done => (job_state::DONE, now, "", Some(now)),
+            JobOutcome::Retry { at, error } => (job_state::QUEUED, *at, error.as_str(), None),
+            JobOutcome::Failed { error } => (job_state::FAILED, now, error.as_str(), Some(now)),
+        };
+        let result = sqlx::query(
+            "UPDATE job SET state = $1, next_run_at = $2, last_error = $3, finished_at = $4, \
+             updated_at = $5, lease_expires_at = 0 \
+             WHERE id = $6 AND owner_node = $7 AND state = 'RUNNING'",
+        )
+        .bind(state)
+        .bind(next_run_at)
+        .bind(error)
+        .bind(finished_at)
+        .bind(now)
+        .bind(id)
+        .bind(node)
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn requeue_jobs_of_node(&self, node: &str, now: i64) -> IndexResult<u64> {
+        let result = sqlx::query(
+            "UPDATE job SET state = 'QUEUED', next_run_at = $1, updated_at = $1, \
+             lease_expires_at = 0 WHERE owner_node = $2 AND state = 'RUNNING'",
+        )
+        .bind(now)
+        .bind(node)
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn job(&self, id: i64) -> IndexResult<Option<Job>> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM job WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> IndexResult<Vec<Job>> {
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM job WHERE 1 = 1");
+        let mut binds: Vec<&str> = Vec::new();
+        for (column, value) in [
+            ("state", &filter.state),
+            ("job_type", &filter.job_type),
+            ("study_uid", &filter.study_uid),
+        ] {
+            if let Some(value) = value {
+                binds.push(value);
+                sql.push_str(&format!(" AND {column} = ${}", binds.len()));
+            }
+        }
+        let limit = if filter.limit > 0 { filter.limit } else { 1000 };
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+        let mut query = sqlx::query_as(&sql);
+        for value in binds {
+            query = query.bind(value);
+        }
+        Ok(query.fetch_all(self.pool()).await?)
+    }
+
+    async fn cancel_job(&self, id: i64, now: i64) -> IndexResult<bool> {
+        let result = sqlx::query(
+            "UPDATE job SET state = 'CANCELLED', finished_at = $1, updated_at = $1, \
+             last_error = 'cancelled by an administrator' \
+             WHERE id = $2 AND state IN ('QUEUED', 'RUNNING')",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn claim_schedule_fire(&self, name: &str, fire_at: i64, node: &str) -> IndexResult<bool> {
+        let result = sqlx::query(
+            "INSERT INTO schedule_fire (schedule_name, fire_at, node) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(fire_at)
+        .bind(node)
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}

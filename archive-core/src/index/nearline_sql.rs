@@ -1,0 +1,469 @@
+//! NEARLINE bookkeeping over SQL: targets, copy rules, packs and their members.
+
+use super::{IndexError, IndexResult, SqlIndex};
+use crate::config::{CopyRuleConfig, TargetSpec};
+use crate::nearline::{
+    pack_status, MemberPlacement, PackMemberRow, PackRow, PackSource, TargetRow,
+};
+use async_trait::async_trait;
+use std::path::Path;
+
+/// A copy rule as stored (config rules are mirrored here at start).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CopyRule {
+    pub rule: CopyRuleConfig,
+    pub from_config: bool,
+}
+
+/// NEARLINE operations every index backend provides.
+#[async_trait]
+pub trait NearlineIndex: Send + Sync {
+    /// Records the configured targets (by name); targets added at run time are kept.
+    async fn sync_targets(&self, specs: &[TargetSpec], now: i64) -> IndexResult<()>;
+    /// Adds a target or replaces the settings of the one with the same name.
+    async fn upsert_target(&self, spec: &TargetSpec, now: i64) -> IndexResult<()>;
+    async fn targets(&self) -> IndexResult<Vec<TargetRow>>;
+    async fn target(&self, name: &str) -> IndexResult<Option<TargetRow>>;
+    /// Records the configured copy rules (by name); rules added at run time are kept.
+    async fn sync_copy_rules(&self, rules: &[CopyRuleConfig], now: i64) -> IndexResult<()>;
+    async fn copy_rules(&self) -> IndexResult<Vec<CopyRule>>;
+    /// Studies the rule selects that have ONLINE instances without a live copy on the target.
+    async fn copy_candidates(
+        &self,
+        rule: &CopyRuleConfig,
+        target_id: i64,
+        now: i64,
+        limit: i64,
+    ) -> IndexResult<Vec<String>>;
+    /// The study's ONLINE instances that have no copy on the target yet (none UPLOADING,
+    /// TO_ARCHIVE or ARCHIVED), in series / instance order.
+    async fn unpacked_instances(
+        &self,
+        study_uid: &str,
+        target_id: i64,
+    ) -> IndexResult<Vec<PackSource>>;
+    /// Marks the study's UPLOADING packs on the target ABANDONED and returns their keys (the
+    /// caller removes what the upload left behind).
+    async fn abandon_uploading_packs(
+        &self,
+        study_uid: &str,
+        target_id: i64,
+        now: i64,
+    ) -> IndexResult<Vec<String>>;
+    /// Records a pack about to be uploaded (UPLOADING) and returns its id.
+    async fn begin_pack(
+        &self,
+        study_uid: &str,
+        target_id: i64,
+        object_key: &str,
+        job_id: i64,
+        now: i64,
+    ) -> IndexResult<i64>;
+    /// Records a finished upload: the members with their placements, status TO_ARCHIVE.
+    /// `false` if the pack was no longer UPLOADING (abandoned by another node meanwhile).
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_pack(
+        &self,
+        pack_id: i64,
+        size: u64,
+        sha256: &str,
+        members: &[(PackSource, MemberPlacement)],
+        now: i64,
+    ) -> IndexResult<bool>;
+    async fn packs_of_study(&self, study_uid: &str) -> IndexResult<Vec<PackRow>>;
+    async fn pack_members(&self, pack_id: i64) -> IndexResult<Vec<PackMemberRow>>;
+    /// Sets a pack's status after verification (`verified_at` for ARCHIVED).
+    async fn set_pack_status(
+        &self,
+        pack_id: i64,
+        status: &str,
+        error: &str,
+        now: i64,
+    ) -> IndexResult<()>;
+    /// (study UID, target name) of every pack waiting for verification.
+    async fn packs_to_verify(&self, limit: i64) -> IndexResult<Vec<(String, String)>>;
+}
+
+type TargetTuple = (i64, String, i64);
+
+fn target_row((id, spec, from_config): TargetTuple) -> IndexResult<TargetRow> {
+    let spec: TargetSpec = serde_json::from_str(&spec).map_err(|e| {
+        IndexError::Database(sqlx::Error::Decode(
+            format!("nearline_target {id} has unreadable settings: {e}").into(),
+        ))
+    })?;
+    Ok(TargetRow {
+        id,
+        spec,
+        from_config: from_config != 0,
+    })
+}
+
+fn spec_json(spec: &TargetSpec) -> IndexResult<String> {
+    serde_json::to_string(spec)
+        .map_err(|e| IndexError::Database(sqlx::Error::Encode(e.to_string().into())))
+}
+
+const PACK_COLUMNS: &str = "p.id, s.study_uid, p.target_fk AS target_id, t.name AS target_name, \
+    p.object_key, p.status, p.size_bytes, p.sha256, p.member_count, p.error, p.created_at, \
+    p.verified_at";
+
+impl SqlIndex {
+    async fn upsert_target_row(
+        &self,
+        spec: &TargetSpec,
+        from_config: bool,
+        now: i64,
+    ) -> IndexResult<()> {
+        sqlx::query(
+            "INSERT INTO nearline_target (name, kind, spec, from_config, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, \
+             spec = excluded.spec, from_config = excluded.from_config, updated_at = excluded.updated_at",
+        )
+        .bind(&spec.name)
+        .bind(spec.kind.as_str())
+        .bind(spec_json(spec)?)
+        .bind(i64::from(from_config))
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl NearlineIndex for SqlIndex {
+    async fn sync_targets(&self, specs: &[TargetSpec], now: i64) -> IndexResult<()> {
+        for spec in specs {
+            self.upsert_target_row(spec, true, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_target(&self, spec: &TargetSpec, now: i64) -> IndexResult<()> {
+        self.upsert_target_row(spec, false, now).await
+    }
+
+    async fn targets(&self) -> IndexResult<Vec<TargetRow>> {
+        let rows: Vec<TargetTuple> =
+            sqlx::query_as("SELECT id, spec, from_config FROM nearline_target ORDER BY name")
+                .fetch_all(self.pool())
+                .await?;
+        rows.into_iter().map(target_row).collect()
+    }
+
+    async fn target(&self, name: &str) -> IndexResult<Option<TargetRow>> {
+        let row: Option<TargetTuple> =
+            sqlx::query_as("SELECT id, spec, from_config FROM nearline_target WHERE name = $1")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?;
+        row.map(target_row).transpose()
+    }
+
+    async fn sync_copy_rules(&self, rules: &[CopyRuleConfig], now: i64) -> IndexResult<()> {
+        for rule in rules {
+            sqlx::query(
+                "INSERT INTO copy_rule (name, target_name, schedule, stable_minutes, min_age_days, \
+                 modalities, calling_aes, enabled, from_config, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9) ON CONFLICT (name) DO UPDATE SET \
+                 target_name = excluded.target_name, schedule = excluded.schedule, \
+                 stable_minutes = excluded.stable_minutes, min_age_days = excluded.min_age_days, \
+                 modalities = excluded.modalities, calling_aes = excluded.calling_aes, \
+                 enabled = excluded.enabled, from_config = 1, updated_at = excluded.updated_at",
+            )
+            .bind(&rule.name)
+            .bind(&rule.target)
+            .bind(&rule.schedule)
+            .bind(i64::from(rule.stable_minutes))
+            .bind(i64::from(rule.min_age_days))
+            .bind(rule.modalities.join("\\"))
+            .bind(rule.calling_aes.join("\\"))
+            .bind(i64::from(rule.enabled))
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn copy_rules(&self) -> IndexResult<Vec<CopyRule>> {
+        type RuleTuple = (String, String, String, i64, i64, String, String, i64, i64);
+        let rows: Vec<RuleTuple> = sqlx::query_as(
+            "SELECT name, target_name, schedule, stable_minutes, min_age_days, modalities, \
+             calling_aes, enabled, from_config FROM copy_rule ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let split = |text: String| -> Vec<String> {
+            text.split('\\')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, target, schedule, stable, age, modalities, aes, enabled, from_config)| {
+                    CopyRule {
+                        rule: CopyRuleConfig {
+                            name,
+                            target,
+                            schedule,
+                            stable_minutes: u32::try_from(stable).unwrap_or(0),
+                            min_age_days: u32::try_from(age).unwrap_or(0),
+                            modalities: split(modalities),
+                            calling_aes: split(aes),
+                            enabled: enabled != 0,
+                        },
+                        from_config: from_config != 0,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    async fn copy_candidates(
+        &self,
+        rule: &CopyRuleConfig,
+        target_id: i64,
+        now: i64,
+        limit: i64,
+    ) -> IndexResult<Vec<String>> {
+        let mut binds: Vec<String> = Vec::new();
+        let mut series_filter = String::new();
+        for (column, values) in [
+            ("se.modality", &rule.modalities),
+            ("se.source_ae", &rule.calling_aes),
+        ] {
+            if values.is_empty() {
+                continue;
+            }
+            let first = binds.len() + 4;
+            binds.extend(values.iter().cloned());
+            series_filter.push_str(&format!(
+                " AND {column} IN ({})",
+                super::queries::placeholder_list(first, values.len())
+            ));
+        }
+        let sql = format!(
+            "SELECT s.study_uid FROM study s WHERE s.updated_at <= $1 AND s.received_at <= $2 \
+             AND EXISTS (SELECT 1 FROM series se JOIN instance i ON i.series_fk = se.id \
+                JOIN file f ON f.instance_fk = i.id \
+                WHERE se.study_fk = s.id AND f.status = 'OK'{series_filter} \
+                AND NOT EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
+                    WHERE pm.instance_fk = i.id AND p.target_fk = $3 \
+                    AND p.status IN ('UPLOADING', 'TO_ARCHIVE', 'ARCHIVED'))) \
+             ORDER BY s.updated_at LIMIT {limit}"
+        );
+        let stable_cutoff = now - i64::from(rule.stable_minutes) * 60_000;
+        let age_cutoff = now - i64::from(rule.min_age_days) * 86_400_000;
+        let mut query = sqlx::query_as::<_, (String,)>(&sql)
+            .bind(stable_cutoff)
+            .bind(age_cutoff)
+            .bind(target_id);
+        for value in &binds {
+            query = query.bind(value.as_str());
+        }
+        Ok(query
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .map(|(uid,)| uid)
+            .collect())
+    }
+
+    async fn unpacked_instances(
+        &self,
+        study_uid: &str,
+        target_id: i64,
+    ) -> IndexResult<Vec<PackSource>> {
+        type Tuple = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            String,
+        );
+        let rows: Vec<Tuple> = sqlx::query_as(
+            "SELECT i.id, i.sop_uid, se.series_uid, i.sop_class_uid, i.transfer_syntax, \
+             fs.path, f.path, f.size_bytes, f.sha256 \
+             FROM study s JOIN series se ON se.study_fk = s.id \
+             JOIN instance i ON i.series_fk = se.id JOIN file f ON f.instance_fk = i.id \
+             JOIN filesystem fs ON fs.id = f.filesystem_fk \
+             WHERE s.study_uid = $1 AND f.status = 'OK' \
+             AND NOT EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
+                WHERE pm.instance_fk = i.id AND p.target_fk = $2 \
+                AND p.status IN ('UPLOADING', 'TO_ARCHIVE', 'ARCHIVED')) \
+             ORDER BY se.series_number, se.id, i.instance_number, i.id",
+        )
+        .bind(study_uid)
+        .bind(target_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(instance_id, sop_uid, series_uid, sop_class_uid, ts, root, rel, size, sha)| {
+                    PackSource {
+                        instance_id,
+                        member_path: format!("{series_uid}/{sop_uid}.dcm"),
+                        sop_uid,
+                        series_uid,
+                        sop_class_uid,
+                        transfer_syntax: ts,
+                        file_path: Path::new(&root).join(rel),
+                        size: u64::try_from(size).unwrap_or(0),
+                        sha256: sha,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    async fn abandon_uploading_packs(
+        &self,
+        study_uid: &str,
+        target_id: i64,
+        now: i64,
+    ) -> IndexResult<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "UPDATE pack SET status = 'ABANDONED', updated_at = $1, \
+             error = 'upload did not finish (interrupted or failed)' \
+             WHERE status = 'UPLOADING' AND target_fk = $2 \
+             AND study_fk = (SELECT id FROM study WHERE study_uid = $3) RETURNING object_key",
+        )
+        .bind(now)
+        .bind(target_id)
+        .bind(study_uid)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(key,)| key).collect())
+    }
+
+    async fn begin_pack(
+        &self,
+        study_uid: &str,
+        target_id: i64,
+        object_key: &str,
+        job_id: i64,
+        now: i64,
+    ) -> IndexResult<i64> {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO pack (study_fk, target_fk, object_key, status, job_fk, created_at, updated_at) \
+             SELECT id, $1, $2, 'UPLOADING', $3, $4, $4 FROM study WHERE study_uid = $5 RETURNING id",
+        )
+        .bind(target_id)
+        .bind(object_key)
+        .bind(job_id)
+        .bind(now)
+        .bind(study_uid)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(id)
+    }
+
+    async fn complete_pack(
+        &self,
+        pack_id: i64,
+        size: u64,
+        sha256: &str,
+        members: &[(PackSource, MemberPlacement)],
+        now: i64,
+    ) -> IndexResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE pack SET status = 'TO_ARCHIVE', size_bytes = $1, sha256 = $2, \
+             member_count = $3, updated_at = $4 WHERE id = $5 AND status = 'UPLOADING'",
+        )
+        .bind(size as i64)
+        .bind(sha256)
+        .bind(members.len() as i64)
+        .bind(now)
+        .bind(pack_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        // Multi-row inserts: a study of thousands of instances commits in a few statements.
+        for chunk in members.chunks(100) {
+            let sql = format!(
+                "INSERT INTO pack_member (pack_fk, instance_fk, member_path, data_offset, \
+                 size_bytes, sha256) VALUES {}",
+                super::queries::values_placeholders(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(&sql);
+            for (source, placement) in chunk {
+                query = query
+                    .bind(pack_id)
+                    .bind(source.instance_id)
+                    .bind(source.member_path.as_str())
+                    .bind(placement.data_offset as i64)
+                    .bind(placement.size as i64)
+                    .bind(source.sha256.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn packs_of_study(&self, study_uid: &str) -> IndexResult<Vec<PackRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PACK_COLUMNS} FROM pack p JOIN study s ON s.id = p.study_fk \
+             JOIN nearline_target t ON t.id = p.target_fk WHERE s.study_uid = $1 ORDER BY p.id"
+        ))
+        .bind(study_uid)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    async fn pack_members(&self, pack_id: i64) -> IndexResult<Vec<PackMemberRow>> {
+        Ok(sqlx::query_as(
+            "SELECT i.sop_uid, pm.member_path, pm.data_offset, pm.size_bytes, pm.sha256 \
+             FROM pack_member pm JOIN instance i ON i.id = pm.instance_fk \
+             WHERE pm.pack_fk = $1 ORDER BY pm.data_offset",
+        )
+        .bind(pack_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    async fn set_pack_status(
+        &self,
+        pack_id: i64,
+        status: &str,
+        error: &str,
+        now: i64,
+    ) -> IndexResult<()> {
+        let verified_at = (status == pack_status::ARCHIVED).then_some(now);
+        sqlx::query(
+            "UPDATE pack SET status = $1, error = $2, updated_at = $3, \
+             verified_at = COALESCE($4, verified_at) WHERE id = $5",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(now)
+        .bind(verified_at)
+        .bind(pack_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn packs_to_verify(&self, limit: i64) -> IndexResult<Vec<(String, String)>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT DISTINCT s.study_uid, t.name FROM pack p JOIN study s ON s.id = p.study_fk \
+             JOIN nearline_target t ON t.id = p.target_fk WHERE p.status = 'TO_ARCHIVE' \
+             LIMIT {limit}"
+        ))
+        .fetch_all(self.pool())
+        .await?)
+    }
+}

@@ -1,0 +1,212 @@
+//! The NEARLINE tier as the rest of Strata sees it: a target takes a study's files as one tar
+//! ("pack"), reads a pack back to verify it, and reads byte ranges of it. `hsm-s3` implements
+//! targets (S3, filesystem); the binary hands its [`TargetFactory`] to whoever needs targets.
+
+use crate::config::TargetSpec;
+use async_trait::async_trait;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Pack statuses as stored in the index.
+pub mod pack_status {
+    /// Being written; a crash leaves it so, and the next attempt abandons it.
+    pub const UPLOADING: &str = "UPLOADING";
+    /// Written completely, not yet read back.
+    pub const TO_ARCHIVE: &str = "TO_ARCHIVE";
+    /// Read back and every member matched: a copy ONLINE files may rely on.
+    pub const ARCHIVED: &str = "ARCHIVED";
+    /// Read back and something did not match (or could not be read); a new copy is queued.
+    pub const VERIFY_FAILED: &str = "VERIFY_FAILED";
+    /// An upload that never finished (crash, outage); its object was removed.
+    pub const ABANDONED: &str = "ABANDONED";
+}
+
+/// One stored file going into a pack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackSource {
+    pub instance_id: i64,
+    pub sop_uid: String,
+    pub series_uid: String,
+    pub sop_class_uid: String,
+    pub transfer_syntax: String,
+    /// Path inside the tar.
+    pub member_path: String,
+    /// The ONLINE file.
+    pub file_path: PathBuf,
+    pub size: u64,
+    /// What the index says the file's SHA-256 is; packing fails if the file disagrees.
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct PackRequest {
+    /// Object key (or relative path) the pack is stored under, before the target's prefix.
+    pub key: String,
+    pub study_uid: String,
+    pub members: Vec<PackSource>,
+}
+
+/// Where one member's bytes ended up inside the tar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberPlacement {
+    pub data_offset: u64,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackReceipt {
+    pub size: u64,
+    /// SHA-256 of the whole tar.
+    pub sha256: String,
+    /// One per requested member, in request order.
+    pub placements: Vec<MemberPlacement>,
+}
+
+/// What the index recorded about one member: verify-sync checks the pack against it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct PackMemberRow {
+    pub sop_uid: String,
+    pub member_path: String,
+    pub data_offset: i64,
+    pub size_bytes: i64,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExpectedPack {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub members: Vec<PackMemberRow>,
+}
+
+/// The result of reading a pack back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    Intact,
+    /// Everything that did not match, in order found (already readable for an admin).
+    Damaged(Vec<String>),
+}
+
+/// Bytes and items done so far, shared between a transfer and whoever reports progress.
+#[derive(Debug, Default)]
+pub struct TransferProgress {
+    bytes: AtomicU64,
+    items: AtomicU64,
+}
+
+impl TransferProgress {
+    pub fn add_bytes(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_item(&self) {
+        self.items.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+    pub fn items(&self) -> u64 {
+        self.items.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NearlineErrorKind {
+    /// The target could not be reached or refused the request; worth retrying later.
+    Unavailable,
+    /// An ONLINE file does not match the index (size or checksum): packing it would archive
+    /// a damaged copy.
+    SourceMismatch,
+    /// Missing or malformed pack, wrong settings, unreadable credentials.
+    Invalid,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct NearlineError {
+    pub kind: NearlineErrorKind,
+    pub message: String,
+}
+
+impl NearlineError {
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        NearlineError {
+            kind: NearlineErrorKind::Unavailable,
+            message: message.into(),
+        }
+    }
+    pub fn source_mismatch(message: impl Into<String>) -> Self {
+        NearlineError {
+            kind: NearlineErrorKind::SourceMismatch,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        NearlineError {
+            kind: NearlineErrorKind::Invalid,
+            message: message.into(),
+        }
+    }
+}
+
+pub type NearlineResult<T> = Result<T, NearlineError>;
+
+/// A place packs are kept: an S3 bucket (with prefix) or a directory.
+#[async_trait]
+pub trait NearlineTarget: Send + Sync + 'static {
+    /// `s3://bucket/prefix/` or the directory, for logs and the UI.
+    fn location(&self) -> String;
+    /// Streams the members into one tar stored under `request.key`: neither the pack nor a
+    /// second copy of it is held in memory or on disk. Nothing is visible under the key unless
+    /// this returns `Ok`.
+    async fn upload_pack(
+        &self,
+        request: PackRequest,
+        progress: Arc<TransferProgress>,
+    ) -> NearlineResult<PackReceipt>;
+    /// Reads the whole pack back and checks it against what the index recorded.
+    /// `Err` means the pack could not be read at all (e.g. the target is down).
+    async fn verify_pack(
+        &self,
+        expected: &ExpectedPack,
+        progress: Arc<TransferProgress>,
+    ) -> NearlineResult<VerifyOutcome>;
+    /// Reads `length` bytes at `offset` of a pack (one member, without the rest).
+    async fn read_range(&self, key: &str, offset: u64, length: u64) -> NearlineResult<Vec<u8>>;
+    /// Removes whatever an unfinished upload left under `key` (the object, partial files,
+    /// unfinished multipart uploads). Removing nothing is not an error.
+    async fn discard(&self, key: &str) -> NearlineResult<()>;
+}
+
+/// Makes targets from their settings (implemented by `hsm-s3`).
+#[async_trait]
+pub trait TargetFactory: Send + Sync + 'static {
+    async fn open(&self, spec: &TargetSpec) -> NearlineResult<Arc<dyn NearlineTarget>>;
+}
+
+/// A target as recorded in the index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TargetRow {
+    pub id: i64,
+    pub spec: TargetSpec,
+    pub from_config: bool,
+}
+
+/// A pack as recorded in the index, with its target's name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct PackRow {
+    pub id: i64,
+    pub study_uid: String,
+    pub target_id: i64,
+    pub target_name: String,
+    pub object_key: String,
+    pub status: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub member_count: i64,
+    pub error: String,
+    pub created_at: i64,
+    pub verified_at: Option<i64>,
+}

@@ -1,0 +1,176 @@
+//! A directory as a NEARLINE target (local disk, NFS, or a bucket mounted by the OS).
+//! A pack is written to `<key>.partial`, fsynced, then renamed: a reader never sees half a pack.
+
+use crate::pack_verify::verify_pack_stream;
+use crate::pack_writer::write_pack;
+use archive_core::index::now_millis;
+use archive_core::nearline::{
+    ExpectedPack, NearlineError, NearlineResult, NearlineTarget, PackReceipt, PackRequest,
+    TransferProgress, VerifyOutcome,
+};
+use async_trait::async_trait;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct FilesystemTarget {
+    root: PathBuf,
+}
+
+impl FilesystemTarget {
+    pub fn new(root: PathBuf) -> FilesystemTarget {
+        FilesystemTarget { root }
+    }
+
+    /// The file for `key`; keys are made by Strata (UIDs, digits), but a key that could climb
+    /// out of the root is refused anyway.
+    fn path_of(&self, key: &str) -> NearlineResult<PathBuf> {
+        if key.is_empty()
+            || key.starts_with('/')
+            || key.split('/').any(|part| part.is_empty() || part == "..")
+        {
+            return Err(NearlineError::invalid(format!("invalid pack key `{key}`")));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+fn unavailable(context: String, error: std::io::Error) -> NearlineError {
+    NearlineError::unavailable(format!("{context}: {error}"))
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> NearlineResult<T> + Send + 'static,
+) -> NearlineResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| NearlineError::unavailable(format!("worker thread failed: {e}")))?
+}
+
+#[async_trait]
+impl NearlineTarget for FilesystemTarget {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn upload_pack(
+        &self,
+        request: PackRequest,
+        progress: Arc<TransferProgress>,
+    ) -> NearlineResult<PackReceipt> {
+        let path = self.path_of(&request.key)?;
+        blocking(move || {
+            let parent = path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent)
+                .map_err(|e| unavailable(format!("cannot create {}", parent.display()), e))?;
+            let partial = partial_path(&path);
+            let file = File::create(&partial)
+                .map_err(|e| unavailable(format!("cannot create {}", partial.display()), e))?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            let result = write_pack(&request, &mut out, &progress, now_millis());
+            let finished = result.and_then(|receipt| {
+                let file = out.into_inner().map_err(|e| {
+                    unavailable(
+                        format!("cannot write {}", partial.display()),
+                        e.into_error(),
+                    )
+                })?;
+                file.sync_all()
+                    .map_err(|e| unavailable(format!("cannot sync {}", partial.display()), e))?;
+                std::fs::rename(&partial, &path)
+                    .map_err(|e| unavailable(format!("cannot rename {}", partial.display()), e))?;
+                File::open(parent)
+                    .and_then(|dir| dir.sync_all())
+                    .map_err(|e| unavailable(format!("cannot sync {}", parent.display()), e))?;
+                Ok(receipt)
+            });
+            if finished.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
+            finished
+        })
+        .await
+    }
+
+    async fn verify_pack(
+        &self,
+        expected: &ExpectedPack,
+        progress: Arc<TransferProgress>,
+    ) -> NearlineResult<VerifyOutcome> {
+        let path = self.path_of(&expected.key)?;
+        let expected = expected.clone();
+        blocking(move || {
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(VerifyOutcome::Damaged(vec![format!(
+                        "{} does not exist",
+                        path.display()
+                    )]))
+                }
+                Err(error) => {
+                    return Err(unavailable(
+                        format!("cannot open {}", path.display()),
+                        error,
+                    ))
+                }
+            };
+            verify_pack_stream(
+                BufReader::with_capacity(1 << 20, file),
+                &expected,
+                &progress,
+            )
+        })
+        .await
+    }
+
+    async fn read_range(&self, key: &str, offset: u64, length: u64) -> NearlineResult<Vec<u8>> {
+        let path = self.path_of(key)?;
+        blocking(move || {
+            let mut file = File::open(&path)
+                .map_err(|e| unavailable(format!("cannot open {}", path.display()), e))?;
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| unavailable(format!("cannot seek in {}", path.display()), e))?;
+            let mut data = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+            file.take(length)
+                .read_to_end(&mut data)
+                .map_err(|e| unavailable(format!("cannot read {}", path.display()), e))?;
+            if data.len() as u64 != length {
+                return Err(NearlineError::invalid(format!(
+                    "{} ends before byte {}",
+                    path.display(),
+                    offset + length
+                )));
+            }
+            Ok(data)
+        })
+        .await
+    }
+
+    async fn discard(&self, key: &str) -> NearlineResult<()> {
+        let path = self.path_of(key)?;
+        blocking(move || {
+            for candidate in [partial_path(&path), path] {
+                match std::fs::remove_file(&candidate) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => {
+                        return Err(unavailable(
+                            format!("cannot remove {}", candidate.display()),
+                            error,
+                        ))
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}

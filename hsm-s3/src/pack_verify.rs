@@ -1,0 +1,179 @@
+//! Reads a pack back and checks it against what the index recorded: the manifest, every
+//! member's path, offset, size and SHA-256, and the whole tar's size and SHA-256.
+
+use crate::manifest::{Manifest, MANIFEST_FORMAT, MANIFEST_NAME};
+use archive_core::nearline::{
+    ExpectedPack, NearlineError, NearlineResult, PackMemberRow, TransferProgress, VerifyOutcome,
+};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{self, Read};
+
+/// Hashes and counts what is read, and remembers whether the *source* failed (the target
+/// went away: retry later) as opposed to the content being wrong (the pack is damaged).
+struct Watched<'a, R> {
+    inner: R,
+    read: u64,
+    sha: Sha256,
+    source_error: Option<String>,
+    progress: &'a TransferProgress,
+}
+
+impl<R: Read> Read for Watched<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.read += n as u64;
+                self.sha.update(&buf[..n]);
+                self.progress.add_bytes(n as u64);
+                Ok(n)
+            }
+            Err(error) => {
+                self.source_error = Some(error.to_string());
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Verifies a pack read from `reader`. `Err` only when the source itself failed.
+pub fn verify_pack_stream<R: Read>(
+    reader: R,
+    expected: &ExpectedPack,
+    progress: &TransferProgress,
+) -> NearlineResult<VerifyOutcome> {
+    let mut watched = Watched {
+        inner: reader,
+        read: 0,
+        sha: Sha256::new(),
+        source_error: None,
+        progress,
+    };
+    let mut problems = Vec::new();
+    let walked = walk_members(&mut watched, expected, progress, &mut problems);
+    if let Some(error) = &watched.source_error {
+        return Err(NearlineError::unavailable(format!(
+            "reading {} failed: {error}",
+            expected.key
+        )));
+    }
+    if let Err(error) = walked {
+        problems.push(format!("not a readable tar: {error}"));
+    } else if let Err(error) = io::copy(&mut watched, &mut io::sink()) {
+        if let Some(source) = &watched.source_error {
+            return Err(NearlineError::unavailable(format!(
+                "reading {} failed: {source}",
+                expected.key
+            )));
+        }
+        problems.push(format!("cannot read the end of the pack: {error}"));
+    }
+    if problems.is_empty() {
+        if watched.read != expected.size {
+            problems.push(format!(
+                "pack is {} bytes, the index records {}",
+                watched.read, expected.size
+            ));
+        }
+        let sha = hex::encode(watched.sha.finalize());
+        if sha != expected.sha256 {
+            problems.push(format!(
+                "pack SHA-256 is {sha}, the index records {}",
+                expected.sha256
+            ));
+        }
+    }
+    Ok(if problems.is_empty() {
+        VerifyOutcome::Intact
+    } else {
+        VerifyOutcome::Damaged(problems)
+    })
+}
+
+fn walk_members<R: Read>(
+    reader: R,
+    expected: &ExpectedPack,
+    progress: &TransferProgress,
+    problems: &mut Vec<String>,
+) -> io::Result<()> {
+    let mut wanted: HashMap<&str, &PackMemberRow> = expected
+        .members
+        .iter()
+        .map(|m| (m.member_path.as_str(), m))
+        .collect();
+    let mut archive = tar::Archive::new(reader);
+    let mut manifest: Option<Manifest> = None;
+    for (position, entry) in archive.entries()?.enumerate() {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        if position == 0 {
+            if path != MANIFEST_NAME {
+                problems.push(format!("first member is `{path}`, not {MANIFEST_NAME}"));
+            }
+            let mut text = Vec::new();
+            entry.read_to_end(&mut text)?;
+            match serde_json::from_slice::<Manifest>(&text) {
+                Ok(parsed) if parsed.format == MANIFEST_FORMAT => manifest = Some(parsed),
+                Ok(parsed) => problems.push(format!("unknown manifest format `{}`", parsed.format)),
+                Err(error) => problems.push(format!("manifest is not valid: {error}")),
+            }
+            continue;
+        }
+        let offset = entry.raw_file_position();
+        let size = entry.header().size()?;
+        let mut sha = Sha256::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut read = 0u64;
+        loop {
+            let n = entry.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buffer[..n]);
+            read += n as u64;
+        }
+        let sha = hex::encode(sha.finalize());
+        progress.add_item();
+        let Some(row) = wanted.remove(path.as_str()) else {
+            problems.push(format!("`{path}` is in the pack but not in the index"));
+            continue;
+        };
+        if read != size || size != row.size_bytes as u64 {
+            problems.push(format!(
+                "`{path}` is {read} bytes, the index records {}",
+                row.size_bytes
+            ));
+        }
+        if offset != row.data_offset as u64 {
+            problems.push(format!(
+                "`{path}` starts at byte {offset}, the index records {}",
+                row.data_offset
+            ));
+        }
+        if sha != row.sha256 {
+            problems.push(format!(
+                "`{path}` (SOP Instance {}) has SHA-256 {sha}, the index records {}",
+                row.sop_uid, row.sha256
+            ));
+        }
+        if let Some(listed) = manifest
+            .as_ref()
+            .and_then(|m| m.members.iter().find(|m| m.path == path))
+        {
+            if listed.sha256 != sha || listed.sop_instance_uid != row.sop_uid {
+                problems.push(format!("`{path}` does not match its manifest entry"));
+            }
+        } else if manifest.is_some() {
+            problems.push(format!("`{path}` is not listed in the manifest"));
+        }
+    }
+    let mut missing: Vec<&str> = wanted.keys().copied().collect();
+    missing.sort_unstable();
+    for path in missing {
+        problems.push(format!("`{path}` is missing from the pack"));
+    }
+    if manifest.is_none() && problems.is_empty() {
+        problems.push("the pack has no manifest".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Packs on a filesystem target: written, read back, ranges, damage and bad sources.
+
+use archive_core::nearline::{
+    ExpectedPack, NearlineErrorKind, NearlineTarget, PackMemberRow, PackRequest, PackSource,
+    TransferProgress, VerifyOutcome,
+};
+use hsm_s3::FilesystemTarget;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+fn source(dir: &std::path::Path, n: usize, len: usize) -> PackSource {
+    let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + n) as u8).collect();
+    let path = dir.join(format!("f{n}.dcm"));
+    std::fs::write(&path, &bytes).expect("write source");
+    // UIDs of the maximum length: member paths longer than a plain ustar name (100).
+    let series_uid = format!("1.2.{}", "9".repeat(60));
+    let sop_uid = format!("1.3.{n}.{}", "8".repeat(58));
+    PackSource {
+        instance_id: n as i64,
+        member_path: format!("{series_uid}/{sop_uid}.dcm"),
+        sop_uid,
+        series_uid,
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+        transfer_syntax: "1.2.840.10008.1.2.1".into(),
+        file_path: path,
+        size: len as u64,
+        sha256: hex::encode(Sha256::digest(&bytes)),
+    }
+}
+
+fn expected(
+    key: &str,
+    request: &PackRequest,
+    receipt: &archive_core::nearline::PackReceipt,
+) -> ExpectedPack {
+    ExpectedPack {
+        key: key.into(),
+        size: receipt.size,
+        sha256: receipt.sha256.clone(),
+        members: request
+            .members
+            .iter()
+            .zip(&receipt.placements)
+            .map(|(m, p)| PackMemberRow {
+                sop_uid: m.sop_uid.clone(),
+                member_path: m.member_path.clone(),
+                data_offset: p.data_offset as i64,
+                size_bytes: p.size as i64,
+                sha256: m.sha256.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn pack_round_trip_ranges_and_damage() {
+    let sources = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let members: Vec<PackSource> = [0usize, 1, 511, 512, 513, 70_000]
+        .iter()
+        .enumerate()
+        .map(|(n, len)| source(sources.path(), n, *len))
+        .collect();
+    let request = PackRequest {
+        key: "1.2.3/pack-1.tar".into(),
+        study_uid: "1.2.3".into(),
+        members: members.clone(),
+    };
+    let target = FilesystemTarget::new(root.path().to_path_buf());
+    let progress = Arc::new(TransferProgress::default());
+    let receipt = target
+        .upload_pack(request.clone(), progress.clone())
+        .await
+        .expect("upload");
+    assert_eq!(progress.items(), members.len() as u64);
+    let tar_path = root.path().join("1.2.3/pack-1.tar");
+    let on_disk = std::fs::read(&tar_path).expect("pack exists");
+    assert_eq!(on_disk.len() as u64, receipt.size);
+    assert_eq!(hex::encode(Sha256::digest(&on_disk)), receipt.sha256);
+
+    // Every recorded range is exactly the member's bytes.
+    for (member, placement) in members.iter().zip(&receipt.placements) {
+        let original = std::fs::read(&member.file_path).expect("source");
+        let ranged = target
+            .read_range(&request.key, placement.data_offset, placement.size)
+            .await
+            .expect("range");
+        assert_eq!(ranged, original, "{}", member.member_path);
+    }
+
+    // An independent tar reader sees the manifest first, then the members in order.
+    let mut archive = tar::Archive::new(on_disk.as_slice());
+    let names: Vec<String> = archive
+        .entries()
+        .expect("entries")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names[0], "MANIFEST.json");
+    assert_eq!(
+        names[1..],
+        members
+            .iter()
+            .map(|m| m.member_path.clone())
+            .collect::<Vec<_>>()[..]
+    );
+
+    let wanted = expected(&request.key, &request, &receipt);
+    let outcome = target
+        .verify_pack(&wanted, Arc::new(TransferProgress::default()))
+        .await
+        .expect("verify");
+    assert_eq!(outcome, VerifyOutcome::Intact);
+
+    // One flipped byte inside the last member: damaged, and the message names the member.
+    let mut damaged = on_disk.clone();
+    let last = receipt.placements.last().expect("members");
+    damaged[(last.data_offset + 100) as usize] ^= 0xff;
+    std::fs::write(&tar_path, &damaged).expect("damage");
+    match target
+        .verify_pack(&wanted, Arc::new(TransferProgress::default()))
+        .await
+        .expect("verify")
+    {
+        VerifyOutcome::Damaged(problems) => {
+            assert!(
+                problems.iter().any(|p| p.contains(&members[5].member_path)),
+                "{problems:?}"
+            );
+        }
+        VerifyOutcome::Intact => panic!("a damaged pack verified"),
+    }
+
+    // A missing pack is damaged too, not an outage.
+    target.discard(&request.key).await.expect("discard");
+    assert!(!tar_path.exists());
+    assert!(matches!(
+        target
+            .verify_pack(&wanted, Arc::new(TransferProgress::default()))
+            .await,
+        Ok(VerifyOutcome::Damaged(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_source_that_disagrees_with_the_index_is_not_packed() {
+    let sources = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut member = source(sources.path(), 1, 4096);
+    member.sha256 = "0".repeat(64);
+    let request = PackRequest {
+        key: "s/pack.tar".into(),
+        study_uid: "s".into(),
+        members: vec![member],
+    };
+    let target = FilesystemTarget::new(root.path().to_path_buf());
+    let error = target
+        .upload_pack(request, Arc::new(TransferProgress::default()))
+        .await
+        .expect_err("must refuse");
+    assert_eq!(error.kind, NearlineErrorKind::SourceMismatch, "{error}");
+    assert!(error.message.contains("damaged"), "{error}");
+    assert!(!root.path().join("s/pack.tar").exists());
+    assert!(!root.path().join("s/pack.tar.partial").exists());
+}
