@@ -71,6 +71,104 @@ pub enum Command {
     /// Manage DICOM peers: C-MOVE destinations and what they may do
     #[command(subcommand)]
     Ae(AeCommand),
+    /// Queue a copy of a study to a NEARLINE target (a job any running node picks up)
+    Copy(StudyJobArgs),
+    /// Queue a read-back (verify-sync) of a study's packs on a NEARLINE target
+    Verify(StudyJobArgs),
+    /// Lifecycle jobs, as every node sees them
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// NEARLINE targets: S3 buckets and directories that hold packs
+    #[command(subcommand)]
+    Nearline(NearlineCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct StudyJobArgs {
+    /// Study Instance UID
+    #[arg(long = "study", value_name = "UID")]
+    pub study_uid: String,
+    /// Target name (default: the only target, if there is just one)
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Wait until the job has ended; exit status 1 unless it is DONE
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// List jobs, newest first
+    List {
+        /// QUEUED, RUNNING, DONE, FAILED or CANCELLED
+        #[arg(long)]
+        state: Option<String>,
+        /// COPY or VERIFY
+        #[arg(long = "type", value_name = "TYPE")]
+        job_type: Option<String>,
+        /// Only jobs of this Study Instance UID
+        #[arg(long = "study", value_name = "UID")]
+        study_uid: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// One JSON object per line instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a queued or running job
+    Cancel { id: i64 },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NearlineCommand {
+    /// Add a target, or replace the settings of the one with the same name
+    Add(Box<NearlineAddArgs>),
+    /// List the targets
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct NearlineAddArgs {
+    /// Target name (letters, digits, - and _)
+    pub name: String,
+    /// filesystem or s3
+    #[arg(long, default_value = "filesystem")]
+    pub kind: String,
+    /// filesystem: directory for packs
+    #[arg(long)]
+    pub path: Option<PathBuf>,
+    /// s3: endpoint URL (empty for AWS)
+    #[arg(long, default_value = "")]
+    pub endpoint: String,
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    #[arg(long, default_value = "")]
+    pub bucket: String,
+    /// Key prefix, e.g. strata/
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Virtual-hosted addressing instead of path style
+    #[arg(long)]
+    pub virtual_hosted: bool,
+    #[arg(long, default_value = "")]
+    pub storage_class: String,
+    /// File holding the access key id (else the AWS environment/profile is used)
+    #[arg(long)]
+    pub access_key_id_file: Option<PathBuf>,
+    /// File holding the secret access key
+    #[arg(long)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Multipart part size, e.g. 8MiB
+    #[arg(long, default_value = "8MiB")]
+    pub part_size: String,
+    #[arg(long, default_value_t = 4)]
+    pub upload_concurrency: u32,
+    /// One pack per series instead of per study
+    #[arg(long)]
+    pub pack_per_series: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -2,6 +2,7 @@
 
 mod ae;
 mod cli;
+mod lifecycle_cli;
 mod serve;
 
 use anyhow::Context;
@@ -30,6 +31,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve::serve(load_config(&cli.config)?),
         Command::Migrate => serve::migrate(load_config(&cli.config)?),
         Command::Ae(command) => ae::run(load_config(&cli.config)?, command),
+        Command::Copy(args) => lifecycle_cli::request(
+            load_config(&cli.config)?,
+            archive_core::jobs::job_type::COPY,
+            args,
+        ),
+        Command::Verify(args) => lifecycle_cli::request(
+            load_config(&cli.config)?,
+            archive_core::jobs::job_type::VERIFY,
+            args,
+        ),
+        Command::Jobs(command) => lifecycle_cli::jobs(load_config(&cli.config)?, command),
+        Command::Nearline(command) => lifecycle_cli::nearline(load_config(&cli.config)?, command),
     }
 }
 

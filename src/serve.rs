@@ -40,8 +40,24 @@ pub async fn open_index(config: &Config) -> anyhow::Result<Index> {
     Ok(index)
 }
 
+/// Records the configured NEARLINE targets and copy rules in the index (run-time additions
+/// stay), so every node and every command sees the same ones.
+pub async fn prepare_nearline(index: &Index, config: &Config) -> anyhow::Result<()> {
+    let now = archive_core::index::now_millis();
+    index
+        .sync_targets(&config.effective_targets(), now)
+        .await
+        .context("cannot record the NEARLINE targets in the index")?;
+    index
+        .sync_copy_rules(&config.lifecycle.copy_rules, now)
+        .await
+        .context("cannot record the copy rules in the index")?;
+    Ok(())
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     let index = open_index(&config).await?;
+    prepare_nearline(&index, &config).await?;
     let filesystems = index
         .sync_filesystems(&config.effective_filesystems())
         .await
@@ -82,6 +98,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     println!("  HTTP:  http://{}/healthz", config.http.listen);
     println!("  Index: {url}");
+    println!(
+        "  Node:  {} (NEARLINE targets: {})",
+        config.node_id(),
+        config
+            .effective_targets()
+            .iter()
+            .map(|t| format!("{} = {}", t.name, t.location()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("  Press Ctrl-C to stop.");
     tracing::info!(ae_title = %config.dicom.ae_title, dicom = %dicom_address, http = %config.http.listen, index = %url, "started");
 
@@ -90,7 +116,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
     let http = axum::serve(http_listener, web).with_graceful_shutdown(shutdown_signal());
     let dicom = dicom_scp::server::run(dicom_listener, context, shutdown_signal());
+    let lifecycle = lifecycle::Lifecycle::start(
+        index.clone(),
+        Arc::new(hsm_s3::Targets),
+        lifecycle::Settings::from_config(&config),
+    )
+    .await
+    .context("cannot start the lifecycle services")?;
     let (http_result, ()) = tokio::join!(http, dicom);
+    lifecycle.shutdown().await;
     http_result.context("HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())

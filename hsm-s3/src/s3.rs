@@ -155,8 +155,7 @@ impl S3Target {
         let mut in_flight: JoinSet<NearlineResult<CompletedPart>> = JoinSet::new();
         let mut next = Some(first);
         let mut number = 0i32;
-        loop {
-            let Some(body) = next.take() else { break };
+        while let Some(body) = next.take() {
             number += 1;
             while in_flight.len() >= self.concurrency {
                 if let Some(done) = in_flight.join_next().await {

@@ -1,1 +1,93 @@
-pub fn _placeholder() {}
+//! The scheduled lifecycle services: copy rules and verify-sync create jobs on their cron
+//! schedules, and workers on every node claim and run jobs from the shared jobs table.
+//!
+//! Nothing here knows S3 or tar: targets come from the [`TargetFactory`] the binary passes in.
+
+mod copy_job;
+mod enqueue;
+mod scheduler;
+mod settings;
+mod targets;
+mod verify_job;
+mod worker;
+
+pub use enqueue::{request_copy, request_verify};
+pub use settings::Settings;
+pub use targets::TargetCache;
+
+use archive_core::index::Index;
+use archive_core::nearline::TargetFactory;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// What every service and worker of this node shares.
+pub(crate) struct Services {
+    pub index: Index,
+    pub targets: TargetCache,
+    pub settings: Settings,
+}
+
+/// The running lifecycle services of this node.
+pub struct Lifecycle {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    services: Arc<Services>,
+}
+
+impl Lifecycle {
+    /// Starts the scheduler and `settings.workers` job workers. Jobs this node was running
+    /// when it last stopped (a crash, kill -9) go back to the queue first.
+    pub async fn start(
+        index: Index,
+        factory: Arc<dyn TargetFactory>,
+        settings: Settings,
+    ) -> archive_core::index::IndexResult<Lifecycle> {
+        let now = archive_core::index::now_millis();
+        let requeued = index.requeue_jobs_of_node(&settings.node_id, now).await?;
+        if requeued > 0 {
+            tracing::info!(
+                jobs = requeued,
+                node = %settings.node_id,
+                "requeued jobs this node was running when it stopped"
+            );
+        }
+        let services = Arc::new(Services {
+            targets: TargetCache::new(factory),
+            index,
+            settings,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(scheduler::run(services.clone(), stopped.clone()));
+        for number in 0..services.settings.workers {
+            tasks.spawn(worker::run(services.clone(), number, stopped.clone()));
+        }
+        Ok(Lifecycle {
+            stop,
+            tasks,
+            services,
+        })
+    }
+
+    /// Stops claiming work, abandons running jobs, and hands them back to the queue so any
+    /// node (this one after a restart included) picks them up at once.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let services = &self.services;
+        let now = archive_core::index::now_millis();
+        match services
+            .index
+            .requeue_jobs_of_node(&services.settings.node_id, now)
+            .await
+        {
+            Ok(0) => {}
+            Ok(jobs) => tracing::info!(jobs, "handed running jobs back to the queue"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot requeue running jobs; their leases will expire")
+            }
+        }
+    }
+}

@@ -154,10 +154,9 @@ impl TargetSpec {
                         "an s3 target needs a bucket",
                     ));
                 }
-                if !self.endpoint.is_empty()
-                    && !(self.endpoint.starts_with("http://")
-                        || self.endpoint.starts_with("https://"))
-                {
+                let scheme_ok =
+                    self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://");
+                if !self.endpoint.is_empty() && !scheme_ok {
                     return Err(ConfigError::key(
                         format!("{key}.endpoint"),
                         format!("`{}` must start with http:// or https://", self.endpoint),

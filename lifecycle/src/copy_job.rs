@@ -1,0 +1,143 @@
+//! A copy job: packs the study's not yet copied ONLINE instances and stores the pack on the
+//! target, then records it TO_ARCHIVE (verify-sync makes it ARCHIVED after reading it back).
+
+use crate::worker::{JobError, Reporter};
+use crate::Services;
+use archive_core::index::now_millis;
+use archive_core::jobs::Job;
+use archive_core::nearline::{pack_status, NearlineErrorKind, PackRequest, PackSource};
+
+pub(crate) async fn run(
+    services: &Services,
+    job: &Job,
+    reporter: &Reporter,
+) -> Result<(), JobError> {
+    let index = &services.index;
+    let row = index.target(&job.target_name).await?.ok_or_else(|| {
+        JobError::permanent(format!(
+            "there is no nearline target named `{}`",
+            job.target_name
+        ))
+    })?;
+    let target = services
+        .targets
+        .get(&row)
+        .await
+        .map_err(|e| JobError::retry(format!("cannot open target `{}`: {e}", row.spec.name)))?;
+
+    // Whatever an earlier attempt left half-uploaded (crash, outage, a node that lost its
+    // lease) is abandoned and removed before anything is uploaded again.
+    for key in index
+        .abandon_uploading_packs(&job.study_uid, row.id, now_millis())
+        .await?
+    {
+        tracing::info!(key, "removing an unfinished upload of an earlier attempt");
+        if let Err(error) = target.discard(&key).await {
+            tracing::warn!(key, %error, "cannot remove an unfinished upload");
+        }
+    }
+
+    let sources = index.unpacked_instances(&job.study_uid, row.id).await?;
+    if sources.is_empty() {
+        tracing::info!("every ONLINE instance of the study already has a copy on the target");
+        return Ok(());
+    }
+    reporter.set_totals(sources.len(), sources.iter().map(|s| s.size).sum());
+    let groups = if row.spec.pack_per_series {
+        by_series(sources)
+    } else {
+        vec![sources]
+    };
+    let several = groups.len() > 1;
+    for (number, members) in groups.into_iter().enumerate() {
+        let suffix = if several {
+            format!("-{}", number + 1)
+        } else {
+            String::new()
+        };
+        let key = format!("{}/{}-{}{suffix}.tar", job.study_uid, job.id, job.attempts);
+        upload_one(services, job, reporter, &row.id, &target, key, members).await?;
+    }
+    Ok(())
+}
+
+async fn upload_one(
+    services: &Services,
+    job: &Job,
+    reporter: &Reporter,
+    target_id: &i64,
+    target: &std::sync::Arc<dyn archive_core::nearline::NearlineTarget>,
+    key: String,
+    members: Vec<PackSource>,
+) -> Result<(), JobError> {
+    let index = &services.index;
+    let pack_id = index
+        .begin_pack(&job.study_uid, *target_id, &key, job.id, now_millis())
+        .await?;
+    let request = PackRequest {
+        key: key.clone(),
+        study_uid: job.study_uid.clone(),
+        members: members.clone(),
+    };
+    let started = std::time::Instant::now();
+    let receipt = match target.upload_pack(request, reporter.transfer.clone()).await {
+        Ok(receipt) => receipt,
+        Err(error) => {
+            let _ = index
+                .set_pack_status(
+                    pack_id,
+                    pack_status::ABANDONED,
+                    &error.message,
+                    now_millis(),
+                )
+                .await;
+            if let Err(discard) = target.discard(&key).await {
+                tracing::debug!(%discard, "cannot remove the failed upload now; the next attempt will");
+            }
+            return Err(match error.kind {
+                // Re-reading a damaged ONLINE file gives the same answer: an admin must look.
+                NearlineErrorKind::SourceMismatch => JobError::permanent(error.message),
+                _ => JobError::retry(error.message),
+            });
+        }
+    };
+    let placed: Vec<_> = members
+        .into_iter()
+        .zip(receipt.placements.iter().copied())
+        .collect();
+    let recorded = index
+        .complete_pack(
+            pack_id,
+            receipt.size,
+            &receipt.sha256,
+            &placed,
+            now_millis(),
+        )
+        .await?;
+    if !recorded {
+        // Another node abandoned it meanwhile (we lost our lease); that node copies instead.
+        return Err(JobError::retry("the pack was abandoned while uploading"));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        pack_id,
+        key,
+        location = %target.location(),
+        members = placed.len(),
+        bytes = receipt.size,
+        mb_per_s = format!("{:.1}", receipt.size as f64 / 1e6 / seconds.max(1e-3)),
+        "pack stored, waiting for verify-sync"
+    );
+    Ok(())
+}
+
+fn by_series(sources: Vec<PackSource>) -> Vec<Vec<PackSource>> {
+    let mut groups: Vec<Vec<PackSource>> = Vec::new();
+    for source in sources {
+        match groups.last_mut() {
+            Some(group) if group[0].series_uid == source.series_uid => group.push(source),
+            _ => groups.push(vec![source]),
+        }
+    }
+    groups
+}

@@ -1,0 +1,147 @@
+//! Runs the cron schedules: each copy rule, and verify-sync. Every node runs this loop; a
+//! firing is claimed in the database (`schedule_fire`), so each firing runs on one node only.
+
+use crate::Services;
+use archive_core::config::{parse_schedule, CopyRuleConfig};
+use archive_core::index::now_millis;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Most studies one firing queues; the next firing takes the rest.
+const MAX_JOBS_PER_FIRING: i64 = 10_000;
+const VERIFY_SCHEDULE: &str = "verify-sync";
+
+pub(crate) async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+    // Firings before this node started are not caught up: the next one selects the same work.
+    let mut last_checked: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let mut reported_bad: HashMap<String, String> = HashMap::new();
+    let started = Utc::now();
+    loop {
+        let now = Utc::now();
+        let mut due: Vec<(String, Schedule)> = Vec::new();
+        match services.index.copy_rules().await {
+            Ok(rules) => {
+                for rule in rules.into_iter().filter(|r| r.rule.enabled) {
+                    due.push((
+                        format!("copy:{}", rule.rule.name),
+                        Schedule::Copy(rule.rule),
+                    ));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read copy rules"),
+        }
+        if !services.settings.verify_schedule.is_empty() {
+            due.push((VERIFY_SCHEDULE.into(), Schedule::Verify));
+        }
+        for (name, schedule) in due {
+            let expression = match &schedule {
+                Schedule::Copy(rule) => rule.schedule.clone(),
+                Schedule::Verify => services.settings.verify_schedule.clone(),
+            };
+            let cron = match parse_schedule(&expression) {
+                Ok(cron) => cron,
+                Err(message) => {
+                    if reported_bad.get(&name) != Some(&expression) {
+                        tracing::error!(schedule = %name, %message, "schedule ignored");
+                        reported_bad.insert(name.clone(), expression);
+                    }
+                    continue;
+                }
+            };
+            let since = *last_checked.get(&name).unwrap_or(&started);
+            last_checked.insert(name.clone(), now);
+            // The latest firing in (since, now]; missed ones in between collapse into it.
+            let Some(fire_at) = cron.after(&since).take_while(|t| *t <= now).last() else {
+                continue;
+            };
+            fire(&services, &name, &schedule, fire_at).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick(now)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+enum Schedule {
+    Copy(CopyRuleConfig),
+    Verify,
+}
+
+/// Sleeps until just after the next whole second, so second-resolution schedules fire on time.
+fn tick(now: DateTime<Utc>) -> Duration {
+    let into_second = now.timestamp_subsec_millis() as u64;
+    Duration::from_millis(1000 - into_second.min(999) + 5)
+}
+
+async fn fire(services: &Services, name: &str, schedule: &Schedule, fire_at: DateTime<Utc>) {
+    let index = &services.index;
+    let claimed = index
+        .claim_schedule_fire(name, fire_at.timestamp_millis(), &services.settings.node_id)
+        .await;
+    match claimed {
+        Ok(true) => {}
+        Ok(false) => return, // another node runs this firing
+        Err(error) => {
+            tracing::warn!(schedule = name, %error, "cannot claim the schedule's firing");
+            return;
+        }
+    }
+    let result = match schedule {
+        Schedule::Copy(rule) => fire_copy_rule(services, rule).await,
+        Schedule::Verify => fire_verify(services).await,
+    };
+    match result {
+        Ok(0) => tracing::debug!(schedule = name, "nothing to do"),
+        Ok(jobs) => tracing::info!(schedule = name, jobs, at = %fire_at, "queued jobs"),
+        Err(error) => tracing::warn!(schedule = name, %error, "schedule run failed"),
+    }
+}
+
+async fn fire_copy_rule(
+    services: &Services,
+    rule: &CopyRuleConfig,
+) -> archive_core::index::IndexResult<usize> {
+    let index = &services.index;
+    let Some(target) = index.target(&rule.target).await? else {
+        tracing::error!(rule = %rule.name, target = %rule.target, "copy rule names a target that does not exist");
+        return Ok(0);
+    };
+    let studies = index
+        .copy_candidates(rule, target.id, now_millis(), MAX_JOBS_PER_FIRING)
+        .await?;
+    let mut queued = 0;
+    for study in studies {
+        let created_by = format!("rule:{}", rule.name);
+        let enqueued = crate::request_copy(
+            index,
+            &study,
+            &rule.target,
+            &created_by,
+            services.settings.max_attempts,
+        )
+        .await?;
+        queued += usize::from(enqueued.created);
+    }
+    Ok(queued)
+}
+
+async fn fire_verify(services: &Services) -> archive_core::index::IndexResult<usize> {
+    let index = &services.index;
+    let mut queued = 0;
+    for (study, target) in index.packs_to_verify(MAX_JOBS_PER_FIRING).await? {
+        let enqueued = crate::request_verify(
+            index,
+            &study,
+            &target,
+            "verify-sync",
+            services.settings.max_attempts,
+        )
+        .await?;
+        queued += usize::from(enqueued.created);
+    }
+    Ok(queued)
+}

@@ -1,0 +1,102 @@
+//! A verify job (verify-sync): reads every pack of the study on the target back, checks each
+//! member against the index, and marks the pack ARCHIVED — or VERIFY_FAILED, queueing a new
+//! copy of what it held.
+
+use crate::worker::{JobError, Reporter};
+use crate::Services;
+use archive_core::index::now_millis;
+use archive_core::jobs::Job;
+use archive_core::nearline::{pack_status, ExpectedPack, VerifyOutcome};
+
+/// Longest error text stored on a pack: enough for the first few problems.
+const MAX_ERROR_CHARS: usize = 2000;
+
+pub(crate) async fn run(
+    services: &Services,
+    job: &Job,
+    reporter: &Reporter,
+) -> Result<(), JobError> {
+    let index = &services.index;
+    let row = index.target(&job.target_name).await?.ok_or_else(|| {
+        JobError::permanent(format!(
+            "there is no nearline target named `{}`",
+            job.target_name
+        ))
+    })?;
+    let packs: Vec<_> = index
+        .packs_of_study(&job.study_uid)
+        .await?
+        .into_iter()
+        .filter(|p| p.target_id == row.id)
+        .filter(|p| p.status == pack_status::TO_ARCHIVE || p.status == pack_status::ARCHIVED)
+        .collect();
+    if packs.is_empty() {
+        tracing::info!("no pack of the study on the target to verify");
+        return Ok(());
+    }
+    let target = services
+        .targets
+        .get(&row)
+        .await
+        .map_err(|e| JobError::retry(format!("cannot open target `{}`: {e}", row.spec.name)))?;
+    reporter.set_totals(
+        packs.iter().map(|p| p.member_count as usize).sum(),
+        packs.iter().map(|p| p.size_bytes as u64).sum(),
+    );
+
+    let mut failed = Vec::new();
+    for pack in packs {
+        let expected = ExpectedPack {
+            key: pack.object_key.clone(),
+            size: pack.size_bytes as u64,
+            sha256: pack.sha256.clone(),
+            members: index.pack_members(pack.id).await?,
+        };
+        let outcome = target
+            .verify_pack(&expected, reporter.transfer.clone())
+            .await
+            .map_err(|e| JobError::retry(e.message))?;
+        match outcome {
+            VerifyOutcome::Intact => {
+                index
+                    .set_pack_status(pack.id, pack_status::ARCHIVED, "", now_millis())
+                    .await?;
+                tracing::info!(pack_id = pack.id, key = %pack.object_key, members = expected.members.len(), "pack verified: ARCHIVED");
+            }
+            VerifyOutcome::Damaged(problems) => {
+                let mut error = problems.join("; ");
+                if error.len() > MAX_ERROR_CHARS {
+                    let cut = (0..=MAX_ERROR_CHARS)
+                        .rev()
+                        .find(|&i| error.is_char_boundary(i))
+                        .unwrap_or(0);
+                    error.truncate(cut);
+                    error.push_str(" …");
+                }
+                index
+                    .set_pack_status(pack.id, pack_status::VERIFY_FAILED, &error, now_millis())
+                    .await?;
+                tracing::error!(pack_id = pack.id, key = %pack.object_key, problems = problems.len(), first = %problems[0], "pack failed verification: VERIFY_FAILED");
+                failed.push(format!("pack {} ({}): {error}", pack.id, pack.object_key));
+            }
+        }
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    // Its members count as not copied any more: a new copy job packs them again.
+    let copy = crate::request_copy(
+        index,
+        &job.study_uid,
+        &job.target_name,
+        "verify-failed",
+        services.settings.max_attempts,
+    )
+    .await?;
+    Err(JobError::permanent(format!(
+        "{} pack(s) failed verification, copy job {} will copy again: {}",
+        failed.len(),
+        copy.job_id,
+        failed.join(" | ")
+    )))
+}

@@ -1,0 +1,247 @@
+//! `strata copy | verify | jobs | nearline`: the lifecycle from the command line. Commands
+//! queue jobs in the shared table; whichever node runs `strata serve` does the work.
+
+use crate::cli::{JobsCommand, NearlineAddArgs, NearlineCommand, StudyJobArgs};
+use crate::serve::{open_index, prepare_nearline, runtime};
+use anyhow::{bail, Context};
+use archive_core::config::{ByteSize, Config, TargetKind, TargetSpec};
+use archive_core::index::{now_millis, Index};
+use archive_core::jobs::{job_state, job_type, Job, JobFilter};
+use std::time::{Duration, Instant};
+
+pub fn request(config: Config, kind: &str, args: StudyJobArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let index = open_index(&config).await?;
+        prepare_nearline(&index, &config).await?;
+        if index.study(&args.study_uid).await?.is_none() {
+            bail!(
+                "no study with Study Instance UID {} in the index",
+                args.study_uid
+            );
+        }
+        let target = choose_target(&index, args.target.as_deref()).await?;
+        let max_attempts = config.lifecycle.max_attempts;
+        let enqueued = if kind == job_type::COPY {
+            lifecycle::request_copy(&index, &args.study_uid, &target, "cli", max_attempts).await?
+        } else {
+            lifecycle::request_verify(&index, &args.study_uid, &target, "cli", max_attempts).await?
+        };
+        if enqueued.created {
+            println!(
+                "queued {kind} job {} (study {}, target {target})",
+                enqueued.job_id, args.study_uid
+            );
+        } else {
+            println!(
+                "{kind} job {} for this study and target is already queued or running",
+                enqueued.job_id
+            );
+        }
+        if args.wait {
+            wait_for(
+                &index,
+                enqueued.job_id,
+                Duration::from_secs(args.timeout_secs),
+            )
+            .await?;
+        }
+        Ok(())
+    })
+}
+
+async fn choose_target(index: &Index, named: Option<&str>) -> anyhow::Result<String> {
+    let targets = index.targets().await.context("cannot read the targets")?;
+    match named {
+        Some(name) => {
+            if !targets.iter().any(|t| t.spec.name == name) {
+                let known: Vec<&str> = targets.iter().map(|t| t.spec.name.as_str()).collect();
+                bail!(
+                    "no nearline target named `{name}` (known: {})",
+                    known.join(", ")
+                );
+            }
+            Ok(name.to_string())
+        }
+        None => match targets.as_slice() {
+            [only] => Ok(only.spec.name.clone()),
+            [] => bail!("no nearline target is configured"),
+            _ => bail!("there are several nearline targets; name one with --target"),
+        },
+    }
+}
+
+async fn wait_for(index: &Index, job_id: i64, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last_line = String::new();
+    loop {
+        let job = index
+            .job(job_id)
+            .await?
+            .with_context(|| format!("job {job_id} disappeared"))?;
+        let line = format!(
+            "job {}: {} ({} of {} items, {} of {} bytes){}",
+            job.id,
+            job.state,
+            job.done_items,
+            job.total_items,
+            job.done_bytes,
+            job.total_bytes,
+            if job.last_error.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", job.last_error)
+            }
+        );
+        if line != last_line {
+            println!("{line}");
+            last_line = line;
+        }
+        if job_state::is_final(&job.state) {
+            if job.state == job_state::DONE {
+                return Ok(());
+            }
+            bail!("job {} ended {}: {}", job.id, job.state, job.last_error);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "job {job_id} has not ended after {} s (it is {})",
+                timeout.as_secs(),
+                job.state
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub fn jobs(config: Config, command: JobsCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let index = open_index(&config).await?;
+        match command {
+            JobsCommand::List {
+                state,
+                job_type,
+                study_uid,
+                limit,
+                json,
+            } => {
+                let filter = JobFilter {
+                    state: state.map(|s| s.to_ascii_uppercase()),
+                    job_type: job_type.map(|s| s.to_ascii_uppercase()),
+                    study_uid,
+                    limit,
+                };
+                let jobs = index.list_jobs(&filter).await.context("cannot list jobs")?;
+                if json {
+                    for job in &jobs {
+                        println!("{}", serde_json::to_string(job)?);
+                    }
+                } else {
+                    print_jobs(&jobs);
+                }
+            }
+            JobsCommand::Cancel { id } => {
+                if index.cancel_job(id, now_millis()).await? {
+                    println!("cancelled job {id}");
+                } else if index.job(id).await?.is_none() {
+                    bail!("no job {id}");
+                } else {
+                    bail!("job {id} has already ended");
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn print_jobs(jobs: &[Job]) {
+    println!(
+        "{:>6}  {:<6}  {:<9}  {:>3}  {:<12}  {:<20}  {:>13}  study / last error",
+        "id", "type", "state", "try", "target", "node", "progress"
+    );
+    for job in jobs {
+        let progress = if job.total_items > 0 {
+            format!("{}/{}", job.done_items, job.total_items)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:>6}  {:<6}  {:<9}  {:>3}  {:<12}  {:<20}  {:>13}  {}{}",
+            job.id,
+            job.job_type,
+            job.state,
+            job.attempts,
+            job.target_name,
+            job.owner_node,
+            progress,
+            job.study_uid,
+            if job.last_error.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", job.last_error)
+            }
+        );
+    }
+}
+
+pub fn nearline(config: Config, command: NearlineCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let index = open_index(&config).await?;
+        prepare_nearline(&index, &config).await?;
+        match command {
+            NearlineCommand::Add(args) => {
+                let spec = spec_from_args(*args)?;
+                index.upsert_target(&spec, now_millis()).await?;
+                println!("saved target {} ({})", spec.name, spec.location());
+            }
+            NearlineCommand::List => {
+                println!("{:<16} {:<10} {:<8} location", "name", "kind", "source");
+                for row in index.targets().await? {
+                    println!(
+                        "{:<16} {:<10} {:<8} {}",
+                        row.spec.name,
+                        row.spec.kind.as_str(),
+                        if row.from_config {
+                            "config"
+                        } else {
+                            "database"
+                        },
+                        row.spec.location()
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn spec_from_args(args: NearlineAddArgs) -> anyhow::Result<TargetSpec> {
+    let kind = match args.kind.as_str() {
+        "filesystem" => TargetKind::Filesystem,
+        "s3" => TargetKind::S3,
+        other => bail!("--kind {other}: expected filesystem or s3"),
+    };
+    let part_size: ByteSize = args
+        .part_size
+        .parse()
+        .map_err(|m: String| anyhow::anyhow!("--part-size: {m}"))?;
+    let spec = TargetSpec {
+        name: args.name,
+        kind,
+        path: args.path,
+        endpoint: args.endpoint,
+        region: args.region,
+        bucket: args.bucket,
+        prefix: args.prefix,
+        path_style: !args.virtual_hosted,
+        storage_class: args.storage_class,
+        access_key_id_file: args.access_key_id_file,
+        secret_access_key_file: args.secret_access_key_file,
+        part_size,
+        upload_concurrency: args.upload_concurrency,
+        pack_per_series: args.pack_per_series,
+    };
+    // Same checks as the config file; the message names the setting.
+    spec.validate("nearline add")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(spec)
+}
