@@ -5,6 +5,9 @@ use archive_core::index::{Index, NewInstance};
 use archive_core::model::*;
 use archive_core::testing::fresh_postgres_database;
 
+mod suite_nearline;
+use suite_nearline::{jobs_are_claimed_once_and_leases_expire, packs_track_what_is_copied};
+
 async fn sqlite_index() -> (Index, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}/index.db", dir.path().display());
@@ -670,4 +673,6 @@ on_both_backends!(
     a_batch_survives_one_bad_member,
     filesystems_sync_by_path,
     find_matches_like_pacs_users_expect,
+    jobs_are_claimed_once_and_leases_expire,
+    packs_track_what_is_copied,
 );

@@ -1,0 +1,403 @@
+//! The jobs table and NEARLINE bookkeeping, on both backends (included by index_suite.rs).
+
+use super::{filesystem_id, new_instance, one, record};
+use archive_core::config::{CopyRuleConfig, DuplicatePolicy, TargetSpec};
+use archive_core::index::Index;
+use archive_core::jobs::{job_state, job_type, JobOutcome, JobProgress, NewJob};
+use archive_core::nearline::{pack_status, MemberPlacement};
+use std::collections::HashSet;
+
+fn copy_job(study: &str) -> NewJob {
+    NewJob {
+        job_type: job_type::COPY.into(),
+        study_uid: study.into(),
+        target_name: "local".into(),
+        created_by: "test".into(),
+        max_attempts: 3,
+    }
+}
+
+pub async fn jobs_are_claimed_once_and_leases_expire(index: Index) {
+    let now = 1_000_000;
+    let mut ids = HashSet::new();
+    for n in 0..20 {
+        let queued = index
+            .enqueue_job(&copy_job(&format!("1.{n}")), now)
+            .await
+            .expect("enqueue");
+        assert!(queued.created);
+        ids.insert(queued.job_id);
+    }
+    // A live job for the same work is not queued twice.
+    let again = index
+        .enqueue_job(&copy_job("1.0"), now)
+        .await
+        .expect("enqueue");
+    assert!(!again.created);
+    assert!(ids.contains(&again.job_id));
+
+    // Two nodes claiming at once never get the same job.
+    let claim_all = |node: &'static str| {
+        let index = index.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(job) = index.claim_job(node, now, 60_000).await.expect("claim") {
+                assert_eq!(job.state, job_state::RUNNING);
+                assert_eq!(job.owner_node, node);
+                mine.push(job.id);
+            }
+            mine
+        })
+    };
+    let (a, b) = (claim_all("node-a"), claim_all("node-b"));
+    let (a, b) = (a.await.expect("join"), b.await.expect("join"));
+    let claimed: HashSet<i64> = a.iter().chain(&b).copied().collect();
+    assert_eq!(a.len() + b.len(), 20, "each job claimed exactly once");
+    assert_eq!(claimed, ids);
+
+    // node-a dies: once its leases expire, node-b takes its jobs over and node-a's renewals fail.
+    let Some(&taken) = a.first().or(b.first()) else {
+        panic!("no jobs")
+    };
+    let owner = if a.contains(&taken) {
+        "node-a"
+    } else {
+        "node-b"
+    };
+    let later = now + 60_001;
+    let job = index
+        .claim_job("node-c", later, 60_000)
+        .await
+        .expect("claim")
+        .expect("expired lease");
+    assert_eq!(job.attempts, 2, "a takeover counts as an attempt");
+    let renewed = index
+        .renew_job(job.id, owner, later, 60_000, JobProgress::default())
+        .await
+        .expect("renew");
+    if job.id == taken {
+        assert!(!renewed, "the old owner lost the job");
+    }
+    assert!(index
+        .renew_job(
+            job.id,
+            "node-c",
+            later,
+            60_000,
+            JobProgress {
+                done_items: 2,
+                total_items: 4,
+                done_bytes: 10,
+                total_bytes: 20
+            }
+        )
+        .await
+        .expect("renew"));
+    assert_eq!(
+        index
+            .job(job.id)
+            .await
+            .expect("job")
+            .expect("exists")
+            .done_items,
+        2
+    );
+
+    // Retry later: not claimable before its time, then claimable with one more attempt.
+    let retry = JobOutcome::Retry {
+        at: later + 5000,
+        error: "S3 unavailable".into(),
+    };
+    assert!(index
+        .finish_job(job.id, "node-c", later, &retry)
+        .await
+        .expect("finish"));
+    let stored = index.job(job.id).await.expect("job").expect("exists");
+    assert_eq!(
+        (stored.state.as_str(), stored.last_error.as_str()),
+        (job_state::QUEUED, "S3 unavailable")
+    );
+    // Other expired jobs may be claimed first; none of them is this one before its time.
+    while let Some(other) = index
+        .claim_job("node-c", later + 1000, 1)
+        .await
+        .expect("claim")
+    {
+        assert_ne!(other.id, job.id);
+        index
+            .finish_job(other.id, "node-c", later + 1000, &JobOutcome::Done)
+            .await
+            .expect("finish");
+    }
+    let again = index
+        .claim_job("node-c", later + 5000, 60_000)
+        .await
+        .expect("claim")
+        .expect("due");
+    assert_eq!((again.id, again.attempts), (job.id, 3));
+
+    // Cancelling a running job makes its owner's next renewal fail.
+    assert!(index
+        .cancel_job(job.id, later + 5001)
+        .await
+        .expect("cancel"));
+    assert!(!index
+        .renew_job(
+            job.id,
+            "node-c",
+            later + 5002,
+            60_000,
+            JobProgress::default()
+        )
+        .await
+        .expect("renew"));
+    assert!(!index
+        .finish_job(job.id, "node-c", later + 5002, &JobOutcome::Done)
+        .await
+        .expect("finish"));
+    assert_eq!(
+        index.job(job.id).await.expect("job").expect("exists").state,
+        job_state::CANCELLED
+    );
+
+    // A restarted node hands back what it was running.
+    let queued = index
+        .enqueue_job(&copy_job("9.9"), later)
+        .await
+        .expect("enqueue");
+    let running = index
+        .claim_job("node-d", later + 6000, 60_000)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(running.id, queued.job_id);
+    assert_eq!(
+        index
+            .requeue_jobs_of_node("node-d", later + 6001)
+            .await
+            .expect("requeue"),
+        1
+    );
+    assert_eq!(
+        index
+            .job(running.id)
+            .await
+            .expect("job")
+            .expect("exists")
+            .state,
+        job_state::QUEUED
+    );
+
+    let listed = index
+        .list_jobs(&archive_core::jobs::JobFilter {
+            state: Some(job_state::CANCELLED.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![job.id]
+    );
+
+    // One schedule firing is claimed by one node only.
+    assert!(index
+        .claim_schedule_fire("copy:r", 42, "node-a")
+        .await
+        .expect("fire"));
+    assert!(!index
+        .claim_schedule_fire("copy:r", 42, "node-b")
+        .await
+        .expect("fire"));
+    assert!(index
+        .claim_schedule_fire("copy:r", 43, "node-b")
+        .await
+        .expect("fire"));
+}
+
+pub async fn packs_track_what_is_copied(index: Index) {
+    let fs = filesystem_id(&index).await;
+    for (n, modality) in [(1, "CT"), (2, "CT"), (3, "SR")] {
+        let series = if modality == "CT" { "2.1" } else { "2.2" };
+        let outcome = one(
+            &index,
+            new_instance(
+                record("P1", "1.9", series, &format!("3.{n}"), modality),
+                fs,
+                &format!("a/{n}"),
+                100 * n,
+                DuplicatePolicy::KeepFirst,
+            ),
+        )
+        .await;
+        assert_eq!(outcome, archive_core::model::StoreOutcome::Stored);
+    }
+    let spec = TargetSpec::filesystem("local", "/nearline".into());
+    index
+        .sync_targets(std::slice::from_ref(&spec), 1)
+        .await
+        .expect("targets");
+    let target = index
+        .target("local")
+        .await
+        .expect("target")
+        .expect("exists");
+    assert_eq!(target.spec, spec);
+    assert!(target.from_config);
+
+    let rule = CopyRuleConfig {
+        name: "ct".into(),
+        target: "local".into(),
+        schedule: "0 * * * * *".into(),
+        stable_minutes: 10,
+        min_age_days: 0,
+        modalities: vec!["CT".into()],
+        calling_aes: vec![],
+        enabled: true,
+    };
+    index
+        .sync_copy_rules(std::slice::from_ref(&rule), 1)
+        .await
+        .expect("rules");
+    assert_eq!(index.copy_rules().await.expect("rules")[0].rule, rule);
+    let received = 1_700_000_000_000;
+    // Not stable yet ten minutes after the last instance; then selected.
+    assert!(index
+        .copy_candidates(&rule, target.id, received + 60_000, 100)
+        .await
+        .expect("candidates")
+        .is_empty());
+    assert_eq!(
+        index
+            .copy_candidates(&rule, target.id, received + 600_001, 100)
+            .await
+            .expect("candidates"),
+        vec!["1.9"]
+    );
+    let mr_only = CopyRuleConfig {
+        modalities: vec!["MR".into()],
+        ..rule.clone()
+    };
+    assert!(index
+        .copy_candidates(&mr_only, target.id, received + 600_001, 100)
+        .await
+        .expect("candidates")
+        .is_empty());
+
+    let sources = index
+        .unpacked_instances("1.9", target.id)
+        .await
+        .expect("unpacked");
+    assert_eq!(sources.len(), 3);
+    assert_eq!(sources[0].file_path, std::path::Path::new("/data/fs1/a/1"));
+    assert_eq!(sources[0].member_path, "2.1/3.1.dcm");
+
+    let first = index
+        .begin_pack("1.9", target.id, "1.9/1-1.tar", 1, 10)
+        .await
+        .expect("begin");
+    // Members are recorded when the upload completes (one live copy job per study and
+    // target keeps a second job from packing them meanwhile).
+    assert_eq!(index.unpacked_instances("1.9", target.id).await.expect("unpacked").len(), 3);
+    let placed: Vec<_> = sources[..2]
+        .iter()
+        .enumerate()
+        .map(|(n, s)| {
+            (
+                s.clone(),
+                MemberPlacement {
+                    data_offset: 1024 * (n as u64 + 1),
+                    size: s.size,
+                },
+            )
+        })
+        .collect();
+    assert!(index
+        .complete_pack(first, 4096, "ab", &placed, 11)
+        .await
+        .expect("complete"));
+    assert!(!index
+        .complete_pack(first, 4096, "ab", &placed, 12)
+        .await
+        .expect("complete twice"));
+    let left = index
+        .unpacked_instances("1.9", target.id)
+        .await
+        .expect("unpacked");
+    assert_eq!(
+        left.iter().map(|s| s.sop_uid.as_str()).collect::<Vec<_>>(),
+        vec!["3.3"]
+    );
+    assert_eq!(
+        index.packs_to_verify(10).await.expect("to verify"),
+        vec![("1.9".to_string(), "local".to_string())]
+    );
+    let members = index.pack_members(first).await.expect("members");
+    assert_eq!(
+        members
+            .iter()
+            .map(|m| (m.sop_uid.as_str(), m.data_offset))
+            .collect::<Vec<_>>(),
+        vec![("3.1", 1024), ("3.2", 2048)]
+    );
+
+    // An interrupted upload is abandoned (and its key returned for clean-up) by the next attempt.
+    let second = index
+        .begin_pack("1.9", target.id, "1.9/2-1.tar", 2, 20)
+        .await
+        .expect("begin");
+    assert_eq!(
+        index
+            .abandon_uploading_packs("1.9", target.id, 21)
+            .await
+            .expect("abandon"),
+        vec!["1.9/2-1.tar"]
+    );
+    assert!(!index
+        .complete_pack(second, 1, "cd", &[], 22)
+        .await
+        .expect("complete after abandon"));
+    assert_eq!(
+        index
+            .unpacked_instances("1.9", target.id)
+            .await
+            .expect("unpacked")
+            .len(),
+        1
+    );
+
+    // A pack that failed verification no longer counts as a copy.
+    index
+        .set_pack_status(first, pack_status::VERIFY_FAILED, "bad member", 30)
+        .await
+        .expect("status");
+    assert_eq!(
+        index
+            .unpacked_instances("1.9", target.id)
+            .await
+            .expect("unpacked")
+            .len(),
+        3
+    );
+    index
+        .set_pack_status(first, pack_status::ARCHIVED, "", 31)
+        .await
+        .expect("status");
+    let packs = index.packs_of_study("1.9").await.expect("packs");
+    let statuses: Vec<_> = packs
+        .iter()
+        .map(|p| (p.status.as_str(), p.verified_at))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (pack_status::ARCHIVED, Some(31)),
+            (pack_status::ABANDONED, None)
+        ]
+    );
+    assert!(index
+        .packs_to_verify(10)
+        .await
+        .expect("to verify")
+        .is_empty());
+}
