@@ -9,22 +9,11 @@ use common::dcmtk::Storescp;
 use common::{corpus, data_set_sha256, dcmtk, files_below, sop_instance_uid, Backend, Strata};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const STUDY_ROOT_MOVE: &str = "-S";
 
 fn strata_cli(strata: &Strata, args: &[&str]) {
-    let output = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--config")
-        .arg(&strata.config_path)
-        .args(args)
-        .output()
-        .expect("strata cli");
-    assert!(
-        output.status.success(),
-        "strata {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    strata.cli_ok(args);
 }
 
 /// Loads the corpus sets named, through storescu; returns the files by SOP Instance UID.

@@ -26,15 +26,21 @@ pub(crate) async fn run(
         .map_err(|e| JobError::retry(format!("cannot open target `{}`: {e}", row.spec.name)))?;
 
     // Whatever an earlier attempt left half-uploaded (crash, outage, a node that lost its
-    // lease) is abandoned and removed before anything is uploaded again.
-    for key in index
-        .abandon_uploading_packs(&job.study_uid, row.id, now_millis())
+    // lease) is abandoned and removed before anything is uploaded again. If it cannot be
+    // removed the target is still unreachable: try again later.
+    for (pack_id, key) in index
+        .abandon_unfinished_packs(&job.study_uid, row.id, now_millis())
         .await?
     {
-        tracing::info!(key, "removing an unfinished upload of an earlier attempt");
-        if let Err(error) = target.discard(&key).await {
-            tracing::warn!(key, %error, "cannot remove an unfinished upload");
-        }
+        tracing::info!(
+            pack_id,
+            key,
+            "removing an unfinished upload of an earlier attempt"
+        );
+        target.discard(&key).await.map_err(|e| {
+            JobError::retry(format!("cannot remove the unfinished upload {key}: {e}"))
+        })?;
+        index.mark_pack_discarded(pack_id, now_millis()).await?;
     }
 
     let sources = index.unpacked_instances(&job.study_uid, row.id).await?;
@@ -91,8 +97,11 @@ async fn upload_one(
                     now_millis(),
                 )
                 .await;
-            if let Err(discard) = target.discard(&key).await {
-                tracing::debug!(%discard, "cannot remove the failed upload now; the next attempt will");
+            match target.discard(&key).await {
+                Ok(()) => index.mark_pack_discarded(pack_id, now_millis()).await?,
+                Err(discard) => {
+                    tracing::debug!(%discard, "cannot remove the failed upload now; the next attempt will")
+                }
             }
             return Err(match error.kind {
                 // Re-reading a damaged ONLINE file gives the same answer: an admin must look.

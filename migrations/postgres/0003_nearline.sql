@@ -27,6 +27,8 @@ CREATE TABLE pack (
     created_at   BIGINT  NOT NULL,
     updated_at   BIGINT  NOT NULL,
     verified_at  BIGINT,
+    -- ABANDONED packs: when what the upload left on the target was removed.
+    discarded_at BIGINT,
     UNIQUE (target_fk, object_key)
 );
 CREATE INDEX pack_study_idx ON pack (study_fk);

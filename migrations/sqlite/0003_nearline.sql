@@ -27,6 +27,8 @@ CREATE TABLE pack (
     created_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,
     verified_at  INTEGER,
+    -- ABANDONED packs: when what the upload left on the target was removed.
+    discarded_at INTEGER,
     UNIQUE (target_fk, object_key)
 );
 CREATE INDEX pack_study_idx ON pack (study_fk);

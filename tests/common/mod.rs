@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
 
 pub mod corpus;
 pub mod dcmtk;
+pub mod s3;
 pub mod scu;
 
 use archive_core::index::Index;
@@ -61,6 +62,16 @@ impl Strata {
             Backend::Sqlite => format!("sqlite://{}/index.db", dir.path().display()),
             Backend::Postgres => archive_core::testing::fresh_postgres_database().await,
         };
+        Strata::start_in(dir, database_url, extra_toml)
+    }
+
+    /// Starts another node on an existing database (several nodes, one index).
+    pub fn start_on(database_url: &str, extra_toml: &str) -> Strata {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Strata::start_in(dir, database_url.to_string(), extra_toml)
+    }
+
+    fn start_in(dir: tempfile::TempDir, database_url: String, extra_toml: &str) -> Strata {
         let dicom_port = free_port();
         let http_port = free_port();
         let config_path = dir.path().join("strata.toml");
@@ -144,6 +155,29 @@ impl Strata {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// Runs `strata --config <this server's config> args…` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env("STRATA_LOG", "warn")
+            .output()
+            .expect("run strata")
+    }
+
+    /// Like [`Strata::cli`], failing the test unless the command succeeds; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "strata {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     pub fn log(&self) -> String {

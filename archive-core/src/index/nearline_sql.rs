@@ -42,14 +42,17 @@ pub trait NearlineIndex: Send + Sync {
         study_uid: &str,
         target_id: i64,
     ) -> IndexResult<Vec<PackSource>>;
-    /// Marks the study's UPLOADING packs on the target ABANDONED and returns their keys (the
-    /// caller removes what the upload left behind).
-    async fn abandon_uploading_packs(
+    /// Marks the study's UPLOADING packs on the target ABANDONED, and returns (id, key) of
+    /// every ABANDONED pack whose leftovers were not removed yet: the caller removes them
+    /// and calls [`NearlineIndex::mark_pack_discarded`]. An upload cut off by an outage
+    /// could not be cleaned up then; it is cleaned up by the attempt that finds S3 back.
+    async fn abandon_unfinished_packs(
         &self,
         study_uid: &str,
         target_id: i64,
         now: i64,
-    ) -> IndexResult<Vec<String>>;
+    ) -> IndexResult<Vec<(i64, String)>>;
+    async fn mark_pack_discarded(&self, pack_id: i64, now: i64) -> IndexResult<()>;
     /// Records a pack about to be uploaded (UPLOADING) and returns its id.
     async fn begin_pack(
         &self,
@@ -325,24 +328,41 @@ impl NearlineIndex for SqlIndex {
             .collect())
     }
 
-    async fn abandon_uploading_packs(
+    async fn abandon_unfinished_packs(
         &self,
         study_uid: &str,
         target_id: i64,
         now: i64,
-    ) -> IndexResult<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
+    ) -> IndexResult<Vec<(i64, String)>> {
+        sqlx::query(
             "UPDATE pack SET status = 'ABANDONED', updated_at = $1, \
              error = 'upload did not finish (interrupted or failed)' \
              WHERE status = 'UPLOADING' AND target_fk = $2 \
-             AND study_fk = (SELECT id FROM study WHERE study_uid = $3) RETURNING object_key",
+             AND study_fk = (SELECT id FROM study WHERE study_uid = $3)",
         )
         .bind(now)
         .bind(target_id)
         .bind(study_uid)
-        .fetch_all(self.pool())
+        .execute(self.pool())
         .await?;
-        Ok(rows.into_iter().map(|(key,)| key).collect())
+        Ok(sqlx::query_as(
+            "SELECT id, object_key FROM pack WHERE status = 'ABANDONED' AND discarded_at IS NULL \
+             AND target_fk = $1 AND study_fk = (SELECT id FROM study WHERE study_uid = $2) \
+             ORDER BY id",
+        )
+        .bind(target_id)
+        .bind(study_uid)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    async fn mark_pack_discarded(&self, pack_id: i64, now: i64) -> IndexResult<()> {
+        sqlx::query("UPDATE pack SET discarded_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(pack_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     async fn begin_pack(

@@ -298,7 +298,14 @@ pub async fn packs_track_what_is_copied(index: Index) {
         .expect("begin");
     // Members are recorded when the upload completes (one live copy job per study and
     // target keeps a second job from packing them meanwhile).
-    assert_eq!(index.unpacked_instances("1.9", target.id).await.expect("unpacked").len(), 3);
+    assert_eq!(
+        index
+            .unpacked_instances("1.9", target.id)
+            .await
+            .expect("unpacked")
+            .len(),
+        3
+    );
     let placed: Vec<_> = sources[..2]
         .iter()
         .enumerate()
@@ -346,13 +353,28 @@ pub async fn packs_track_what_is_copied(index: Index) {
         .begin_pack("1.9", target.id, "1.9/2-1.tar", 2, 20)
         .await
         .expect("begin");
+    let leftovers = index
+        .abandon_unfinished_packs("1.9", target.id, 21)
+        .await
+        .expect("abandon");
+    assert_eq!(leftovers, vec![(second, "1.9/2-1.tar".to_string())]);
+    // Until its leftovers are removed, every attempt is told about it again.
     assert_eq!(
         index
-            .abandon_uploading_packs("1.9", target.id, 21)
+            .abandon_unfinished_packs("1.9", target.id, 22)
             .await
             .expect("abandon"),
-        vec!["1.9/2-1.tar"]
+        leftovers
     );
+    index
+        .mark_pack_discarded(second, 23)
+        .await
+        .expect("discarded");
+    assert!(index
+        .abandon_unfinished_packs("1.9", target.id, 24)
+        .await
+        .expect("abandon")
+        .is_empty());
     assert!(!index
         .complete_pack(second, 1, "cd", &[], 22)
         .await

@@ -1,0 +1,593 @@
+//! The NEARLINE tier end to end, on SQLite and PostgreSQL, against Garage (S3) and a
+//! filesystem target: ingest → copy (by schedule and by CLI) → verify-sync → ARCHIVED, packs
+//! read back with Python's tarfile, and the faults an archive must survive: S3 down during an
+//! upload, a pack damaged in the bucket, kill -9 mid-upload, two nodes on one database.
+
+#[macro_use]
+mod common;
+
+use archive_core::index::Index;
+use archive_core::jobs::{job_state, job_type, Job, JobFilter};
+use archive_core::nearline::{pack_status, PackRow};
+use common::s3::{Garage, S3Place};
+use common::{dcmtk, Backend, Strata};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Fast lifecycle for tests: short polls, leases and backoff; verify-sync only if asked.
+fn lifecycle_toml(verify_schedule: &str, rules: &str) -> String {
+    format!(
+        "[lifecycle]\nworkers = 2\npoll_interval_ms = 100\nlease_secs = 3\nbackoff_base_secs = 1\n\
+         backoff_max_secs = 2\nverify_schedule = \"{verify_schedule}\"\n{rules}\n"
+    )
+}
+
+fn copy_rule(target: &str) -> String {
+    format!(
+        "[[lifecycle.copy_rules]]\nname = \"everything\"\ntarget = \"{target}\"\n\
+         schedule = \"* * * * * *\"\nstable_minutes = 0\n"
+    )
+}
+
+/// Generates `patients` studies and sends them with storescu; returns the study UIDs.
+async fn ingest(strata: &Strata, patients: u32, instances: u32, matrix: u32) -> Vec<String> {
+    let corpus = strata
+        .dir
+        .path()
+        .join(format!("corpus-{patients}-{instances}-{matrix}"));
+    strata.cli_ok(&[
+        "generate",
+        "--out",
+        &corpus.display().to_string(),
+        "--patients",
+        &patients.to_string(),
+        "--instances-per-series",
+        &instances.to_string(),
+        "--series-per-study",
+        "2",
+        "--matrix",
+        &matrix.to_string(),
+        "--seed",
+        &strata.dicom_port.to_string(),
+    ]);
+    let output = dcmtk::storescu_dir(strata.dicom_port, &corpus, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let index = strata.index().await;
+    let found = index
+        .find(&study_level_query())
+        .await
+        .expect("find studies");
+    let uids: Vec<String> = found
+        .iter()
+        .map(|row| {
+            row.get(&archive_core::query::Attr::StudyInstanceUid)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(uids.len(), patients as usize, "every study indexed");
+    uids
+}
+
+fn study_level_query() -> archive_core::query::FindQuery {
+    use archive_core::query::{Attr, FindQuery, Level, Matcher, QueryKey};
+    FindQuery {
+        level: Level::Study,
+        keys: vec![QueryKey {
+            attr: Attr::StudyInstanceUid,
+            matcher: Matcher::Universal,
+        }],
+        limit: 10_000,
+    }
+}
+
+async fn packs(index: &Index, study: &str) -> Vec<PackRow> {
+    index.packs_of_study(study).await.expect("packs")
+}
+
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, strata: &Strata, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !done().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            strata.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn jobs_of(index: &Index, study: &str, kind: &str) -> Vec<Job> {
+    index
+        .list_jobs(&JobFilter {
+            study_uid: Some(study.into()),
+            job_type: Some(kind.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("jobs")
+}
+
+/// Member path → (size, SHA-256) of the study's ONLINE files, hashed from the files themselves.
+async fn online_members(index: &Index, study: &str) -> BTreeMap<String, (u64, String)> {
+    index
+        .study_locations(study)
+        .await
+        .expect("locations")
+        .into_iter()
+        .map(|l| {
+            let bytes = std::fs::read(l.full_path()).expect("online file");
+            (
+                format!("{}/{}.dcm", l.series_uid, l.sop_uid),
+                (bytes.len() as u64, hex::encode(Sha256::digest(&bytes))),
+            )
+        })
+        .collect()
+}
+
+/// Checks a pack, as read by Python's tarfile, against the ONLINE files: manifest first and
+/// listing every member, every member byte-identical.
+fn assert_pack_matches(pack: &serde_json::Value, online: &BTreeMap<String, (u64, String)>) {
+    let names: Vec<&str> = pack["names"]
+        .as_array()
+        .expect("names")
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert_eq!(
+        names.first(),
+        Some(&"MANIFEST.json"),
+        "manifest is the first member"
+    );
+    let members = pack["members"].as_object().expect("members");
+    let in_pack: BTreeMap<String, (u64, String)> = members
+        .iter()
+        .map(|(name, m)| {
+            (
+                name.clone(),
+                (
+                    m["size"].as_u64().expect("size"),
+                    m["sha256"].as_str().expect("sha").to_string(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        &in_pack, online,
+        "pack members are the ONLINE files, byte for byte"
+    );
+    let manifest: BTreeMap<String, (u64, String)> = pack["manifest"]["members"]
+        .as_array()
+        .expect("manifest members")
+        .iter()
+        .map(|m| {
+            (
+                m["path"].as_str().expect("path").to_string(),
+                (
+                    m["size"].as_u64().expect("size"),
+                    m["sha256"].as_str().expect("sha").to_string(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        &manifest, online,
+        "the manifest lists every member with size and SHA-256"
+    );
+    for m in pack["manifest"]["members"].as_array().expect("members") {
+        let uid = m["sop_instance_uid"].as_str().expect("uid");
+        assert!(m["path"]
+            .as_str()
+            .expect("path")
+            .ends_with(&format!("{uid}.dcm")));
+    }
+}
+
+async fn copies_by_schedule_to_s3_and_verifies(backend: Backend) {
+    let place = S3Place::shared();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "{}{}",
+        place.target_toml("cloud", scratch.path(), ""),
+        lifecycle_toml("*/2 * * * * *", &copy_rule("cloud"))
+    );
+    let strata = Strata::start(backend, &config).await;
+    let studies = ingest(&strata, 2, 3, 64).await;
+    let index = strata.index().await;
+    for study in &studies {
+        wait_for(
+            "an ARCHIVED pack",
+            Duration::from_secs(60),
+            &strata,
+            || async {
+                packs(&index, study)
+                    .await
+                    .iter()
+                    .any(|p| p.status == pack_status::ARCHIVED)
+            },
+        )
+        .await;
+        let copies = jobs_of(&index, study, job_type::COPY).await;
+        assert!(
+            copies.iter().all(|j| j.created_by == "rule:everything"),
+            "{copies:?}"
+        );
+        let study_packs = packs(&index, study).await;
+        assert_eq!(study_packs.len(), 1, "one pack per study: {study_packs:?}");
+        let pack = &study_packs[0];
+        assert!(pack.verified_at.is_some());
+        assert_eq!(pack.member_count, 6);
+        let keys = place.keys(study);
+        assert_eq!(keys, vec![format!("{}{}", place.prefix, pack.object_key)]);
+        assert_pack_matches(
+            &place.read_pack(&keys[0]),
+            &online_members(&index, study).await,
+        );
+    }
+    // Every firing after the copies finds nothing new: no further jobs or packs.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for study in &studies {
+        assert_eq!(jobs_of(&index, study, job_type::COPY).await.len(), 1);
+        assert_eq!(packs(&index, study).await.len(), 1);
+    }
+}
+
+async fn copies_by_cli_to_a_directory_and_verifies_only_when_asked(backend: Backend) {
+    // Embedded default target `local` under the data directory; no verify schedule.
+    let strata = Strata::start(backend, &lifecycle_toml("", "")).await;
+    let studies = ingest(&strata, 1, 2, 64).await;
+    let study = &studies[0];
+    let index = strata.index().await;
+    let out = strata.cli_ok(&["copy", "--study", study, "--wait", "--timeout-secs", "60"]);
+    assert!(out.contains("DONE"), "{out}");
+    let before = packs(&index, study).await;
+    assert_eq!(before.len(), 1);
+    assert_eq!(
+        before[0].status,
+        pack_status::TO_ARCHIVE,
+        "not ARCHIVED before a read-back"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        packs(&index, study).await[0].status,
+        pack_status::TO_ARCHIVE
+    );
+
+    strata.cli_ok(&["verify", "--study", study, "--wait", "--timeout-secs", "60"]);
+    let after = packs(&index, study).await;
+    assert_eq!(after[0].status, pack_status::ARCHIVED);
+
+    let tar = strata
+        .data_dir()
+        .join("nearline")
+        .join(&after[0].object_key);
+    let read = dcmtk::python(
+        &[
+            "-c",
+            "import sys, json, tarfile, hashlib\n\
+             t = tarfile.open(sys.argv[1], mode='r:')\nnames = t.getnames()\n\
+             print(json.dumps({'names': names, 'manifest': json.load(t.extractfile(names[0])), \
+             'members': {m.name: {'size': m.size, 'sha256': hashlib.sha256(t.extractfile(m).read()).hexdigest()} for m in t.getmembers()[1:]}}))",
+            &tar.display().to_string(),
+        ],
+        None,
+    );
+    let pack: serde_json::Value = serde_json::from_slice(&read.stdout).expect("json");
+    assert_pack_matches(&pack, &online_members(&index, study).await);
+
+    let listed = strata.cli_ok(&["jobs", "list"]);
+    assert!(
+        listed.contains("COPY") && listed.contains("VERIFY"),
+        "{listed}"
+    );
+    let json = strata.cli_ok(&["jobs", "list", "--json", "--state", "done"]);
+    assert_eq!(json.lines().count(), 2, "{json}");
+
+    // Bad requests are refused with a clear message, nothing queued.
+    let unknown = strata.cli(&["copy", "--study", "1.2.3.4.5"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr)
+        .contains("no study with Study Instance UID 1.2.3.4.5"));
+    let no_target = strata.cli(&["copy", "--study", study, "--target", "tape"]);
+    assert!(String::from_utf8_lossy(&no_target.stderr).contains("no nearline target named `tape`"));
+}
+
+async fn a_pack_damaged_in_the_bucket_fails_verification_and_is_copied_again(backend: Backend) {
+    let place = S3Place::shared();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "{}{}",
+        place.target_toml("cloud", scratch.path(), ""),
+        lifecycle_toml("", "")
+    );
+    let strata = Strata::start(backend, &config).await;
+    let study = ingest(&strata, 1, 3, 64).await.remove(0);
+    let index = strata.index().await;
+    strata.cli_ok(&["copy", "--study", &study, "--wait"]);
+    let first = packs(&index, &study).await.remove(0);
+    place.corrupt(&format!("{}{}", place.prefix, first.object_key));
+
+    let verify = strata.cli(&["verify", "--study", &study, "--wait"]);
+    assert!(
+        !verify.status.success(),
+        "verification of a damaged pack must fail"
+    );
+    let after = packs(&index, &study).await;
+    assert_eq!(after[0].status, pack_status::VERIFY_FAILED);
+    assert!(
+        after[0].error.contains("SHA-256"),
+        "the error says what did not match: {}",
+        after[0].error
+    );
+
+    // verify-failed queued a new copy, which a worker runs at once.
+    wait_for(
+        "a second pack",
+        Duration::from_secs(60),
+        &strata,
+        || async {
+            packs(&index, &study)
+                .await
+                .iter()
+                .any(|p| p.status == pack_status::TO_ARCHIVE)
+        },
+    )
+    .await;
+    let copies = jobs_of(&index, &study, job_type::COPY).await;
+    assert!(
+        copies.iter().any(|j| j.created_by == "verify-failed"),
+        "{copies:?}"
+    );
+    strata.cli_ok(&["verify", "--study", &study, "--wait"]);
+    let statuses: Vec<String> = packs(&index, &study)
+        .await
+        .into_iter()
+        .map(|p| p.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![pack_status::VERIFY_FAILED, pack_status::ARCHIVED]
+    );
+}
+
+/// Waits until the study's copy job has uploaded some bytes (so it is mid-upload).
+async fn wait_mid_upload(strata: &Strata, index: &Index, study: &str) -> Job {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let jobs = jobs_of(index, study, job_type::COPY).await;
+        if let Some(job) = jobs.first() {
+            if job.state == job_state::RUNNING
+                && job.done_bytes > 0
+                && job.done_bytes < job.total_bytes
+            {
+                return job.clone();
+            }
+            assert!(
+                job.state != job_state::DONE,
+                "the copy finished before the fault was injected; make the study larger"
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "copy never started\n{}",
+            strata.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A study of ~130 MB uploads in 5 MiB parts one at a time: a second or more mid-upload.
+const BIG: (u32, u32, u32) = (1, 64, 1024);
+const SLOW_UPLOAD: &str = "part_size = \"5MiB\"\nupload_concurrency = 1\n";
+
+async fn an_s3_outage_during_an_upload_is_retried_until_it_succeeds(backend: Backend) {
+    let mut garage = Garage::start();
+    let place = garage.place();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "{}{}",
+        place.target_toml("cloud", scratch.path(), SLOW_UPLOAD),
+        lifecycle_toml("", "")
+    );
+    let strata = Strata::start(backend, &config).await;
+    let study = ingest(&strata, BIG.0, BIG.1, BIG.2).await.remove(0);
+    let index = strata.index().await;
+    strata.cli_ok(&["copy", "--study", &study]);
+    wait_mid_upload(&strata, &index, &study).await;
+    garage.stop();
+    // The attempt fails and is retried with backoff while S3 is away.
+    wait_for(
+        "a failed attempt",
+        Duration::from_secs(60),
+        &strata,
+        || async { jobs_of(&index, &study, job_type::COPY).await[0].state == job_state::QUEUED },
+    )
+    .await;
+    let failed = jobs_of(&index, &study, job_type::COPY).await.remove(0);
+    assert!(!failed.last_error.is_empty());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    garage.resume();
+    wait_for(
+        "the copy to finish",
+        Duration::from_secs(120),
+        &strata,
+        || async { jobs_of(&index, &study, job_type::COPY).await[0].state == job_state::DONE },
+    )
+    .await;
+    let done = jobs_of(&index, &study, job_type::COPY).await.remove(0);
+    assert!(done.attempts >= 2, "{done:?}");
+    assert!(
+        packs(&index, &study)
+            .await
+            .iter()
+            .all(|p| p.status != pack_status::ARCHIVED),
+        "nothing is ARCHIVED without a read-back"
+    );
+    strata.cli_ok(&["verify", "--study", &study, "--wait"]);
+    assert_one_live_copy(&index, &place, &study).await;
+}
+
+async fn kill_9_mid_upload_resumes_without_duplicate_packs(backend: Backend) {
+    let place = S3Place::shared();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "{}{}",
+        place.target_toml("cloud", scratch.path(), SLOW_UPLOAD),
+        lifecycle_toml("", "")
+    );
+    let mut strata = Strata::start(backend, &config).await;
+    let study = ingest(&strata, BIG.0, BIG.1, BIG.2).await.remove(0);
+    let index = strata.index().await;
+    strata.cli_ok(&["copy", "--study", &study]);
+    wait_mid_upload(&strata, &index, &study).await;
+    strata.kill9();
+    assert_eq!(
+        packs(&index, &study).await[0].status,
+        pack_status::UPLOADING
+    );
+    strata.restart();
+    wait_for(
+        "the copy to finish after restart",
+        Duration::from_secs(120),
+        &strata,
+        || async { jobs_of(&index, &study, job_type::COPY).await[0].state == job_state::DONE },
+    )
+    .await;
+    strata.cli_ok(&["verify", "--study", &study, "--wait"]);
+    let statuses: Vec<String> = packs(&index, &study)
+        .await
+        .into_iter()
+        .map(|p| p.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![pack_status::ABANDONED, pack_status::ARCHIVED]
+    );
+    assert_one_live_copy(&index, &place, &study).await;
+}
+
+/// Exactly one ARCHIVED pack, it is the only object of the study in the bucket, no
+/// unfinished multipart upload is left, and it matches the ONLINE files.
+async fn assert_one_live_copy(index: &Index, place: &S3Place, study: &str) {
+    let live: Vec<PackRow> = packs(index, study)
+        .await
+        .into_iter()
+        .filter(|p| p.status == pack_status::ARCHIVED)
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    let keys = place.keys(study);
+    assert_eq!(
+        keys,
+        vec![format!("{}{}", place.prefix, live[0].object_key)]
+    );
+    assert_eq!(
+        place.open_uploads(),
+        0,
+        "no unfinished multipart upload is left behind"
+    );
+    assert_pack_matches(
+        &place.read_pack(&keys[0]),
+        &online_members(index, study).await,
+    );
+}
+
+on_both_backends!(
+    copies_by_schedule_to_s3_and_verifies,
+    copies_by_cli_to_a_directory_and_verifies_only_when_asked,
+    a_pack_damaged_in_the_bucket_fails_verification_and_is_copied_again,
+    an_s3_outage_during_an_upload_is_retried_until_it_succeeds,
+    kill_9_mid_upload_resumes_without_duplicate_packs,
+);
+
+/// Two nodes on one PostgreSQL, both running the same copy rule: every study is copied
+/// exactly once, and both list the same jobs.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_on_one_postgres_copy_each_study_once() {
+    let place = S3Place::shared();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "{}{}",
+        place.target_toml("cloud", scratch.path(), ""),
+        lifecycle_toml("* * * * * *", &copy_rule("cloud"))
+    );
+    // The rule only starts once all 50 studies are in: node A ingests with the rule disabled.
+    let paused = config.replace(
+        "stable_minutes = 0\n",
+        "stable_minutes = 0\nenabled = false\n",
+    );
+    let a = Strata::start(
+        Backend::Postgres,
+        &format!("{paused}\n[dicom]\nmax_associations = 64\n"),
+    )
+    .await;
+    let studies = ingest(&a, 50, 1, 32).await;
+    let mut a = a;
+    std::fs::write(
+        &a.config_path,
+        std::fs::read_to_string(&a.config_path)
+            .expect("config")
+            .replace(&paused, &config),
+    )
+    .expect("enable rule");
+    a.restart();
+    let b = Strata::start_on(&a.database_url, &config);
+    let index = a.index().await;
+    wait_for(
+        "50 ARCHIVED studies",
+        Duration::from_secs(180),
+        &a,
+        || async {
+            let mut archived = 0;
+            for study in &studies {
+                archived += usize::from(
+                    packs(&index, study)
+                        .await
+                        .iter()
+                        .any(|p| p.status == pack_status::ARCHIVED),
+                );
+            }
+            archived == studies.len()
+        },
+    )
+    .await;
+    let mut owners = HashSet::new();
+    for study in &studies {
+        let study_packs = packs(&index, study).await;
+        assert_eq!(
+            study_packs.len(),
+            1,
+            "study copied exactly once: {study_packs:?}"
+        );
+        let copies = jobs_of(&index, study, job_type::COPY).await;
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        owners.insert(copies[0].owner_node.clone());
+    }
+    assert_eq!(
+        place.keys("").len(),
+        50,
+        "50 packs in the bucket, no duplicates"
+    );
+    let from_a = a.cli_ok(&["jobs", "list", "--json", "--limit", "1000"]);
+    let from_b = b.cli_ok(&["jobs", "list", "--json", "--limit", "1000"]);
+    let ids = |text: &str| -> Vec<i64> {
+        text.lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["id"]
+                    .as_i64()
+                    .expect("id")
+            })
+            .collect()
+    };
+    assert_eq!(ids(&from_a), ids(&from_b), "both nodes list the same jobs");
+    assert!(ids(&from_a).len() >= 100, "50 copies and 50 verifications");
+    eprintln!("copy jobs ran on nodes: {owners:?}");
+}
