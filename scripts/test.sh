@@ -4,7 +4,11 @@
 # 1. installs what the tests need when it is missing (Debian packages, PyPI), as root;
 # 2. uses the PostgreSQL at 127.0.0.1:5432 when it answers, otherwise starts a throwaway one
 #    under target/pg with initdb/pg_ctl;
-# 3. runs cargo fmt --check, cargo clippy -D warnings, and every test of the workspace.
+# 3. starts a throwaway Garage (a production S3 server) on loopback under target/garage;
+# 4. runs cargo fmt --check, cargo clippy -D warnings, and every test of the workspace.
+#
+# Garage is built from crates.io with `cargo install garage` the first time (about 10 minutes
+# on 2 cores) and reused from ~/.cargo/bin afterwards; STRATA_TEST_GARAGE names another binary.
 #
 # Environment: STRATA_TEST_PG_URL (use this PostgreSQL admin URL instead of discovering one),
 # STRATA_TEST_OWN_PG=1 (start a private PostgreSQL even if one answers on 5432),
@@ -43,32 +47,24 @@ install_missing() {
         log "installing pynetdicom (PyPI)"
         python3 -m pip install -q pynetdicom
     fi
-}
-
-pg_reachable() { # host port
-    if command -v pg_isready >/dev/null; then pg_isready -q -h "$1" -p "$2" 2>/dev/null
-    else (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; fi
-}
-
-# Starts a private PostgreSQL under target/pg (initdb refuses to run as root: use postgres).
-start_own_postgres() {
-    local bin port=55432 data="$root_dir/target/pg/data"
-    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-    mkdir -p "$root_dir/target/pg"
-    local run_as=()
-    if [ "$(id -u)" -eq 0 ]; then chown -R postgres "$root_dir/target/pg"; run_as=(runuser -u postgres --); fi
-    if [ ! -f "$data/PG_VERSION" ]; then
-        "${run_as[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust >/dev/null
+    if ! python3 -c 'import boto3' 2>/dev/null; then
+        log "installing boto3 (PyPI): the tests' independent S3 reader"
+        python3 -m pip install -q boto3
     fi
-    "${run_as[@]}" "$bin/pg_ctl" -D "$data" -l "$root_dir/target/pg/log" -w \
-        -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
-    STARTED_PG=("${run_as[@]}" "$bin/pg_ctl" -D "$data" -m fast stop)
-    export STRATA_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+    if [ -z "$(garage_binary)" ]; then
+        log "installing Garage $GARAGE_VERSION from crates.io (once; about 10 minutes)"
+        cargo install garage --locked --version "$GARAGE_VERSION" --quiet
+    fi
 }
+
+# shellcheck source=scripts/garage.sh
+source "$root_dir/scripts/garage.sh"
 
 STARTED_PG=()
+STARTED_GARAGE=""
 cleanup() {
     if [ ${#STARTED_PG[@]} -gt 0 ]; then "${STARTED_PG[@]}" >/dev/null 2>&1 || true; fi
+    if [ -n "$STARTED_GARAGE" ]; then kill "$STARTED_GARAGE" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 
@@ -90,6 +86,10 @@ if [ -z "${STRATA_TEST_PG_URL:-}" ]; then
 fi
 log "PostgreSQL for tests: $STRATA_TEST_PG_URL"
 drop_old_test_databases
+
+log "starting Garage (S3) for tests"
+start_garage "$root_dir/target/garage"
+log "S3 for tests: $STRATA_TEST_S3_ENDPOINT (bucket $STRATA_TEST_S3_BUCKET)"
 
 # pynetdicom's console scripts are named like DCMTK's; tests call DCMTK by absolute path.
 export DCMTK_BIN=/usr/bin

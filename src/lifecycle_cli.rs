@@ -131,13 +131,17 @@ pub fn jobs(config: Config, command: JobsCommand) -> anyhow::Result<()> {
                     limit,
                 };
                 let jobs = index.list_jobs(&filter).await.context("cannot list jobs")?;
-                if json {
+                let text = if json {
+                    let mut lines = String::new();
                     for job in &jobs {
-                        println!("{}", serde_json::to_string(job)?);
+                        lines.push_str(&serde_json::to_string(job)?);
+                        lines.push('\n');
                     }
+                    lines
                 } else {
-                    print_jobs(&jobs);
-                }
+                    jobs_table(&jobs)
+                };
+                write_stdout(&text)?;
             }
             JobsCommand::Cancel { id } => {
                 if index.cancel_job(id, now_millis()).await? {
@@ -153,8 +157,20 @@ pub fn jobs(config: Config, command: JobsCommand) -> anyhow::Result<()> {
     })
 }
 
-fn print_jobs(jobs: &[Job]) {
-    println!(
+/// Writes command output; a reader that stops early (`| head`, `| grep -q`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
+}
+
+fn jobs_table(jobs: &[Job]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{:>6}  {:<6}  {:<9}  {:>3}  {:<12}  {:<20}  {:>13}  study / last error",
         "id", "type", "state", "try", "target", "node", "progress"
     );
@@ -164,7 +180,8 @@ fn print_jobs(jobs: &[Job]) {
         } else {
             String::new()
         };
-        println!(
+        let _ = writeln!(
+            out,
             "{:>6}  {:<6}  {:<9}  {:>3}  {:<12}  {:<20}  {:>13}  {}{}",
             job.id,
             job.job_type,
@@ -181,6 +198,7 @@ fn print_jobs(jobs: &[Job]) {
             }
         );
     }
+    out
 }
 
 pub fn nearline(config: Config, command: NearlineCommand) -> anyhow::Result<()> {

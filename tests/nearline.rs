@@ -292,6 +292,15 @@ async fn copies_by_cli_to_a_directory_and_verifies_only_when_asked(backend: Back
     let json = strata.cli_ok(&["jobs", "list", "--json", "--state", "done"]);
     assert_eq!(json.lines().count(), 2, "{json}");
 
+    // New instances of an already packed study go into an additional pack, alone.
+    let again = ingest(&strata, 1, 3, 64).await;
+    assert_eq!(&again[0], study);
+    strata.cli_ok(&["copy", "--study", study, "--wait", "--timeout-secs", "60"]);
+    let now = packs(&index, study).await;
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert_eq!((now[0].member_count, now[1].member_count), (4, 2));
+    assert_eq!(now[1].status, pack_status::TO_ARCHIVE);
+
     // Bad requests are refused with a clear message, nothing queued.
     let unknown = strata.cli(&["copy", "--study", "1.2.3.4.5"]);
     assert!(!unknown.status.success());

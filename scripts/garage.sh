@@ -1,0 +1,71 @@
+# Garage, a production S3 server, for tests and benchmarks (sourced by scripts/test.sh and
+# bench/tier.sh). Garage is built from crates.io once and reused from ~/.cargo/bin.
+
+GARAGE_VERSION=2.5.0
+garage_binary() {
+    if [ -n "${STRATA_TEST_GARAGE:-}" ]; then echo "$STRATA_TEST_GARAGE"
+    elif [ -x "$HOME/.cargo/bin/garage" ]; then echo "$HOME/.cargo/bin/garage"
+    else command -v garage || true; fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# A single-node Garage with one bucket (strata-test) and fixed test credentials, its data
+# under the given directory; exports STRATA_TEST_S3_* and sets STARTED_GARAGE to its pid.
+start_garage() { # directory
+    local garage dir="$1" s3_port rpc_port node
+    garage=$(garage_binary)
+    [ -n "$garage" ] || { echo "garage is not installed (run without SKIP_INSTALL=1)" >&2; return 1; }
+    rm -rf "$dir" && mkdir -p "$dir"
+    s3_port=$(free_port); rpc_port=$(free_port)
+    cat >"$dir/garage.toml" <<EOF
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc_port"
+rpc_public_addr = "127.0.0.1:$rpc_port"
+rpc_secret = "$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3_port"
+root_domain = ".s3.garage.localhost"
+EOF
+    "$garage" -c "$dir/garage.toml" server >"$dir/server.log" 2>&1 &
+    STARTED_GARAGE=$!
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null && break; sleep 0.1; done
+    node=$("$garage" -c "$dir/garage.toml" node id -q | cut -d@ -f1)
+    "$garage" -c "$dir/garage.toml" layout assign -z dc1 -c 1G "$node" >/dev/null
+    "$garage" -c "$dir/garage.toml" layout apply --version 1 >/dev/null
+    "$garage" -c "$dir/garage.toml" key import --yes GK0123456789abcdef01234567 \
+        0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef -n strata-test >/dev/null
+    "$garage" -c "$dir/garage.toml" bucket create strata-test >/dev/null
+    "$garage" -c "$dir/garage.toml" bucket allow --read --write --owner strata-test --key strata-test >/dev/null
+    export STRATA_TEST_GARAGE="$garage"
+    export STRATA_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
+    export STRATA_TEST_S3_BUCKET=strata-test
+    export STRATA_TEST_S3_ACCESS_KEY_ID=GK0123456789abcdef01234567
+    export STRATA_TEST_S3_SECRET_ACCESS_KEY=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+}
+
+pg_reachable() { # host port
+    if command -v pg_isready >/dev/null; then pg_isready -q -h "$1" -p "$2" 2>/dev/null
+    else (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; fi
+}
+
+# Starts a private PostgreSQL under target/pg (initdb refuses to run as root: use postgres).
+start_own_postgres() {
+    local bin port=55432 data="$root_dir/target/pg/data"
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    mkdir -p "$root_dir/target/pg"
+    local run_as=()
+    if [ "$(id -u)" -eq 0 ]; then chown -R postgres "$root_dir/target/pg"; run_as=(runuser -u postgres --); fi
+    if [ ! -f "$data/PG_VERSION" ]; then
+        "${run_as[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust >/dev/null
+    fi
+    "${run_as[@]}" "$bin/pg_ctl" -D "$data" -l "$root_dir/target/pg/log" -w \
+        -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+    STARTED_PG=("${run_as[@]}" "$bin/pg_ctl" -D "$data" -m fast stop)
+    export STRATA_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
