@@ -394,13 +394,12 @@ async fn wait_mid_upload(strata: &Strata, index: &Index, study: &str) -> Job {
     }
 }
 
-/// A study of ~130 MB uploads in 5 MiB parts one at a time: a second or more mid-upload.
-const BIG: (u32, u32, u32) = (1, 64, 1024);
-const SLOW_UPLOAD: &str = "part_size = \"5MiB\"\nupload_concurrency = 1\n";
-
-async fn an_s3_outage_during_an_upload_is_retried_until_it_succeeds(backend: Backend) {
-    let mut garage = Garage::start();
-    let place = garage.place();
+/// Starts Strata with an S3 target at `place` that uploads slowly, ingests a big study and
+/// returns once its copy job is mid-upload.
+async fn big_copy_under_way(
+    backend: Backend,
+    place: &S3Place,
+) -> (Strata, Index, String, tempfile::TempDir) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let config = format!(
         "{}{}",
@@ -412,26 +411,36 @@ async fn an_s3_outage_during_an_upload_is_retried_until_it_succeeds(backend: Bac
     let index = strata.index().await;
     strata.cli_ok(&["copy", "--study", &study]);
     wait_mid_upload(&strata, &index, &study).await;
-    garage.stop();
-    // The attempt fails and is retried with backoff while S3 is away.
+    (strata, index, study, scratch)
+}
+
+/// Waits until the study's (latest) copy job is in `state`.
+async fn wait_for_copy(strata: &Strata, index: &Index, study: &str, state: &str, seconds: u64) {
     wait_for(
-        "a failed attempt",
-        Duration::from_secs(60),
-        &strata,
-        || async { jobs_of(&index, &study, job_type::COPY).await[0].state == job_state::QUEUED },
+        &format!("the copy job to be {state}"),
+        Duration::from_secs(seconds),
+        strata,
+        || async { jobs_of(index, study, job_type::COPY).await[0].state == state },
     )
     .await;
+}
+
+/// A study of ~130 MB uploads in 5 MiB parts one at a time: a second or more mid-upload.
+const BIG: (u32, u32, u32) = (1, 64, 1024);
+const SLOW_UPLOAD: &str = "part_size = \"5MiB\"\nupload_concurrency = 1\n";
+
+async fn an_s3_outage_during_an_upload_is_retried_until_it_succeeds(backend: Backend) {
+    let mut garage = Garage::start();
+    let place = garage.place();
+    let (strata, index, study, _scratch) = big_copy_under_way(backend, &place).await;
+    garage.stop();
+    // The attempt fails and is retried with backoff while S3 is away.
+    wait_for_copy(&strata, &index, &study, job_state::QUEUED, 60).await;
     let failed = jobs_of(&index, &study, job_type::COPY).await.remove(0);
     assert!(!failed.last_error.is_empty());
     tokio::time::sleep(Duration::from_secs(3)).await;
     garage.resume();
-    wait_for(
-        "the copy to finish",
-        Duration::from_secs(120),
-        &strata,
-        || async { jobs_of(&index, &study, job_type::COPY).await[0].state == job_state::DONE },
-    )
-    .await;
+    wait_for_copy(&strata, &index, &study, job_state::DONE, 120).await;
     let done = jobs_of(&index, &study, job_type::COPY).await.remove(0);
     assert!(done.attempts >= 2, "{done:?}");
     assert!(
@@ -447,30 +456,14 @@ async fn an_s3_outage_during_an_upload_is_retried_until_it_succeeds(backend: Bac
 
 async fn kill_9_mid_upload_resumes_without_duplicate_packs(backend: Backend) {
     let place = S3Place::shared();
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let config = format!(
-        "{}{}",
-        place.target_toml("cloud", scratch.path(), SLOW_UPLOAD),
-        lifecycle_toml("", "")
-    );
-    let mut strata = Strata::start(backend, &config).await;
-    let study = ingest(&strata, BIG.0, BIG.1, BIG.2).await.remove(0);
-    let index = strata.index().await;
-    strata.cli_ok(&["copy", "--study", &study]);
-    wait_mid_upload(&strata, &index, &study).await;
+    let (mut strata, index, study, _scratch) = big_copy_under_way(backend, &place).await;
     strata.kill9();
     assert_eq!(
         packs(&index, &study).await[0].status,
         pack_status::UPLOADING
     );
     strata.restart();
-    wait_for(
-        "the copy to finish after restart",
-        Duration::from_secs(120),
-        &strata,
-        || async { jobs_of(&index, &study, job_type::COPY).await[0].state == job_state::DONE },
-    )
-    .await;
+    wait_for_copy(&strata, &index, &study, job_state::DONE, 120).await;
     strata.cli_ok(&["verify", "--study", &study, "--wait"]);
     let statuses: Vec<String> = packs(&index, &study)
         .await

@@ -13,17 +13,7 @@ pub(crate) async fn run(
     reporter: &Reporter,
 ) -> Result<(), JobError> {
     let index = &services.index;
-    let row = index.target(&job.target_name).await?.ok_or_else(|| {
-        JobError::permanent(format!(
-            "there is no nearline target named `{}`",
-            job.target_name
-        ))
-    })?;
-    let target = services
-        .targets
-        .get(&row)
-        .await
-        .map_err(|e| JobError::retry(format!("cannot open target `{}`: {e}", row.spec.name)))?;
+    let (row, target) = crate::targets::open_job_target(services, job).await?;
 
     // Whatever an earlier attempt left half-uploaded (crash, outage, a node that lost its
     // lease) is abandoned and removed before anything is uploaded again. If it cannot be

@@ -17,12 +17,7 @@ pub(crate) async fn run(
     reporter: &Reporter,
 ) -> Result<(), JobError> {
     let index = &services.index;
-    let row = index.target(&job.target_name).await?.ok_or_else(|| {
-        JobError::permanent(format!(
-            "there is no nearline target named `{}`",
-            job.target_name
-        ))
-    })?;
+    let (row, target) = crate::targets::open_job_target(services, job).await?;
     let packs: Vec<_> = index
         .packs_of_study(&job.study_uid)
         .await?
@@ -34,11 +29,6 @@ pub(crate) async fn run(
         tracing::info!("no pack of the study on the target to verify");
         return Ok(());
     }
-    let target = services
-        .targets
-        .get(&row)
-        .await
-        .map_err(|e| JobError::retry(format!("cannot open target `{}`: {e}", row.spec.name)))?;
     reporter.set_totals(
         packs.iter().map(|p| p.member_count as usize).sum(),
         packs.iter().map(|p| p.size_bytes as u64).sum(),

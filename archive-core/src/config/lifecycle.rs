@@ -375,7 +375,7 @@ mod tests {
     fn five_field_cron_is_accepted_and_bad_cron_is_explained() {
         assert!(parse_schedule("*/10 * * * *").is_ok());
         assert!(parse_schedule("0 */10 * * * *").is_ok());
-        let error = parse_schedule("every day").unwrap_err();
+        let error = parse_schedule("every day").expect_err("not cron");
         assert!(error.contains("every day"), "{error}");
         assert!(error.contains("example"), "{error}");
     }
@@ -386,14 +386,14 @@ mod tests {
         spec.kind = TargetKind::S3;
         let error = spec
             .validate("nearline.targets[0]")
-            .unwrap_err()
+            .expect_err("invalid")
             .to_string();
         assert!(error.contains("nearline.targets[0].bucket"), "{error}");
         spec.bucket = "b".into();
         spec.access_key_id_file = Some("/run/secrets/id".into());
         let error = spec
             .validate("nearline.targets[0]")
-            .unwrap_err()
+            .expect_err("invalid")
             .to_string();
         assert!(error.contains("secret_access_key_file"), "{error}");
     }
