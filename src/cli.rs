@@ -75,6 +75,14 @@ pub enum Command {
     Copy(StudyJobArgs),
     /// Queue a read-back (verify-sync) of a study's packs on a NEARLINE target
     Verify(StudyJobArgs),
+    /// Queue bringing a NEARLINE study back ONLINE (a job)
+    Restore(StudyJobArgs),
+    /// Queue deleting a study's ONLINE copies; only instances with a verified (ARCHIVED)
+    /// NEARLINE copy lose theirs (`--target`: copies on that target only)
+    DeleteOnline(StudyJobArgs),
+    /// Retention rules: what they would delete, and why other studies stay
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Lifecycle jobs, as every node sees them
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -97,6 +105,21 @@ pub struct StudyJobArgs {
     /// Give up waiting after this many seconds
     #[arg(long, default_value_t = 3600)]
     pub timeout_secs: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RetentionCommand {
+    /// Dry run: what each rule (or the named one) would delete now, and why others stay
+    Preview {
+        /// Only this rule
+        #[arg(long)]
+        rule: Option<String>,
+        /// One JSON object per study instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the retention rules
+    List,
 }
 
 #[derive(Subcommand, Debug)]

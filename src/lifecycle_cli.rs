@@ -1,7 +1,7 @@
 //! `strata copy | verify | jobs | nearline`: the lifecycle from the command line. Commands
 //! queue jobs in the shared table; whichever node runs `strata serve` does the work.
 
-use crate::cli::{JobsCommand, NearlineAddArgs, NearlineCommand, StudyJobArgs};
+use crate::cli::{JobsCommand, NearlineAddArgs, NearlineCommand, RetentionCommand, StudyJobArgs};
 use crate::serve::{open_index, prepare_nearline, runtime};
 use anyhow::{bail, Context};
 use archive_core::config::{ByteSize, Config, TargetKind, TargetSpec};
@@ -19,16 +19,40 @@ pub fn request(config: Config, kind: &str, args: StudyJobArgs) -> anyhow::Result
                 args.study_uid
             );
         }
-        let target = choose_target(&index, args.target.as_deref()).await?;
         let max_attempts = config.lifecycle.max_attempts;
-        let enqueued = if kind == job_type::COPY {
-            lifecycle::request_copy(&index, &args.study_uid, &target, "cli", max_attempts).await?
-        } else {
-            lifecycle::request_verify(&index, &args.study_uid, &target, "cli", max_attempts).await?
+        let study = &args.study_uid;
+        let (enqueued, target) = match kind {
+            job_type::COPY | job_type::VERIFY => {
+                let target = choose_target(&index, args.target.as_deref()).await?;
+                let enqueued = if kind == job_type::COPY {
+                    lifecycle::request_copy(&index, study, &target, "cli", max_attempts).await?
+                } else {
+                    lifecycle::request_verify(&index, study, &target, "cli", max_attempts).await?
+                };
+                (enqueued, target)
+            }
+            job_type::DELETE => {
+                let target = match args.target.as_deref() {
+                    Some(name) => choose_target(&index, Some(name)).await?,
+                    None => String::new(),
+                };
+                let enqueued =
+                    lifecycle::request_delete(&index, study, &target, "cli", max_attempts).await?;
+                (enqueued, target)
+            }
+            _ => (
+                lifecycle::request_restore(&index, study, "cli", max_attempts).await?,
+                String::new(),
+            ),
         };
         if enqueued.created {
+            let on = if target.is_empty() {
+                String::new()
+            } else {
+                format!(", target {target}")
+            };
             println!(
-                "queued {kind} job {} (study {}, target {target})",
+                "queued {kind} job {} (study {}{on})",
                 enqueued.job_id, args.study_uid
             );
         } else {
@@ -111,6 +135,55 @@ async fn wait_for(index: &Index, job_id: i64, timeout: Duration) -> anyhow::Resu
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+pub fn retention(config: Config, command: RetentionCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let index = open_index(&config).await?;
+        prepare_nearline(&index, &config).await?;
+        let rules = index
+            .retention_rules()
+            .await
+            .context("cannot read retention rules")?;
+        let mut text = String::new();
+        match command {
+            RetentionCommand::List => {
+                for rule in &rules {
+                    text.push_str(&format!("{}\n", serde_json::to_string(rule)?));
+                }
+            }
+            RetentionCommand::Preview { rule, json } => {
+                let chosen: Vec<_> = rules
+                    .iter()
+                    .filter(|r| rule.as_deref().is_none_or(|name| r.name == name))
+                    .collect();
+                if chosen.is_empty() {
+                    bail!(
+                        "no retention rule{}",
+                        rule.map(|n| format!(" named `{n}`")).unwrap_or_default()
+                    );
+                }
+                for rule in chosen {
+                    for entry in archive_core::retention::preview(&index, rule).await? {
+                        if json {
+                            let mut value = serde_json::to_value(&entry)?;
+                            value["rule"] = serde_json::Value::from(rule.name.clone());
+                            text.push_str(&format!("{value}\n"));
+                        } else {
+                            text.push_str(&format!(
+                                "{:<16} {:<7} {:<64} {}\n",
+                                rule.name,
+                                if entry.delete { "DELETE" } else { "KEEP" },
+                                entry.study_uid,
+                                entry.reasons.join("; ")
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        write_stdout(&text)
+    })
 }
 
 pub fn jobs(config: Config, command: JobsCommand) -> anyhow::Result<()> {

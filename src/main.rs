@@ -41,6 +41,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             archive_core::jobs::job_type::VERIFY,
             args,
         ),
+        Command::Restore(args) => lifecycle_cli::request(
+            load_config(&cli.config)?,
+            archive_core::jobs::job_type::RESTORE,
+            args,
+        ),
+        Command::DeleteOnline(args) => lifecycle_cli::request(
+            load_config(&cli.config)?,
+            archive_core::jobs::job_type::DELETE,
+            args,
+        ),
+        Command::Retention(command) => lifecycle_cli::retention(load_config(&cli.config)?, command),
         Command::Jobs(command) => lifecycle_cli::jobs(load_config(&cli.config)?, command),
         Command::Nearline(command) => lifecycle_cli::nearline(load_config(&cli.config)?, command),
     }

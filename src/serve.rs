@@ -4,7 +4,10 @@ use anyhow::Context;
 use archive_core::config::{redact_url, Config};
 use archive_core::index::Index;
 use archive_core::ingest::IngestQueue;
+use archive_core::nearline::TargetCache;
 use archive_core::online::OnlineStore;
+use archive_core::retrieve::{NearlineAccess, Retriever};
+use archive_core::retrieve_cache::RetrieveCache;
 use dicom_scp::ScpContext;
 use std::sync::Arc;
 
@@ -52,6 +55,10 @@ pub async fn prepare_nearline(index: &Index, config: &Config) -> anyhow::Result<
         .sync_copy_rules(&config.lifecycle.copy_rules, now)
         .await
         .context("cannot record the copy rules in the index")?;
+    index
+        .sync_retention_rules(&config.lifecycle.retention_rules, now)
+        .await
+        .context("cannot record the retention rules in the index")?;
     Ok(())
 }
 
@@ -73,7 +80,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let ingest = IngestQueue::start(index.clone());
-    let context = Arc::new(ScpContext::new(&config, index.clone(), online, ingest));
+    let targets = Arc::new(TargetCache::new(Arc::new(hsm_s3::Targets)));
+    let cache_dir = config.effective_cache_dir();
+    let cache = RetrieveCache::open(cache_dir.clone(), config.nearline.cache_size.0).with_context(
+        || {
+            format!(
+                "cannot prepare the retrieve cache {} (key nearline.cache_dir)",
+                cache_dir.display()
+            )
+        },
+    )?;
+    let retriever = Retriever::with_nearline(NearlineAccess {
+        index: index.clone(),
+        targets: targets.clone(),
+        cache,
+    });
+    let mut scp = ScpContext::new(&config, index.clone(), online.clone(), ingest);
+    scp.retriever = retriever.clone();
+    let context = Arc::new(scp);
 
     let dicom_address = format!("{}:{}", config.dicom.bind, config.dicom.port);
     let dicom_listener = tokio::net::TcpListener::bind(&dicom_address)
@@ -118,7 +142,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let dicom = dicom_scp::server::run(dicom_listener, context, shutdown_signal());
     let lifecycle = lifecycle::Lifecycle::start(
         index.clone(),
-        Arc::new(hsm_s3::Targets),
+        targets,
+        retriever,
+        online,
         lifecycle::Settings::from_config(&config),
     )
     .await

@@ -5,6 +5,10 @@ use serde::Serialize;
 pub mod job_type {
     pub const COPY: &str = "COPY";
     pub const VERIFY: &str = "VERIFY";
+    /// Deletes a study's ONLINE copies (those with an ARCHIVED NEARLINE copy).
+    pub const DELETE: &str = "DELETE";
+    /// Copies a NEARLINE study back to ONLINE storage.
+    pub const RESTORE: &str = "RESTORE";
 }
 
 pub mod job_state {

@@ -5,10 +5,13 @@ pub mod config;
 pub mod index;
 pub mod ingest;
 pub mod jobs;
+pub mod metrics;
 pub mod model;
 pub mod nearline;
 pub mod online;
 pub mod query;
+pub mod retention;
 pub mod retrieve;
+pub mod retrieve_cache;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

@@ -5,9 +5,11 @@
 use crate::config::TargetSpec;
 use async_trait::async_trait;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::sync::Mutex;
 
 /// Pack statuses as stored in the index.
 pub mod pack_status {
@@ -173,6 +175,15 @@ pub trait NearlineTarget: Send + Sync + 'static {
         expected: &ExpectedPack,
         progress: Arc<TransferProgress>,
     ) -> NearlineResult<VerifyOutcome>;
+    /// Reads the pack and writes its members under `dir` (by member path), checking each one
+    /// and the whole pack against what the index recorded; a damaged pack is an error of kind
+    /// `Invalid` and leaves `dir` incomplete (the caller removes it).
+    async fn unpack_pack(
+        &self,
+        expected: &ExpectedPack,
+        dir: &std::path::Path,
+        progress: Arc<TransferProgress>,
+    ) -> NearlineResult<()>;
     /// Reads `length` bytes at `offset` of a pack (one member, without the rest).
     async fn read_range(&self, key: &str, offset: u64, length: u64) -> NearlineResult<Vec<u8>>;
     /// Removes whatever an unfinished upload left under `key` (the object, partial files,
@@ -209,4 +220,33 @@ pub struct PackRow {
     pub error: String,
     pub created_at: i64,
     pub verified_at: Option<i64>,
+}
+
+/// Open targets by name, each with the settings it was opened with.
+type OpenTargets = HashMap<String, (TargetSpec, Arc<dyn NearlineTarget>)>;
+
+pub struct TargetCache {
+    factory: Arc<dyn TargetFactory>,
+    open: Mutex<OpenTargets>,
+}
+
+impl TargetCache {
+    pub fn new(factory: Arc<dyn TargetFactory>) -> TargetCache {
+        TargetCache {
+            factory,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn get(&self, row: &TargetRow) -> NearlineResult<Arc<dyn NearlineTarget>> {
+        let mut open = self.open.lock().await;
+        if let Some((spec, target)) = open.get(&row.spec.name) {
+            if *spec == row.spec {
+                return Ok(target.clone());
+            }
+        }
+        let target = self.factory.open(&row.spec).await?;
+        open.insert(row.spec.name.clone(), (row.spec.clone(), target.clone()));
+        Ok(target)
+    }
 }

@@ -1,10 +1,19 @@
 //! The one way retrievals (C-MOVE, C-GET, later WADO) read stored objects: [`Retriever::open`]
 //! turns an index location into the object's data set bytes, without the caller ever seeing a
-//! file path. Today it reads the ONLINE copy; the NEARLINE work extends it to fetch packs.
+//! file path. An ONLINE copy is read from its file; a NEARLINE-only instance from its pack,
+//! fetched once into the retrieve cache ([`crate::retrieve_cache`]) — or, when a single
+//! instance is asked for, read alone with a ranged GET at the offset the index recorded.
 
-use crate::index::InstanceLocation;
+use crate::index::{Index, InstanceLocation, NearlineMember};
+use crate::nearline::{ExpectedPack, TargetCache, TransferProgress};
+use crate::retrieve_cache::{CachePin, RetrieveCache};
+use sha2::{Digest, Sha256};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Single instances larger than this are served from the whole pack instead of a range.
+const RANGE_READ_LIMIT: i64 = 64 << 20;
 
 /// Objects up to this size are read in one go; larger ones are streamed in chunks.
 const READ_WHOLE_LIMIT: u64 = 8 << 20;
@@ -20,6 +29,8 @@ pub enum RetrieveError {
     },
     #[error("SOP Instance {sop_uid}: stored file is not a DICOM Part-10 file")]
     NotPart10 { sop_uid: String },
+    #[error("SOP Instance {sop_uid}: cannot read its NEARLINE copy: {message}")]
+    Nearline { sop_uid: String, message: String },
 }
 
 /// Where the received data set starts in a Part-10 file written by Strata (or anyone who puts
@@ -36,17 +47,60 @@ pub fn part10_data_set_offset(head: &[u8]) -> Option<usize> {
     144usize.checked_add(group_length as usize)
 }
 
+/// What reading NEARLINE copies needs: the index (pack members), the targets, the cache.
+pub struct NearlineAccess {
+    pub index: Index,
+    pub targets: Arc<TargetCache>,
+    pub cache: Arc<RetrieveCache>,
+}
+
 #[derive(Clone, Default)]
-pub struct Retriever;
+pub struct Retriever {
+    nearline: Option<Arc<NearlineAccess>>,
+}
 
 impl Retriever {
+    /// Reads ONLINE copies only.
     pub fn new() -> Retriever {
-        Retriever
+        Retriever { nearline: None }
     }
 
-    /// Opens an instance for sending.
+    /// Reads ONLINE copies, and NEARLINE ones through `access`.
+    pub fn with_nearline(access: NearlineAccess) -> Retriever {
+        Retriever {
+            nearline: Some(Arc::new(access)),
+        }
+    }
+
+    /// Opens an instance for sending, as part of retrieving many: a NEARLINE-only instance
+    /// comes from its whole pack, fetched once into the retrieve cache.
     pub async fn open(&self, location: &InstanceLocation) -> Result<OpenedInstance, RetrieveError> {
-        let path = location.full_path();
+        match &location.nearline {
+            None => Self::open_file(location, location.full_path(), None).await,
+            Some(member) => self.open_from_pack(location, member).await,
+        }
+    }
+
+    /// Opens one instance asked for on its own (IMAGE level): a NEARLINE-only instance is
+    /// read alone with a ranged GET, not with its whole pack (unless the pack is already in
+    /// the cache, or the instance is very large).
+    pub async fn open_single(
+        &self,
+        location: &InstanceLocation,
+    ) -> Result<OpenedInstance, RetrieveError> {
+        match &location.nearline {
+            Some(member) if location.size_bytes <= RANGE_READ_LIMIT => {
+                self.open_range(location, member).await
+            }
+            _ => self.open(location).await,
+        }
+    }
+
+    async fn open_file(
+        location: &InstanceLocation,
+        path: PathBuf,
+        pin: Option<CachePin>,
+    ) -> Result<OpenedInstance, RetrieveError> {
         let sop_uid = location.sop_uid.clone();
         let result = tokio::task::spawn_blocking(move || open_blocking(path, &sop_uid)).await;
         let body = match result {
@@ -61,8 +115,141 @@ impl Retriever {
         Ok(OpenedInstance {
             location: location.clone(),
             body,
+            _pin: pin,
         })
     }
+
+    fn access(&self, location: &InstanceLocation) -> Result<&Arc<NearlineAccess>, RetrieveError> {
+        self.nearline
+            .as_ref()
+            .ok_or_else(|| RetrieveError::Nearline {
+                sop_uid: location.sop_uid.clone(),
+                message: "this process does not read NEARLINE copies".into(),
+            })
+    }
+
+    async fn open_from_pack(
+        &self,
+        location: &InstanceLocation,
+        member: &NearlineMember,
+    ) -> Result<OpenedInstance, RetrieveError> {
+        let pin = self.pin_pack(location, member).await?;
+        let path = pin.dir().join(&member.member_path);
+        Self::open_file(location, path, Some(pin)).await
+    }
+
+    /// The instance's pack, unpacked in the retrieve cache and kept there while the pin
+    /// lives (restore copies members out of it).
+    pub async fn pin_pack(
+        &self,
+        location: &InstanceLocation,
+        member: &NearlineMember,
+    ) -> Result<CachePin, RetrieveError> {
+        let access = self.access(location)?.clone();
+        let fetcher = access.clone();
+        let wanted = member.clone();
+        let pin = access
+            .cache
+            .get(
+                member.pack_id,
+                member.pack_size.max(0) as u64,
+                move |dir| async move { fetch_pack(&fetcher, &wanted, &dir).await },
+            )
+            .await
+            .map_err(|e| RetrieveError::Nearline {
+                sop_uid: location.sop_uid.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(pin)
+    }
+
+    async fn open_range(
+        &self,
+        location: &InstanceLocation,
+        member: &NearlineMember,
+    ) -> Result<OpenedInstance, RetrieveError> {
+        let access = self.access(location)?;
+        let failed = |message: String| RetrieveError::Nearline {
+            sop_uid: location.sop_uid.clone(),
+            message,
+        };
+        let row = access
+            .index
+            .target(&member.target_name)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .ok_or_else(|| failed(format!("target `{}` no longer exists", member.target_name)))?;
+        let target = access
+            .targets
+            .get(&row)
+            .await
+            .map_err(|e| failed(e.message))?;
+        let bytes = target
+            .read_range(
+                &member.object_key,
+                member.data_offset.max(0) as u64,
+                location.size_bytes.max(0) as u64,
+            )
+            .await
+            .map_err(|e| failed(e.message))?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if sha != location.sha256 {
+            return Err(failed(format!(
+                "the bytes read from {} have SHA-256 {sha}, the index records {}",
+                member.object_key, location.sha256
+            )));
+        }
+        let offset = part10_data_set_offset(&bytes)
+            .filter(|offset| *offset <= bytes.len())
+            .ok_or_else(|| RetrieveError::NotPart10 {
+                sop_uid: location.sop_uid.clone(),
+            })?;
+        Ok(OpenedInstance {
+            location: location.clone(),
+            body: Body::Memory(bytes[offset..].to_vec()),
+            _pin: None,
+        })
+    }
+}
+
+/// Fetches and unpacks a pack into `dir` (the cache calls this once per pack).
+async fn fetch_pack(
+    access: &NearlineAccess,
+    member: &NearlineMember,
+    dir: &std::path::Path,
+) -> Result<(), String> {
+    let row = access
+        .index
+        .target(&member.target_name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("target `{}` no longer exists", member.target_name))?;
+    let target = access.targets.get(&row).await.map_err(|e| e.message)?;
+    let members = access
+        .index
+        .pack_members(member.pack_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let expected = ExpectedPack {
+        key: member.object_key.clone(),
+        size: member.pack_size.max(0) as u64,
+        sha256: member.pack_sha256.clone(),
+        members,
+    };
+    let started = std::time::Instant::now();
+    target
+        .unpack_pack(&expected, dir, Arc::new(TransferProgress::default()))
+        .await
+        .map_err(|e| e.message)?;
+    tracing::info!(
+        pack_id = member.pack_id,
+        key = %member.object_key,
+        target = %member.target_name,
+        bytes = expected.size,
+        ms = started.elapsed().as_millis() as u64,
+        "fetched a pack into the retrieve cache"
+    );
+    Ok(())
 }
 
 enum Body {
@@ -103,6 +290,8 @@ fn open_blocking(path: PathBuf, sop_uid: &str) -> Result<Body, RetrieveError> {
 pub struct OpenedInstance {
     pub location: InstanceLocation,
     body: Body,
+    /// Keeps a cached pack from eviction while this instance is read.
+    _pin: Option<CachePin>,
 }
 
 impl OpenedInstance {

@@ -1,7 +1,7 @@
 //! A directory as a NEARLINE target (local disk, NFS, or a bucket mounted by the OS).
 //! A pack is written to `<key>.partial`, fsynced, then renamed: a reader never sees half a pack.
 
-use crate::pack_verify::verify_pack_stream;
+use crate::pack_verify::{unpack_pack_stream, verify_pack_stream};
 use crate::pack_writer::write_pack;
 use archive_core::index::now_millis;
 use archive_core::nearline::{
@@ -131,6 +131,25 @@ impl NearlineTarget for FilesystemTarget {
         .await
     }
 
+    async fn unpack_pack(
+        &self,
+        expected: &ExpectedPack,
+        dir: &Path,
+        progress: Arc<TransferProgress>,
+    ) -> NearlineResult<()> {
+        let path = self.path_of(&expected.key)?;
+        let expected = expected.clone();
+        let dir = dir.to_path_buf();
+        blocking(move || {
+            let file = File::open(&path)
+                .map_err(|e| unavailable(format!("cannot open {}", path.display()), e))?;
+            archive_core::metrics::PACK_FETCHES.add(1);
+            let counted = CountedRead(BufReader::with_capacity(1 << 20, file));
+            unpack_pack_stream(counted, &expected, &progress, &dir)
+        })
+        .await
+    }
+
     async fn read_range(&self, key: &str, offset: u64, length: u64) -> NearlineResult<Vec<u8>> {
         let path = self.path_of(key)?;
         blocking(move || {
@@ -142,6 +161,8 @@ impl NearlineTarget for FilesystemTarget {
             file.take(length)
                 .read_to_end(&mut data)
                 .map_err(|e| unavailable(format!("cannot read {}", path.display()), e))?;
+            archive_core::metrics::MEMBER_RANGE_READS.add(1);
+            archive_core::metrics::NEARLINE_BYTES_READ.add(data.len() as u64);
             if data.len() as u64 != length {
                 return Err(NearlineError::invalid(format!(
                     "{} ends before byte {}",
@@ -172,5 +193,16 @@ impl NearlineTarget for FilesystemTarget {
             Ok(())
         })
         .await
+    }
+}
+
+/// Counts bytes read from a target for retrieval (the `/metrics` figure).
+pub(crate) struct CountedRead<R>(pub R);
+
+impl<R: Read> Read for CountedRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        archive_core::metrics::NEARLINE_BYTES_READ.add(n as u64);
+        Ok(n)
     }
 }

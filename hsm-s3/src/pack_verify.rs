@@ -7,7 +7,8 @@ use archive_core::nearline::{
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::path::Path;
 
 /// Hashes and counts what is read, and remembers whether the *source* failed (the target
 /// went away: retry later) as opposed to the content being wrong (the pack is damaged).
@@ -42,6 +43,33 @@ pub fn verify_pack_stream<R: Read>(
     expected: &ExpectedPack,
     progress: &TransferProgress,
 ) -> NearlineResult<VerifyOutcome> {
+    check_pack_stream(reader, expected, progress, None)
+}
+
+/// Verifies a pack and writes its members under `dir` on the way (for the retrieve cache).
+/// A damaged pack is an error: nothing from it may be served.
+pub fn unpack_pack_stream<R: Read>(
+    reader: R,
+    expected: &ExpectedPack,
+    progress: &TransferProgress,
+    dir: &Path,
+) -> NearlineResult<()> {
+    match check_pack_stream(reader, expected, progress, Some(dir))? {
+        VerifyOutcome::Intact => Ok(()),
+        VerifyOutcome::Damaged(problems) => Err(NearlineError::invalid(format!(
+            "pack {} is damaged: {}",
+            expected.key,
+            problems.join("; ")
+        ))),
+    }
+}
+
+fn check_pack_stream<R: Read>(
+    reader: R,
+    expected: &ExpectedPack,
+    progress: &TransferProgress,
+    unpack_to: Option<&Path>,
+) -> NearlineResult<VerifyOutcome> {
     let mut watched = Watched {
         inner: reader,
         read: 0,
@@ -50,7 +78,7 @@ pub fn verify_pack_stream<R: Read>(
         progress,
     };
     let mut problems = Vec::new();
-    let walked = walk_members(&mut watched, expected, progress, &mut problems);
+    let walked = walk_members(&mut watched, expected, progress, &mut problems, unpack_to);
     if let Some(error) = &watched.source_error {
         return Err(NearlineError::unavailable(format!(
             "reading {} failed: {error}",
@@ -95,6 +123,7 @@ fn walk_members<R: Read>(
     expected: &ExpectedPack,
     progress: &TransferProgress,
     problems: &mut Vec<String>,
+    unpack_to: Option<&Path>,
 ) -> io::Result<()> {
     let mut wanted: HashMap<&str, &PackMemberRow> = expected
         .members
@@ -121,6 +150,20 @@ fn walk_members<R: Read>(
         }
         let offset = entry.raw_file_position();
         let size = entry.header().size()?;
+        // Only members the index knows are written, under the path the index gave them.
+        let mut out = match (unpack_to, wanted.contains_key(path.as_str())) {
+            (Some(dir), true) => {
+                let target = dir.join(&path);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                Some(io::BufWriter::with_capacity(
+                    1 << 20,
+                    std::fs::File::create(target)?,
+                ))
+            }
+            _ => None,
+        };
         let mut sha = Sha256::new();
         let mut buffer = vec![0u8; 64 * 1024];
         let mut read = 0u64;
@@ -130,7 +173,13 @@ fn walk_members<R: Read>(
                 break;
             }
             sha.update(&buffer[..n]);
+            if let Some(out) = out.as_mut() {
+                out.write_all(&buffer[..n])?;
+            }
             read += n as u64;
+        }
+        if let Some(out) = out {
+            out.into_inner().map_err(|e| e.into_error())?;
         }
         let sha = hex::encode(sha.finalize());
         progress.add_item();

@@ -5,7 +5,8 @@
 //! S3-compatible servers reject the SDK's newer default checksum headers.
 
 use crate::chunk_sink::ChunkSink;
-use crate::pack_verify::verify_pack_stream;
+use crate::filesystem::CountedRead;
+use crate::pack_verify::{unpack_pack_stream, verify_pack_stream};
 use crate::pack_writer::write_pack;
 use archive_core::config::TargetSpec;
 use archive_core::index::now_millis;
@@ -340,6 +341,33 @@ impl NearlineTarget for S3Target {
         .map_err(|e| NearlineError::unavailable(format!("verify thread failed: {e}")))?
     }
 
+    async fn unpack_pack(
+        &self,
+        expected: &ExpectedPack,
+        dir: &std::path::Path,
+        progress: Arc<TransferProgress>,
+    ) -> NearlineResult<()> {
+        let key = self.full_key(&expected.key);
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("GET s3://{}/{key}", self.bucket), e))?;
+        archive_core::metrics::PACK_FETCHES.add(1);
+        let reader = tokio_util::io::SyncIoBridge::new(object.body.into_async_read());
+        let expected = expected.clone();
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let counted = CountedRead(std::io::BufReader::with_capacity(1 << 20, reader));
+            unpack_pack_stream(counted, &expected, &progress, &dir)
+        })
+        .await
+        .map_err(|e| NearlineError::unavailable(format!("unpack thread failed: {e}")))?
+    }
+
     async fn read_range(&self, key: &str, offset: u64, length: u64) -> NearlineResult<Vec<u8>> {
         if length == 0 {
             return Ok(Vec::new());
@@ -361,6 +389,8 @@ impl NearlineTarget for S3Target {
             .map_err(|e| sdk_error(&format!("read s3://{}/{key}", self.bucket), e))?
             .into_bytes()
             .to_vec();
+        archive_core::metrics::MEMBER_RANGE_READS.add(1);
+        archive_core::metrics::NEARLINE_BYTES_READ.add(data.len() as u64);
         if data.len() as u64 != length {
             return Err(NearlineError::invalid(format!(
                 "s3://{}/{key} returned {} bytes for a {length}-byte range",

@@ -42,6 +42,44 @@ pub async fn request_verify(
     .await
 }
 
+/// Queues the deletion of a study's ONLINE copies (those with an ARCHIVED copy, on
+/// `require_target` if not empty).
+pub async fn request_delete(
+    index: &Index,
+    study_uid: &str,
+    require_target: &str,
+    created_by: &str,
+    max_attempts: u32,
+) -> IndexResult<Enqueued> {
+    enqueue(
+        index,
+        job_type::DELETE,
+        study_uid,
+        require_target,
+        created_by,
+        max_attempts,
+    )
+    .await
+}
+
+/// Queues bringing a NEARLINE study back ONLINE.
+pub async fn request_restore(
+    index: &Index,
+    study_uid: &str,
+    created_by: &str,
+    max_attempts: u32,
+) -> IndexResult<Enqueued> {
+    enqueue(
+        index,
+        job_type::RESTORE,
+        study_uid,
+        "",
+        created_by,
+        max_attempts,
+    )
+    .await
+}
+
 async fn enqueue(
     index: &Index,
     kind: &str,

@@ -4,19 +4,22 @@
 //! Nothing here knows S3 or tar: targets come from the [`TargetFactory`] the binary passes in.
 
 mod copy_job;
+mod delete_job;
 mod enqueue;
+mod restore_job;
 mod scheduler;
 mod settings;
 mod targets;
 mod verify_job;
 mod worker;
 
-pub use enqueue::{request_copy, request_verify};
+pub use enqueue::{request_copy, request_delete, request_restore, request_verify};
 pub use settings::Settings;
-pub use targets::TargetCache;
 
 use archive_core::index::Index;
-use archive_core::nearline::TargetFactory;
+use archive_core::nearline::TargetCache;
+use archive_core::online::OnlineStore;
+use archive_core::retrieve::Retriever;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -24,7 +27,11 @@ use tokio::task::JoinSet;
 /// What every service and worker of this node shares.
 pub(crate) struct Services {
     pub index: Index,
-    pub targets: TargetCache,
+    pub targets: Arc<TargetCache>,
+    /// Reads NEARLINE packs through the retrieve cache (restore).
+    pub retriever: Retriever,
+    /// Where restored instances are written.
+    pub online: OnlineStore,
     pub settings: Settings,
 }
 
@@ -40,7 +47,9 @@ impl Lifecycle {
     /// when it last stopped (a crash, kill -9) go back to the queue first.
     pub async fn start(
         index: Index,
-        factory: Arc<dyn TargetFactory>,
+        targets: Arc<TargetCache>,
+        retriever: Retriever,
+        online: OnlineStore,
         settings: Settings,
     ) -> archive_core::index::IndexResult<Lifecycle> {
         let now = archive_core::index::now_millis();
@@ -52,8 +61,14 @@ impl Lifecycle {
                 "requeued jobs this node was running when it stopped"
             );
         }
+        // Deletions a crash interrupted after their first step finish first.
+        for study in index.studies_with_deleting_files().await? {
+            request_delete(&index, &study, "", "resume", settings.max_attempts).await?;
+        }
         let services = Arc::new(Services {
-            targets: TargetCache::new(factory),
+            targets,
+            retriever,
+            online,
             index,
             settings,
         });

@@ -33,12 +33,24 @@ pub(crate) async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>
             }
             Err(error) => tracing::warn!(%error, "cannot read copy rules"),
         }
+        match services.index.retention_rules().await {
+            Ok(rules) => {
+                for rule in rules.into_iter().filter(|r| r.enabled) {
+                    due.push((
+                        format!("retention:{}", rule.name),
+                        Schedule::Retention(rule),
+                    ));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read retention rules"),
+        }
         if !services.settings.verify_schedule.is_empty() {
             due.push((VERIFY_SCHEDULE.into(), Schedule::Verify));
         }
         for (name, schedule) in due {
             let expression = match &schedule {
                 Schedule::Copy(rule) => rule.schedule.clone(),
+                Schedule::Retention(rule) => rule.schedule.clone(),
                 Schedule::Verify => services.settings.verify_schedule.clone(),
             };
             let cron = match parse_schedule(&expression) {
@@ -68,6 +80,7 @@ pub(crate) async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>
 
 enum Schedule {
     Copy(CopyRuleConfig),
+    Retention(archive_core::config::RetentionRuleConfig),
     Verify,
 }
 
@@ -92,6 +105,7 @@ async fn fire(services: &Services, name: &str, schedule: &Schedule, fire_at: Dat
     }
     let result = match schedule {
         Schedule::Copy(rule) => fire_copy_rule(services, rule).await,
+        Schedule::Retention(rule) => fire_retention_rule(services, rule).await,
         Schedule::Verify => fire_verify(services).await,
     };
     match result {
@@ -121,6 +135,30 @@ async fn fire_copy_rule(
             &study,
             &rule.target,
             &created_by,
+            services.settings.max_attempts,
+        )
+        .await?;
+        queued += usize::from(enqueued.created);
+    }
+    Ok(queued)
+}
+
+/// Queues a delete job for every study the rule would delete now (the preview's `delete`).
+async fn fire_retention_rule(
+    services: &Services,
+    rule: &archive_core::config::RetentionRuleConfig,
+) -> archive_core::index::IndexResult<usize> {
+    let index = &services.index;
+    let mut queued = 0;
+    for entry in archive_core::retention::preview(index, rule).await? {
+        if !entry.delete {
+            continue;
+        }
+        let enqueued = crate::request_delete(
+            index,
+            &entry.study_uid,
+            &rule.require_target,
+            &format!("retention:{}", rule.name),
             services.settings.max_attempts,
         )
         .await?;

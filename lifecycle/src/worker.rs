@@ -152,6 +152,8 @@ async fn run_job(services: &Services, job: &Job, reporter: Arc<Reporter>) -> Res
     match job.job_type.as_str() {
         job_type::COPY => crate::copy_job::run(services, job, &reporter).await,
         job_type::VERIFY => crate::verify_job::run(services, job, &reporter).await,
+        job_type::DELETE => crate::delete_job::run(services, job, &reporter).await,
+        job_type::RESTORE => crate::restore_job::run(services, job, &reporter).await,
         other => Err(JobError::permanent(format!(
             "this node does not know jobs of type {other}"
         ))),

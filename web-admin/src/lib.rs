@@ -1,4 +1,5 @@
-//! REST API and admin UI. For now: the health check the tests and load balancers use.
+//! REST API and admin UI. For now: the health check the tests and load balancers use, and
+//! the Prometheus metrics of the NEARLINE path.
 //! The full API and UI arrive with their issue; routes are added here, never in the binary.
 
 #![forbid(unsafe_code)]
@@ -18,7 +19,19 @@ pub struct WebState {
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// Prometheus text: NEARLINE fetches, range reads, bytes read, retrieve cache.
+async fn metrics() -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        archive_core::metrics::prometheus_text(),
+    )
 }
 
 /// 200 when the index answers, 503 otherwise: a node that cannot reach its database must be

@@ -5,14 +5,28 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+impl Default for NearlineConfig {
+    fn default() -> Self {
+        NearlineConfig {
+            targets: Vec::new(),
+            cache_dir: None,
+            cache_size: super::retention::default_cache_size(),
+        }
+    }
+}
+
 /// The name of the filesystem target that exists when no target is configured.
 pub const DEFAULT_TARGET: &str = "local";
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NearlineConfig {
     /// Empty means one filesystem target `local` at `<data_dir>/nearline`.
     pub targets: Vec<TargetSpec>,
+    /// Where packs fetched for retrieval are unpacked; default `<data_dir>/retrieve-cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// The retrieve cache evicts least recently used packs to stay below this.
+    pub cache_size: ByteSize,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -207,6 +221,7 @@ pub struct LifecycleConfig {
     /// Empty disables the schedule; `strata verify` still works.
     pub verify_schedule: String,
     pub copy_rules: Vec<CopyRuleConfig>,
+    pub retention_rules: Vec<super::RetentionRuleConfig>,
 }
 
 impl Default for LifecycleConfig {
@@ -221,6 +236,7 @@ impl Default for LifecycleConfig {
             backoff_max_secs: 3600,
             verify_schedule: "0 */10 * * * *".into(),
             copy_rules: Vec::new(),
+            retention_rules: Vec::new(),
         }
     }
 }

@@ -6,6 +6,7 @@
 mod byte_size;
 mod lifecycle;
 mod load;
+mod retention;
 mod validate;
 
 pub use byte_size::ByteSize;
@@ -14,6 +15,7 @@ pub use lifecycle::{
     DEFAULT_TARGET,
 };
 pub use load::{load, ConfigSources};
+pub use retention::RetentionRuleConfig;
 pub use validate::check_ae_title;
 
 use serde::{Deserialize, Serialize};

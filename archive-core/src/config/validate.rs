@@ -84,7 +84,8 @@ impl Config {
             ));
         }
         self.validate_filesystems()?;
-        self.validate_lifecycle()
+        self.validate_lifecycle()?;
+        self.validate_retention()
     }
 
     fn validate_filesystems(&self) -> Result<(), ConfigError> {

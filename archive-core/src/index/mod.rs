@@ -10,6 +10,7 @@ mod dialect;
 mod jobs_sql;
 mod nearline_sql;
 mod queries;
+mod retention_sql;
 mod rows;
 mod sql_index;
 mod store_tx;
@@ -17,6 +18,7 @@ mod store_tx;
 pub use dialect::Dialect;
 pub use jobs_sql::JobQueue;
 pub use nearline_sql::{CopyRule, NearlineIndex};
+pub use retention_sql::{DeletionStart, NearlineMember, RetentionCandidate, RetentionIndex};
 pub use rows::{IndexCounts, InstanceLocation, SeriesRow, StudyRow};
 pub use sql_index::SqlIndex;
 
@@ -55,7 +57,7 @@ pub struct NewInstance {
 
 /// The operations every index backend provides.
 #[async_trait]
-pub trait IndexBackend: JobQueue + NearlineIndex + Send + Sync + 'static {
+pub trait IndexBackend: JobQueue + NearlineIndex + RetentionIndex + Send + Sync + 'static {
     fn dialect(&self) -> Dialect;
     async fn migrate(&self) -> IndexResult<()>;
     /// Makes the filesystem table match the configuration (by path) and returns every row.
@@ -73,8 +75,9 @@ pub trait IndexBackend: JobQueue + NearlineIndex + Send + Sync + 'static {
     /// Answers a C-FIND query from the index alone: at most `query.limit + 1` rows (the extra
     /// one tells the caller the answer was limited).
     async fn find(&self, query: &FindQuery) -> IndexResult<Vec<FindRow>>;
-    /// Every instance (with its ONLINE file) under the given unique keys of `level`, in
-    /// study / series / instance-number order: what a C-MOVE or C-GET sends.
+    /// Every instance under the given unique keys of `level`, in study / series /
+    /// instance-number order: what a C-MOVE or C-GET sends. Read from its ONLINE file, or,
+    /// where it has none, from its newest ARCHIVED pack (`InstanceLocation::nearline`).
     async fn retrieve_locations(
         &self,
         level: crate::query::Level,

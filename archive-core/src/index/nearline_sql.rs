@@ -107,6 +107,29 @@ fn spec_json(spec: &TargetSpec) -> IndexResult<String> {
         .map_err(|e| IndexError::Database(sqlx::Error::Encode(e.to_string().into())))
 }
 
+/// Deletes the rows of `table` that came from the config file and are not named any more.
+pub(super) async fn delete_config_rows_except<'a>(
+    index: &SqlIndex,
+    table: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> IndexResult<()> {
+    let names: Vec<&str> = names.collect();
+    let sql = if names.is_empty() {
+        format!("DELETE FROM {table} WHERE from_config = 1")
+    } else {
+        format!(
+            "DELETE FROM {table} WHERE from_config = 1 AND name NOT IN ({})",
+            super::queries::placeholder_list(1, names.len())
+        )
+    };
+    let mut query = sqlx::query(&sql);
+    for name in names {
+        query = query.bind(name);
+    }
+    query.execute(index.pool()).await?;
+    Ok(())
+}
+
 const PACK_COLUMNS: &str = "p.id, s.study_uid, p.target_fk AS target_id, t.name AS target_name, \
     p.object_key, p.status, p.size_bytes, p.sha256, p.member_count, p.error, p.created_at, \
     p.verified_at";
@@ -165,6 +188,8 @@ impl NearlineIndex for SqlIndex {
     }
 
     async fn sync_copy_rules(&self, rules: &[CopyRuleConfig], now: i64) -> IndexResult<()> {
+        // A rule removed from the config file stops: its row goes (rules added at run time stay).
+        delete_config_rows_except(self, "copy_rule", rules.iter().map(|r| r.name.as_str())).await?;
         for rule in rules {
             sqlx::query(
                 "INSERT INTO copy_rule (name, target_name, schedule, stable_minutes, min_age_days, \

@@ -79,6 +79,7 @@ const LOCATION_COLUMNS: &str = "SELECT i.sop_uid, i.sop_class_uid, se.series_uid
     i.instance_number, i.transfer_syntax, i.number_of_frames, fs.id AS filesystem_id, \
     fs.path AS filesystem_path, f.path AS rel_path, f.size_bytes, f.sha256 \
     FROM instance i JOIN series se ON se.id = i.series_fk JOIN study st ON st.id = se.study_fk \
+    JOIN patient p ON p.id = st.patient_fk \
     JOIN file f ON f.instance_fk = i.id AND f.status = 'OK' \
     JOIN filesystem fs ON fs.id = f.filesystem_fk";
 

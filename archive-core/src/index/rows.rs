@@ -40,7 +40,7 @@ pub struct SeriesRow {
     pub availability: String,
 }
 
-/// An instance and the ONLINE file that holds it.
+/// An instance and where it is read from: its ONLINE file, or its NEARLINE pack member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct InstanceLocation {
     pub sop_uid: String,
@@ -55,6 +55,10 @@ pub struct InstanceLocation {
     pub rel_path: String,
     pub size_bytes: i64,
     pub sha256: String,
+    /// Set when the instance has no ONLINE file and is read from an ARCHIVED pack instead
+    /// (the filesystem fields are then empty).
+    #[sqlx(skip)]
+    pub nearline: Option<super::NearlineMember>,
 }
 
 impl InstanceLocation {

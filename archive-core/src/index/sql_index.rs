@@ -224,7 +224,21 @@ impl IndexBackend for SqlIndex {
         for uid in uids {
             query = query.bind(uid.as_str());
         }
-        Ok(query.fetch_all(&self.pool).await?)
+        let mut locations: Vec<InstanceLocation> = query.fetch_all(&self.pool).await?;
+        let nearline = super::RetentionIndex::nearline_locations(self, level, uids).await?;
+        if !nearline.is_empty() {
+            locations.extend(nearline);
+            // Keep the documented order when a study is partly ONLINE, partly NEARLINE.
+            locations.sort_by(|a, b| {
+                (&a.study_uid, &a.series_uid, a.instance_number, &a.sop_uid).cmp(&(
+                    &b.study_uid,
+                    &b.series_uid,
+                    b.instance_number,
+                    &b.sop_uid,
+                ))
+            });
+        }
+        Ok(locations)
     }
 
     async fn touch_studies(&self, study_uids: &[String], at: i64) -> IndexResult<()> {

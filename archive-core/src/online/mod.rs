@@ -140,3 +140,22 @@ impl OnlineStore {
         }
     }
 }
+
+/// Free and total space of a file-system group's filesystems, for watermark retention rules.
+/// `None` when none of them can be measured.
+pub fn group_usage(
+    filesystems: &[Filesystem],
+    group: &str,
+) -> Option<crate::retention::GroupUsage> {
+    let mut usage = crate::retention::GroupUsage { free: 0, total: 0 };
+    let mut measured = false;
+    for fs in filesystems.iter().filter(|fs| fs.group == group) {
+        if let (Ok(free), Ok(total)) = (fs4::available_space(&fs.path), fs4::total_space(&fs.path))
+        {
+            usage.free += free;
+            usage.total += total;
+            measured = true;
+        }
+    }
+    measured.then_some(usage)
+}

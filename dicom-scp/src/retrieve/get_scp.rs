@@ -2,7 +2,7 @@
 //! the storage contexts it proposed (with SCP role selection).
 
 use super::sub_store::{send_sub_operation, PeerContext, Sent, SubOutcome};
-use super::{resolve, studies_of, Prefetch, Progress, RetrieveContext};
+use super::{next_keeping_alive, resolve, studies_of, Prefetch, Progress, RetrieveContext};
 use crate::dimse::{command_field, encode_c_store_rq, status, Command};
 use crate::messaging::{check_for_cancel, read_command, send_message, Association, Interruption};
 use archive_core::index::InstanceLocation;
@@ -21,21 +21,25 @@ pub async fn serve_get(
     identifier: &[u8],
     storage_contexts: &[PeerContext],
 ) -> bool {
-    let locations = match resolve(context.index, command, model, transfer_syntax, identifier).await
-    {
-        Ok(locations) => locations,
-        Err(response) => {
-            return send_message(association, pc_id, &response, None)
-                .await
-                .is_ok()
-        }
-    };
+    let (locations, level) =
+        match resolve(context.index, command, model, transfer_syntax, identifier).await {
+            Ok(resolved) => resolved,
+            Err(response) => {
+                return send_message(association, pc_id, &response, None)
+                    .await
+                    .is_ok()
+            }
+        };
     tracing::info!(instances = locations.len(), "C-GET");
     let mut progress = Progress::new(locations.len());
     let mut cancelled = false;
-    let mut reader = Prefetch::new(context.retriever, &locations);
+    let mut reader = Prefetch::new(context.retriever, &locations, level);
     for (position, location) in locations.iter().enumerate() {
-        let opened = reader.next().await;
+        let Ok(opened) =
+            next_keeping_alive(&mut reader, association, pc_id, &progress, command).await
+        else {
+            return false;
+        };
         if !cancelled {
             match check_for_cancel(association, command.message_id).await {
                 Interruption::Nothing => {}

@@ -53,7 +53,7 @@ pub(crate) async fn resolve(
     model: Model,
     transfer_syntax: &str,
     identifier: &[u8],
-) -> Result<Vec<InstanceLocation>, Response> {
+) -> Result<(Vec<InstanceLocation>, archive_core::query::Level), Response> {
     let refuse = |code: u16, comment: String| Response::to(command, code).with_comment(comment);
     let identifier = Identifier::read(identifier, transfer_syntax, model)
         .map_err(|(code, comment)| refuse(code, comment))?;
@@ -74,6 +74,7 @@ pub(crate) async fn resolve(
     index
         .retrieve_locations(level, &uids)
         .await
+        .map(|locations| (locations, level))
         .map_err(|error| {
             tracing::error!(%error, "retrieve: index query failed");
             refuse(
@@ -206,6 +207,8 @@ pub(crate) fn studies_of(locations: &[InstanceLocation]) -> Vec<String> {
 pub(crate) struct Prefetch<'a> {
     retriever: &'a Retriever,
     locations: &'a [InstanceLocation],
+    /// IMAGE-level retrieve: NEARLINE instances are read alone (ranged GET), not by pack.
+    single_instances: bool,
     next: usize,
     pending: Option<
         tokio::task::JoinHandle<
@@ -215,10 +218,15 @@ pub(crate) struct Prefetch<'a> {
 }
 
 impl<'a> Prefetch<'a> {
-    pub fn new(retriever: &'a Retriever, locations: &'a [InstanceLocation]) -> Prefetch<'a> {
+    pub fn new(
+        retriever: &'a Retriever,
+        locations: &'a [InstanceLocation],
+        level: archive_core::query::Level,
+    ) -> Prefetch<'a> {
         let mut prefetch = Prefetch {
             retriever,
             locations,
+            single_instances: level == archive_core::query::Level::Image,
             next: 0,
             pending: None,
         };
@@ -230,7 +238,14 @@ impl<'a> Prefetch<'a> {
         self.pending = self.locations.get(self.next).map(|location| {
             let retriever = self.retriever.clone();
             let location = location.clone();
-            tokio::spawn(async move { retriever.open(&location).await })
+            let single = self.single_instances;
+            tokio::spawn(async move {
+                if single {
+                    retriever.open_single(&location).await
+                } else {
+                    retriever.open(&location).await
+                }
+            })
         });
         self.next += 1;
     }
@@ -258,6 +273,31 @@ impl<'a> Prefetch<'a> {
                 sop_uid,
                 source: std::io::Error::other("no more instances"),
             }),
+        }
+    }
+}
+
+/// Awaits the next instance. Opening one can take long (fetching its pack from NEARLINE):
+/// meanwhile the requester gets a pending response every 250 ms, so it does not time out.
+/// `Err` when the requester's association is gone.
+pub(crate) async fn next_keeping_alive(
+    reader: &mut Prefetch<'_>,
+    association: &mut crate::messaging::Association,
+    pc_id: u8,
+    progress: &Progress,
+    command: &Command,
+) -> Result<Result<archive_core::retrieve::OpenedInstance, archive_core::retrieve::RetrieveError>, ()>
+{
+    let next = reader.next();
+    tokio::pin!(next);
+    loop {
+        tokio::select! {
+            opened = &mut next => return Ok(opened),
+            () = tokio::time::sleep(PENDING_INTERVAL) => {
+                crate::messaging::send_message(association, pc_id, &progress.pending(command), None)
+                    .await
+                    .map_err(|_| ())?;
+            }
         }
     }
 }

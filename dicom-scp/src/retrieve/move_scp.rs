@@ -2,7 +2,7 @@
 //! pending response after each, C-CANCEL honoured between sub-operations.
 
 use super::sub_store::{proposals_for, send_sub_operation, PeerContext, Sent, SubOutcome};
-use super::{resolve, studies_of, Prefetch, Progress, RetrieveContext};
+use super::{next_keeping_alive, resolve, studies_of, Prefetch, Progress, RetrieveContext};
 use crate::dimse::{encode_c_store_rq_for_move, status, Command, Response};
 use crate::messaging::{check_for_cancel, read_command, send_message, Association, Interruption};
 use archive_core::index::InstanceLocation;
@@ -52,15 +52,15 @@ pub async fn serve_move(
                 .is_ok();
         }
     };
-    let locations = match resolve(context.index, command, model, transfer_syntax, identifier).await
-    {
-        Ok(locations) => locations,
-        Err(response) => {
-            return send_message(association, pc_id, &response, None)
-                .await
-                .is_ok()
-        }
-    };
+    let (locations, level) =
+        match resolve(context.index, command, model, transfer_syntax, identifier).await {
+            Ok(resolved) => resolved,
+            Err(response) => {
+                return send_message(association, pc_id, &response, None)
+                    .await
+                    .is_ok()
+            }
+        };
     tracing::info!(destination = %destination.ae_title, instances = locations.len(), "C-MOVE");
     let mut progress = Progress::new(locations.len());
     if locations.is_empty() {
@@ -97,9 +97,14 @@ pub async fn serve_move(
 
     let mut cancelled = false;
     let mut sub_association_ok = true;
-    let mut reader = Prefetch::new(context.retriever, &locations);
+    let mut reader = Prefetch::new(context.retriever, &locations, level);
     for (position, location) in locations.iter().enumerate() {
-        let opened = reader.next().await;
+        let Ok(opened) =
+            next_keeping_alive(&mut reader, association, pc_id, &progress, command).await
+        else {
+            let _ = client.abort().await;
+            return false;
+        };
         match check_for_cancel(association, command.message_id).await {
             Interruption::Nothing => {}
             Interruption::Cancelled => {

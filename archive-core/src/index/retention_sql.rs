@@ -1,0 +1,488 @@
+//! ONLINE deletion and availability over SQL: retention rules, the studies a rule may free,
+//! the crash-safe deletion steps, and where an instance can be read from when its ONLINE copy
+//! is gone.
+
+use super::{IndexResult, InstanceLocation, SqlIndex};
+use crate::config::RetentionRuleConfig;
+use crate::query::{Attr, Level};
+use async_trait::async_trait;
+use std::path::PathBuf;
+
+/// A study a retention rule could free, with what the hard constraint needs to know.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct RetentionCandidate {
+    pub study_uid: String,
+    pub received_at: i64,
+    pub last_accessed_at: i64,
+    /// Bytes of the study's ONLINE files on the rule's group (what deleting frees).
+    pub online_bytes: i64,
+    pub instances: i64,
+    /// Instances with an ARCHIVED copy (on the rule's target, if it names one).
+    pub verified: i64,
+    /// Instances without one whose copy is on its way (UPLOADING or TO_ARCHIVE).
+    pub awaiting_verification: i64,
+    /// Instances without one whose copy failed verification.
+    pub verify_failed: i64,
+}
+
+/// Where a NEARLINE-only instance is: its pack and its bytes inside it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NearlineMember {
+    pub pack_id: i64,
+    pub target_name: String,
+    pub object_key: String,
+    pub pack_size: i64,
+    pub pack_sha256: String,
+    pub member_path: String,
+    pub data_offset: i64,
+}
+
+/// The outcome of starting an ONLINE deletion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletionStart {
+    /// Files now DELETING (no longer offered to retrievals).
+    pub marked: u64,
+    /// Instances that keep their ONLINE copy because they have no ARCHIVED copy.
+    pub kept_unverified: i64,
+}
+
+#[async_trait]
+pub trait RetentionIndex: Send + Sync {
+    /// Records the configured retention rules (by name); rules added at run time are kept.
+    async fn sync_retention_rules(
+        &self,
+        rules: &[RetentionRuleConfig],
+        now: i64,
+    ) -> IndexResult<()>;
+    async fn retention_rules(&self) -> IndexResult<Vec<RetentionRuleConfig>>;
+    /// Studies with ONLINE files on `rule.group` that match the rule's filters, least
+    /// recently accessed first.
+    async fn retention_candidates(
+        &self,
+        rule: &RetentionRuleConfig,
+        limit: i64,
+    ) -> IndexResult<Vec<RetentionCandidate>>;
+    /// Step 1 of a deletion, one transaction: marks DELETING the study's ONLINE files whose
+    /// instance has an ARCHIVED copy (on `require_target` if not empty) and updates
+    /// availability. From here on retrievals use the NEARLINE copy.
+    async fn begin_online_deletion(
+        &self,
+        study_uid: &str,
+        require_target: &str,
+    ) -> IndexResult<DeletionStart>;
+    /// The study's DELETING files (step 2 unlinks them, step 3 drops their rows).
+    async fn deleting_files(&self, study_uid: &str) -> IndexResult<Vec<(i64, PathBuf)>>;
+    async fn remove_file_rows(&self, file_ids: &[i64]) -> IndexResult<()>;
+    /// Every study with DELETING files: deletions a crash interrupted.
+    async fn studies_with_deleting_files(&self) -> IndexResult<Vec<String>>;
+    /// Recomputes ONLINE / NEARLINE / OFFLINE for the study's instances, series and itself.
+    async fn recompute_availability(&self, study_uid: &str) -> IndexResult<()>;
+    /// Records a restored ONLINE file for an instance (restore from NEARLINE).
+    async fn add_online_file(
+        &self,
+        sop_uid: &str,
+        file: &crate::model::StoredFile,
+        now: i64,
+    ) -> IndexResult<()>;
+    /// Instances under the given unique keys that have no ONLINE file but an ARCHIVED copy.
+    async fn nearline_locations(
+        &self,
+        level: Level,
+        uids: &[String],
+    ) -> IndexResult<Vec<InstanceLocation>>;
+}
+
+const VERIFIED: &str = "EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
+    JOIN nearline_target t ON t.id = p.target_fk WHERE pm.instance_fk = i.id \
+    AND p.status = 'ARCHIVED' AND ($2 = '' OR t.name = $2))";
+
+#[async_trait]
+impl RetentionIndex for SqlIndex {
+    async fn sync_retention_rules(
+        &self,
+        rules: &[RetentionRuleConfig],
+        now: i64,
+    ) -> IndexResult<()> {
+        // A rule removed from the config file stops: its row goes (rules added at run time stay).
+        super::nearline_sql::delete_config_rows_except(
+            self,
+            "retention_rule",
+            rules.iter().map(|r| r.name.as_str()),
+        )
+        .await?;
+        for rule in rules {
+            sqlx::query(
+                "INSERT INTO retention_rule (name, group_name, schedule, not_accessed_days, \
+                 free_below_percent, free_target_percent, min_study_age_days, modalities, \
+                 calling_aes, require_target, enabled, from_config, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12) \
+                 ON CONFLICT (name) DO UPDATE SET group_name = excluded.group_name, \
+                 schedule = excluded.schedule, not_accessed_days = excluded.not_accessed_days, \
+                 free_below_percent = excluded.free_below_percent, \
+                 free_target_percent = excluded.free_target_percent, \
+                 min_study_age_days = excluded.min_study_age_days, modalities = excluded.modalities, \
+                 calling_aes = excluded.calling_aes, require_target = excluded.require_target, \
+                 enabled = excluded.enabled, from_config = 1, updated_at = excluded.updated_at",
+            )
+            .bind(&rule.name)
+            .bind(&rule.group)
+            .bind(&rule.schedule)
+            .bind(rule.not_accessed_days.map(i64::from))
+            .bind(rule.free_below_percent.map(i64::from))
+            .bind(rule.free_target_percent.map(i64::from))
+            .bind(i64::from(rule.min_study_age_days))
+            .bind(rule.modalities.join("\\"))
+            .bind(rule.calling_aes.join("\\"))
+            .bind(&rule.require_target)
+            .bind(i64::from(rule.enabled))
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn retention_rules(&self) -> IndexResult<Vec<RetentionRuleConfig>> {
+        type Tuple = (
+            String,
+            String,
+            String,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            i64,
+            String,
+            String,
+            String,
+            i64,
+        );
+        let rows: Vec<Tuple> = sqlx::query_as(
+            "SELECT name, group_name, schedule, not_accessed_days, free_below_percent, \
+             free_target_percent, min_study_age_days, modalities, calling_aes, require_target, \
+             enabled FROM retention_rule ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let list = |text: String| -> Vec<String> {
+            text.split('\\')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    name,
+                    group,
+                    schedule,
+                    days,
+                    below,
+                    target,
+                    age,
+                    modalities,
+                    aes,
+                    require,
+                    enabled,
+                )| {
+                    RetentionRuleConfig {
+                        name,
+                        group,
+                        schedule,
+                        not_accessed_days: days.and_then(|d| u32::try_from(d).ok()),
+                        free_below_percent: below.and_then(|p| u8::try_from(p).ok()),
+                        free_target_percent: target.and_then(|p| u8::try_from(p).ok()),
+                        min_study_age_days: u32::try_from(age).unwrap_or(0),
+                        modalities: list(modalities),
+                        calling_aes: list(aes),
+                        require_target: require,
+                        enabled: enabled != 0,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    async fn retention_candidates(
+        &self,
+        rule: &RetentionRuleConfig,
+        limit: i64,
+    ) -> IndexResult<Vec<RetentionCandidate>> {
+        let mut binds: Vec<String> = Vec::new();
+        let mut filter = String::new();
+        for (column, values) in [
+            ("x.modality", &rule.modalities),
+            ("x.source_ae", &rule.calling_aes),
+        ] {
+            if values.is_empty() {
+                continue;
+            }
+            let first = binds.len() + 3;
+            binds.extend(values.iter().cloned());
+            filter.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM series x WHERE x.study_fk = s.id AND {column} IN ({}))",
+                super::queries::placeholder_list(first, values.len())
+            ));
+        }
+        let instances_of =
+            "FROM series se JOIN instance i ON i.series_fk = se.id WHERE se.study_fk = s.id";
+        let sql = format!(
+            "SELECT s.study_uid, s.received_at, s.last_accessed_at, \
+               (SELECT COALESCE(SUM(f.size_bytes), 0) {instances_of_files} AND fs.group_name = $1) AS online_bytes, \
+               (SELECT COUNT(*) {instances_of}) AS instances, \
+               (SELECT COUNT(*) {instances_of} AND {VERIFIED}) AS verified, \
+               (SELECT COUNT(*) {instances_of} AND NOT {VERIFIED} AND EXISTS (SELECT 1 FROM pack_member pm \
+                  JOIN pack p ON p.id = pm.pack_fk WHERE pm.instance_fk = i.id \
+                  AND p.status IN ('UPLOADING', 'TO_ARCHIVE'))) AS awaiting_verification, \
+               (SELECT COUNT(*) {instances_of} AND NOT {VERIFIED} AND EXISTS (SELECT 1 FROM pack_member pm \
+                  JOIN pack p ON p.id = pm.pack_fk WHERE pm.instance_fk = i.id \
+                  AND p.status = 'VERIFY_FAILED')) AS verify_failed \
+             FROM study s WHERE EXISTS (SELECT 1 {instances_of_files} AND fs.group_name = $1){filter} \
+             ORDER BY s.last_accessed_at, s.id LIMIT {limit}",
+            instances_of_files = "FROM series se JOIN instance i ON i.series_fk = se.id \
+                JOIN file f ON f.instance_fk = i.id AND f.status = 'OK' \
+                JOIN filesystem fs ON fs.id = f.filesystem_fk WHERE se.study_fk = s.id",
+        );
+        let mut query = sqlx::query_as(&sql)
+            .bind(&rule.group)
+            .bind(&rule.require_target);
+        for value in &binds {
+            query = query.bind(value.as_str());
+        }
+        Ok(query.fetch_all(self.pool()).await?)
+    }
+
+    async fn begin_online_deletion(
+        &self,
+        study_uid: &str,
+        require_target: &str,
+    ) -> IndexResult<DeletionStart> {
+        let mut tx = self.pool().begin().await?;
+        let study_instances = "SELECT i.id FROM instance i JOIN series se ON se.id = i.series_fk \
+            JOIN study s ON s.id = se.study_fk WHERE s.study_uid = $1";
+        // The constraint is part of the UPDATE itself: an instance that arrives meanwhile has
+        // no ARCHIVED copy and keeps its file, whatever was checked before.
+        let marked = sqlx::query(&format!(
+            "UPDATE file SET status = 'DELETING' WHERE status = 'OK' \
+             AND instance_fk IN ({study_instances}) \
+             AND EXISTS (SELECT 1 FROM instance i WHERE i.id = file.instance_fk AND {VERIFIED})"
+        ))
+        .bind(study_uid)
+        .bind(require_target)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let (kept_unverified,): (i64,) = sqlx::query_as(&format!(
+            "SELECT COUNT(*) FROM file f JOIN instance i ON i.id = f.instance_fk \
+             WHERE f.status = 'OK' AND f.instance_fk IN ({study_instances}) AND NOT {VERIFIED}"
+        ))
+        .bind(study_uid)
+        .bind(require_target)
+        .fetch_one(&mut *tx)
+        .await?;
+        for statement in AVAILABILITY_UPDATES {
+            sqlx::query(statement)
+                .bind(study_uid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(DeletionStart {
+            marked,
+            kept_unverified,
+        })
+    }
+
+    async fn deleting_files(&self, study_uid: &str) -> IndexResult<Vec<(i64, PathBuf)>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT f.id, fs.path, f.path FROM file f JOIN filesystem fs ON fs.id = f.filesystem_fk \
+             JOIN instance i ON i.id = f.instance_fk JOIN series se ON se.id = i.series_fk \
+             JOIN study s ON s.id = se.study_fk WHERE s.study_uid = $1 AND f.status = 'DELETING' \
+             ORDER BY f.id",
+        )
+        .bind(study_uid)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, root, rel)| (id, std::path::Path::new(&root).join(rel)))
+            .collect())
+    }
+
+    async fn remove_file_rows(&self, file_ids: &[i64]) -> IndexResult<()> {
+        for chunk in file_ids.chunks(500) {
+            let sql = format!(
+                "DELETE FROM file WHERE status = 'DELETING' AND id IN ({})",
+                super::queries::placeholder_list(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(self.pool()).await?;
+        }
+        Ok(())
+    }
+
+    async fn studies_with_deleting_files(&self) -> IndexResult<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT s.study_uid FROM file f JOIN instance i ON i.id = f.instance_fk \
+             JOIN series se ON se.id = i.series_fk JOIN study s ON s.id = se.study_fk \
+             WHERE f.status = 'DELETING'",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(uid,)| uid).collect())
+    }
+
+    async fn recompute_availability(&self, study_uid: &str) -> IndexResult<()> {
+        let mut tx = self.pool().begin().await?;
+        for statement in AVAILABILITY_UPDATES {
+            sqlx::query(statement)
+                .bind(study_uid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn add_online_file(
+        &self,
+        sop_uid: &str,
+        file: &crate::model::StoredFile,
+        now: i64,
+    ) -> IndexResult<()> {
+        sqlx::query(
+            "INSERT INTO file (instance_fk, filesystem_fk, path, size_bytes, sha256, status, created_at) \
+             SELECT id, $1, $2, $3, $4, 'OK', $5 FROM instance WHERE sop_uid = $6",
+        )
+        .bind(file.filesystem_id)
+        .bind(&file.rel_path)
+        .bind(file.size as i64)
+        .bind(&file.sha256)
+        .bind(now)
+        .bind(sop_uid)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn nearline_locations(
+        &self,
+        level: Level,
+        uids: &[String],
+    ) -> IndexResult<Vec<InstanceLocation>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let column = Attr::unique_key(level).column(level);
+        let sql = format!(
+            "SELECT i.sop_uid, i.sop_class_uid, se.series_uid, st.study_uid, i.instance_number, \
+             i.transfer_syntax, i.number_of_frames, pk.id, t.name, pk.object_key, pk.size_bytes, \
+             pk.sha256, pm.member_path, pm.data_offset, pm.size_bytes, pm.sha256 \
+             FROM instance i JOIN series se ON se.id = i.series_fk JOIN study st ON st.id = se.study_fk \
+             JOIN patient p ON p.id = st.patient_fk \
+             JOIN pack_member pm ON pm.instance_fk = i.id \
+             JOIN pack pk ON pk.id = pm.pack_fk AND pk.status = 'ARCHIVED' \
+             JOIN nearline_target t ON t.id = pk.target_fk \
+             WHERE {column} IN ({}) \
+             AND NOT EXISTS (SELECT 1 FROM file f WHERE f.instance_fk = i.id AND f.status = 'OK') \
+             ORDER BY se.series_number, se.series_uid, i.instance_number, i.sop_uid, pk.id DESC",
+            super::queries::placeholder_list(1, uids.len())
+        );
+        type Tuple = (
+            String,
+            String,
+            String,
+            String,
+            Option<i64>,
+            String,
+            Option<i64>,
+            i64,
+            String,
+            String,
+            i64,
+            String,
+            String,
+            i64,
+            i64,
+            String,
+        );
+        let mut query = sqlx::query_as::<_, Tuple>(&sql);
+        for uid in uids {
+            query = query.bind(uid.as_str());
+        }
+        let mut seen = std::collections::HashSet::new();
+        Ok(query
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            // The newest ARCHIVED copy of each instance.
+            .filter(|row| seen.insert(row.0.clone()))
+            .map(
+                |(
+                    sop_uid,
+                    sop_class_uid,
+                    series_uid,
+                    study_uid,
+                    instance_number,
+                    transfer_syntax,
+                    number_of_frames,
+                    pack_id,
+                    target_name,
+                    object_key,
+                    pack_size,
+                    pack_sha256,
+                    member_path,
+                    data_offset,
+                    size_bytes,
+                    sha256,
+                )| InstanceLocation {
+                    sop_uid,
+                    sop_class_uid,
+                    series_uid,
+                    study_uid,
+                    instance_number,
+                    transfer_syntax,
+                    number_of_frames,
+                    filesystem_id: 0,
+                    filesystem_path: String::new(),
+                    rel_path: String::new(),
+                    size_bytes,
+                    sha256,
+                    nearline: Some(NearlineMember {
+                        pack_id,
+                        target_name,
+                        object_key,
+                        pack_size,
+                        pack_sha256,
+                        member_path,
+                        data_offset,
+                    }),
+                },
+            )
+            .collect())
+    }
+}
+
+/// ONLINE if any ONLINE file, else NEARLINE if an ARCHIVED copy, else OFFLINE; then series and
+/// study from their instances. `$1` is the Study Instance UID.
+const AVAILABILITY_UPDATES: [&str; 3] = [
+    "UPDATE instance SET availability = CASE \
+       WHEN EXISTS (SELECT 1 FROM file f WHERE f.instance_fk = instance.id AND f.status = 'OK') THEN 'ONLINE' \
+       WHEN EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
+         WHERE pm.instance_fk = instance.id AND p.status = 'ARCHIVED') THEN 'NEARLINE' \
+       ELSE 'OFFLINE' END \
+     WHERE series_fk IN (SELECT se.id FROM series se JOIN study s ON s.id = se.study_fk WHERE s.study_uid = $1)",
+    "UPDATE series SET availability = CASE \
+       WHEN EXISTS (SELECT 1 FROM instance i WHERE i.series_fk = series.id AND i.availability = 'ONLINE') THEN 'ONLINE' \
+       WHEN EXISTS (SELECT 1 FROM instance i WHERE i.series_fk = series.id AND i.availability = 'NEARLINE') THEN 'NEARLINE' \
+       ELSE 'OFFLINE' END \
+     WHERE study_fk = (SELECT id FROM study WHERE study_uid = $1)",
+    "UPDATE study SET availability = CASE \
+       WHEN EXISTS (SELECT 1 FROM series x WHERE x.study_fk = study.id AND x.availability = 'ONLINE') THEN 'ONLINE' \
+       WHEN EXISTS (SELECT 1 FROM series x WHERE x.study_fk = study.id AND x.availability = 'NEARLINE') THEN 'NEARLINE' \
+       ELSE 'OFFLINE' END \
+     WHERE study_uid = $1",
+];

@@ -1,0 +1,84 @@
+//! Process-wide counters for the NEARLINE path, exported by `/metrics` (Prometheus text).
+//! Plain atomics: incremented on hot paths, read rarely.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub const fn new() -> Counter {
+        Counter(AtomicU64::new(0))
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Whole packs fetched from a target for retrieval (or restore).
+pub static PACK_FETCHES: Counter = Counter::new();
+/// Single members read with a ranged GET.
+pub static MEMBER_RANGE_READS: Counter = Counter::new();
+/// Bytes read from NEARLINE targets for retrieval: whole packs and ranges (not verify-sync).
+pub static NEARLINE_BYTES_READ: Counter = Counter::new();
+/// Retrievals served from a pack already in the retrieve cache.
+pub static CACHE_HITS: Counter = Counter::new();
+/// Bytes of unpacked packs in the retrieve cache now.
+pub static CACHE_BYTES: Counter = Counter::new();
+/// Packs evicted from the retrieve cache.
+pub static CACHE_EVICTIONS: Counter = Counter::new();
+
+/// The counters in Prometheus text exposition format.
+pub fn prometheus_text() -> String {
+    let mut out = String::new();
+    for (name, help, kind, counter) in [
+        (
+            "strata_nearline_pack_fetches_total",
+            "Whole packs fetched from NEARLINE targets for retrieval or restore",
+            "counter",
+            &PACK_FETCHES,
+        ),
+        (
+            "strata_nearline_member_range_reads_total",
+            "Single instances read from a pack with a ranged GET",
+            "counter",
+            &MEMBER_RANGE_READS,
+        ),
+        (
+            "strata_nearline_bytes_read_total",
+            "Bytes read from NEARLINE targets for retrieval or restore",
+            "counter",
+            &NEARLINE_BYTES_READ,
+        ),
+        (
+            "strata_retrieve_cache_hits_total",
+            "Retrievals served from a pack already in the retrieve cache",
+            "counter",
+            &CACHE_HITS,
+        ),
+        (
+            "strata_retrieve_cache_bytes",
+            "Bytes of unpacked packs in the retrieve cache",
+            "gauge",
+            &CACHE_BYTES,
+        ),
+        (
+            "strata_retrieve_cache_evictions_total",
+            "Packs evicted from the retrieve cache",
+            "counter",
+            &CACHE_EVICTIONS,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
+            counter.get()
+        ));
+    }
+    out
+}
