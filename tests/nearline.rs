@@ -7,132 +7,13 @@
 mod common;
 
 use archive_core::index::Index;
-use archive_core::jobs::{job_state, job_type, Job, JobFilter};
+use archive_core::jobs::{job_state, job_type, Job};
 use archive_core::nearline::{pack_status, PackRow};
+use common::lifecycle::*;
 use common::s3::{Garage, S3Place};
 use common::{dcmtk, Backend, Strata};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
-
-/// Fast lifecycle for tests: short polls, leases and backoff; verify-sync only if asked.
-fn lifecycle_toml(verify_schedule: &str, rules: &str) -> String {
-    format!(
-        "[lifecycle]\nworkers = 2\npoll_interval_ms = 100\nlease_secs = 3\nbackoff_base_secs = 1\n\
-         backoff_max_secs = 2\nverify_schedule = \"{verify_schedule}\"\n{rules}\n"
-    )
-}
-
-fn copy_rule(target: &str) -> String {
-    format!(
-        "[[lifecycle.copy_rules]]\nname = \"everything\"\ntarget = \"{target}\"\n\
-         schedule = \"* * * * * *\"\nstable_minutes = 0\n"
-    )
-}
-
-/// Generates `patients` studies and sends them with storescu; returns the study UIDs.
-async fn ingest(strata: &Strata, patients: u32, instances: u32, matrix: u32) -> Vec<String> {
-    let corpus = strata
-        .dir
-        .path()
-        .join(format!("corpus-{patients}-{instances}-{matrix}"));
-    strata.cli_ok(&[
-        "generate",
-        "--out",
-        &corpus.display().to_string(),
-        "--patients",
-        &patients.to_string(),
-        "--instances-per-series",
-        &instances.to_string(),
-        "--series-per-study",
-        "2",
-        "--matrix",
-        &matrix.to_string(),
-        "--seed",
-        &strata.dicom_port.to_string(),
-    ]);
-    let output = dcmtk::storescu_dir(strata.dicom_port, &corpus, &[]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let index = strata.index().await;
-    let found = index
-        .find(&study_level_query())
-        .await
-        .expect("find studies");
-    let uids: Vec<String> = found
-        .iter()
-        .map(|row| {
-            row.get(&archive_core::query::Attr::StudyInstanceUid)
-                .cloned()
-                .unwrap_or_default()
-        })
-        .collect();
-    assert_eq!(uids.len(), patients as usize, "every study indexed");
-    uids
-}
-
-fn study_level_query() -> archive_core::query::FindQuery {
-    use archive_core::query::{Attr, FindQuery, Level, Matcher, QueryKey};
-    FindQuery {
-        level: Level::Study,
-        keys: vec![QueryKey {
-            attr: Attr::StudyInstanceUid,
-            matcher: Matcher::Universal,
-        }],
-        limit: 10_000,
-    }
-}
-
-async fn packs(index: &Index, study: &str) -> Vec<PackRow> {
-    index.packs_of_study(study).await.expect("packs")
-}
-
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, strata: &Strata, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !done().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            strata.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn jobs_of(index: &Index, study: &str, kind: &str) -> Vec<Job> {
-    index
-        .list_jobs(&JobFilter {
-            study_uid: Some(study.into()),
-            job_type: Some(kind.into()),
-            ..Default::default()
-        })
-        .await
-        .expect("jobs")
-}
-
-/// Member path → (size, SHA-256) of the study's ONLINE files, hashed from the files themselves.
-async fn online_members(index: &Index, study: &str) -> BTreeMap<String, (u64, String)> {
-    index
-        .study_locations(study)
-        .await
-        .expect("locations")
-        .into_iter()
-        .map(|l| {
-            let bytes = std::fs::read(l.full_path()).expect("online file");
-            (
-                format!("{}/{}.dcm", l.series_uid, l.sop_uid),
-                (bytes.len() as u64, hex::encode(Sha256::digest(&bytes))),
-            )
-        })
-        .collect()
-}
 
 /// Checks a pack, as read by Python's tarfile, against the ONLINE files: manifest first and
 /// listing every member, every member byte-identical.

@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
 
 pub mod corpus;
 pub mod dcmtk;
+pub mod lifecycle;
 pub mod s3;
 pub mod scu;
 
@@ -178,6 +179,20 @@ impl Strata {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// A value from `/metrics` (Prometheus text), 0 when absent.
+    pub fn metric(&self, name: &str) -> u64 {
+        use std::io::Write;
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", self.http_port)).expect("connect http");
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("response");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn log(&self) -> String {

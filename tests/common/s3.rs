@@ -155,6 +155,7 @@ pub struct Garage {
     config: PathBuf,
     pub s3_port: u16,
     child: Option<Child>,
+    logs: Vec<PathBuf>,
 }
 
 impl Garage {
@@ -183,6 +184,7 @@ impl Garage {
             config,
             s3_port,
             child: None,
+            logs: Vec::new(),
         };
         garage.run_server();
         let node = garage.admin(&["node", "id", "-q"]);
@@ -213,12 +215,12 @@ impl Garage {
     }
 
     fn run_server(&mut self) {
-        let log = std::fs::File::create(
-            self.dir
-                .path()
-                .join(format!("server-{}.log", super::free_port())),
-        )
-        .expect("log");
+        let log_path = self
+            .dir
+            .path()
+            .join(format!("server-{}.log", self.logs.len()));
+        let log = std::fs::File::create(&log_path).expect("log");
+        self.logs.push(log_path);
         let child = Command::new(garage_binary())
             .arg("-c")
             .arg(&self.config)
@@ -258,6 +260,22 @@ impl Garage {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// GetObject requests (whole or ranged) the server logged for `key` (bucket-relative),
+    /// as the S3 server's own request log tells it.
+    pub fn object_gets(&self, key: &str) -> usize {
+        let wanted = format!("GET /strata/{key}?x-id=GetObject");
+        self.logs
+            .iter()
+            .map(|log| {
+                std::fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|line| line.contains(&wanted))
+                    .count()
+            })
+            .sum()
     }
 
     /// SIGKILL: the S3 server is gone, as in an outage.

@@ -228,7 +228,7 @@ impl RetentionIndex for SqlIndex {
             "FROM series se JOIN instance i ON i.series_fk = se.id WHERE se.study_fk = s.id";
         let sql = format!(
             "SELECT s.study_uid, s.received_at, s.last_accessed_at, \
-               (SELECT COALESCE(SUM(f.size_bytes), 0) {instances_of_files} AND fs.group_name = $1) AS online_bytes, \
+               (SELECT CAST(COALESCE(SUM(f.size_bytes), 0) AS BIGINT) {instances_of_files} AND fs.group_name = $1) AS online_bytes, \
                (SELECT COUNT(*) {instances_of}) AS instances, \
                (SELECT COUNT(*) {instances_of} AND {VERIFIED}) AS verified, \
                (SELECT COUNT(*) {instances_of} AND NOT {VERIFIED} AND EXISTS (SELECT 1 FROM pack_member pm \

@@ -422,4 +422,105 @@ pub async fn packs_track_what_is_copied(index: Index) {
         .await
         .expect("to verify")
         .is_empty());
+    deletion_needs_archived_copies(&index, first).await;
+}
+
+/// Continues `packs_track_what_is_copied`: instances 3.1 and 3.2 are in pack `first`, 3.3 in none.
+async fn deletion_needs_archived_copies(index: &Index, first: i64) {
+    let rule = archive_core::config::RetentionRuleConfig {
+        name: "idle".into(),
+        group: "ONLINE_STORAGE".into(),
+        schedule: "0 * * * * *".into(),
+        not_accessed_days: Some(0),
+        free_below_percent: None,
+        free_target_percent: None,
+        min_study_age_days: 0,
+        modalities: vec![],
+        calling_aes: vec![],
+        require_target: String::new(),
+        enabled: true,
+    };
+    // A copy that failed verification protects nothing.
+    index
+        .set_pack_status(first, pack_status::VERIFY_FAILED, "bad", 40)
+        .await
+        .expect("status");
+    let candidates = index
+        .retention_candidates(&rule, 10)
+        .await
+        .expect("candidates");
+    assert_eq!(
+        (
+            candidates[0].instances,
+            candidates[0].verified,
+            candidates[0].verify_failed,
+            candidates[0].online_bytes
+        ),
+        (3, 0, 2, 600)
+    );
+    let refused = index
+        .begin_online_deletion("1.9", "")
+        .await
+        .expect("deletion");
+    assert_eq!((refused.marked, refused.kept_unverified), (0, 3));
+
+    // ARCHIVED: exactly those two instances lose their ONLINE file; the third keeps it.
+    index
+        .set_pack_status(first, pack_status::ARCHIVED, "", 41)
+        .await
+        .expect("status");
+    let other_target = archive_core::config::RetentionRuleConfig {
+        require_target: "tape".into(),
+        ..rule.clone()
+    };
+    assert_eq!(
+        index
+            .retention_candidates(&other_target, 10)
+            .await
+            .expect("candidates")[0]
+            .verified,
+        0
+    );
+    let started = index
+        .begin_online_deletion("1.9", "")
+        .await
+        .expect("deletion");
+    assert_eq!((started.marked, started.kept_unverified), (2, 1));
+    let deleting = index.deleting_files("1.9").await.expect("deleting");
+    assert_eq!(deleting.len(), 2);
+    assert_eq!(
+        index.studies_with_deleting_files().await.expect("q"),
+        vec!["1.9"]
+    );
+    // Retrievals already read the two from NEARLINE, the third from its file.
+    let locations = index
+        .retrieve_locations(archive_core::query::Level::Study, &["1.9".to_string()])
+        .await
+        .expect("locations");
+    let sources: Vec<(&str, bool)> = locations
+        .iter()
+        .map(|l| (l.sop_uid.as_str(), l.nearline.is_some()))
+        .collect();
+    assert_eq!(sources, vec![("3.1", true), ("3.2", true), ("3.3", false)]);
+    assert_eq!(
+        locations[0].nearline.as_ref().map(|m| m.data_offset),
+        Some(1024)
+    );
+    index
+        .remove_file_rows(&deleting.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .await
+        .expect("remove");
+    assert!(index
+        .studies_with_deleting_files()
+        .await
+        .expect("q")
+        .is_empty());
+    let study = index.study("1.9").await.expect("q").expect("study");
+    assert_eq!(study.availability, "ONLINE", "one instance is still ONLINE");
+    let series = index.series_of_study("1.9").await.expect("series");
+    let availability: Vec<(&str, &str)> = series
+        .iter()
+        .map(|s| (s.series_uid.as_str(), s.availability.as_str()))
+        .collect();
+    assert_eq!(availability, vec![("2.1", "NEARLINE"), ("2.2", "ONLINE")]);
 }
