@@ -18,53 +18,18 @@ cargo build --release --quiet
 strata=$root/target/release/strata
 # shellcheck source=scripts/garage.sh
 source "$root/scripts/garage.sh"
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
-now() { date +%s.%N; }
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 
 mkdir -p "$run"
 STARTED_GARAGE=""
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$STARTED_GARAGE" ] && kill "$STARTED_GARAGE" 2>/dev/null; rm -rf "$run"' EXIT
 start_garage "$run/garage"
-printf '%s\n' "$STRATA_TEST_S3_ACCESS_KEY_ID" >"$run/key-id"
-printf '%s\n' "$STRATA_TEST_S3_SECRET_ACCESS_KEY" >"$run/secret"
-
-workload() { # name patients series instances seed (UIDs derive from the seed)
-    local dir=$bench/workloads/tier-$1
-    if [ ! -f "$dir.done" ]; then
-        rm -rf "$dir"
-        "$strata" generate --out "$dir" --patients "$2" --series-per-study "$3" --instances-per-series "$4" \
-            --matrix 1024 --seed "$5" --patient-prefix "TIER$1" >/dev/null
-        touch "$dir.done"
-    fi
-    echo "$dir"
-}
 small=$(workload 1g 4 2 64 77)
 big=$(workload 2g 1 4 256 78)
 
-cat >"$run/strata.toml" <<TOML
-data_dir = "$run/strata"
-[[nearline.targets]]
-name = "garage"
-kind = "s3"
-endpoint = "$STRATA_TEST_S3_ENDPOINT"
-region = "garage"
-bucket = "$STRATA_TEST_S3_BUCKET"
-prefix = "strata/"
-access_key_id_file = "$run/key-id"
-secret_access_key_file = "$run/secret"
-[lifecycle]
-poll_interval_ms = 100
-verify_schedule = ""
-TOML
-
-serve() {
-    port=$(free_port)
-    "$strata" --config "$run/strata.toml" serve --dicom-port "$port" --http-listen "127.0.0.1:$(free_port)" >"$run/strata.log" 2>&1 &
-    pid=$!
-    wait_port "$port"
-}
+write_s3_config ""
 
 # Queues a copy of every study in the index and waits until all are DONE; prints seconds.
 copy_all() {

@@ -490,4 +490,33 @@ async fn concurrent_moves_fetch_a_pack_once_and_the_cache_stays_under_its_cap() 
         assert!(on_disk <= cap, "cache holds {on_disk} bytes, cap {cap}");
     }
     assert!(strata.metric("strata_retrieve_cache_evictions_total") >= 2);
+
+    // The target down: the move ends (no hang) with failed sub-operations and a reason.
+    let mut garage = garage;
+    garage.stop();
+    let started = std::time::Instant::now();
+    let output = movescu(
+        &strata,
+        "RECV",
+        "STUDY",
+        &[format!("StudyInstanceUID={}", studies[0])],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "the move ended"
+    );
+    assert!(
+        text.contains("Final Move Response (Failed")
+            || text.contains("Final Move Response (Warning"),
+        "{text}"
+    );
+    assert!(
+        strata.log().contains("cannot read its NEARLINE copy"),
+        "the reason is logged"
+    );
 }

@@ -133,9 +133,35 @@ impl Retriever {
         location: &InstanceLocation,
         member: &NearlineMember,
     ) -> Result<OpenedInstance, RetrieveError> {
-        let pin = self.pin_pack(location, member).await?;
-        let path = pin.dir().join(&member.member_path);
-        Self::open_file(location, path, Some(pin)).await
+        let access = self.access(location)?.clone();
+        // Twice at most: a member read early (pack still arriving) can move when the pack is
+        // put in place between finding and opening it.
+        for _ in 0..2 {
+            let fetcher = access.clone();
+            let wanted = member.clone();
+            let (pin, path) = access
+                .cache
+                .get_member(
+                    member.pack_id,
+                    member.pack_size.max(0) as u64,
+                    &member.member_path,
+                    move |dir| async move { fetch_pack(&fetcher, &wanted, &dir).await },
+                )
+                .await
+                .map_err(|e| RetrieveError::Nearline {
+                    sop_uid: location.sop_uid.clone(),
+                    message: e.to_string(),
+                })?;
+            match Self::open_file(location, path, Some(pin)).await {
+                Err(RetrieveError::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                other => return other,
+            }
+        }
+        Err(RetrieveError::Nearline {
+            sop_uid: location.sop_uid.clone(),
+            message: format!("{} is missing from its unpacked pack", member.member_path),
+        })
     }
 
     /// The instance's pack, unpacked in the retrieve cache and kept there while the pin

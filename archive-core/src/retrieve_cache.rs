@@ -4,6 +4,8 @@
 //! - **Single flight**: however many requests want a pack at once, one fetch runs; the others
 //!   wait for it. The fetch runs in its own task, so a requester that goes away (an aborted
 //!   association) does not strand the others.
+//! - **Streaming**: a member can be read as soon as it is unpacked and its SHA-256 checked,
+//!   while the rest of the pack is still arriving, so a C-MOVE sends while it fetches.
 //! - **Bounded**: the unpacked bytes stay under the cap. Before a fetch, least recently used
 //!   packs nobody is reading are evicted; a pack being read (pinned) is never evicted, so a
 //!   fetch that finds no room waits for readers to finish.
@@ -18,6 +20,8 @@ use tokio::sync::watch;
 
 /// How long a fetch waits for room before giving up (every pack in the cache being read).
 const ROOM_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a reader waiting for one member of a pack being fetched looks for it.
+const MEMBER_POLL: Duration = Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum CacheError {
@@ -29,19 +33,22 @@ pub enum CacheError {
     Fetch(String),
 }
 
-enum Slot {
-    Ready {
-        size: u64,
-        last_used: Instant,
-        readers: usize,
-    },
-    /// Being fetched; the sender's value turns to `Some(result)` when done.
-    Fetching(watch::Receiver<Option<Result<(), String>>>),
+/// Turns to `Some(result)` when a fetch ends.
+type Done = watch::Receiver<Option<Result<(), String>>>;
+
+struct Slot {
+    /// `Some` while the pack is being fetched; `None` once it is unpacked and in place.
+    fetching: Option<Done>,
+    size: u64,
+    last_used: Instant,
+    /// Pins: readers of its files, early readers of a pack still arriving included. A pinned
+    /// pack is never evicted.
+    readers: usize,
 }
 
 struct State {
     slots: HashMap<i64, Slot>,
-    /// Bytes of Ready packs plus bytes reserved for fetches.
+    /// Bytes of unpacked packs plus bytes reserved for fetches.
     used: u64,
 }
 
@@ -68,14 +75,15 @@ impl CachePin {
 impl Drop for CachePin {
     fn drop(&mut self) {
         let mut state = self.cache.lock();
-        if let Some(Slot::Ready {
-            readers, last_used, ..
-        }) = state.slots.get_mut(&self.pack_id)
-        {
-            *readers = readers.saturating_sub(1);
-            *last_used = Instant::now();
+        if let Some(slot) = state.slots.get_mut(&self.pack_id) {
+            slot.readers = slot.readers.saturating_sub(1);
+            slot.last_used = Instant::now();
         }
     }
+}
+
+fn partial_dir_of(dir: &Path) -> PathBuf {
+    dir.with_extension("partial")
 }
 
 impl RetrieveCache {
@@ -115,13 +123,46 @@ impl RetrieveCache {
         self.dir.join(pack_id.to_string())
     }
 
-    /// The pack unpacked in the cache, fetched by `fetch(dir)` if it is not there yet.
+    /// The whole pack unpacked in the cache, fetched by `fetch(dir)` if it is not there yet.
     pub async fn get<F, Fut>(
         self: &Arc<Self>,
         pack_id: i64,
         size: u64,
         fetch: F,
     ) -> Result<CachePin, CacheError>
+    where
+        F: FnOnce(PathBuf) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.acquire(pack_id, size, None, fetch)
+            .await
+            .map(|(pin, _)| pin)
+    }
+
+    /// One member of the pack, as soon as it is unpacked and checked, while the rest may still
+    /// be arriving. The path is valid while the pin lives; if opening it fails with NotFound,
+    /// the pack was just moved into place: ask again.
+    pub async fn get_member<F, Fut>(
+        self: &Arc<Self>,
+        pack_id: i64,
+        size: u64,
+        member_path: &str,
+        fetch: F,
+    ) -> Result<(CachePin, PathBuf), CacheError>
+    where
+        F: FnOnce(PathBuf) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.acquire(pack_id, size, Some(member_path), fetch).await
+    }
+
+    async fn acquire<F, Fut>(
+        self: &Arc<Self>,
+        pack_id: i64,
+        size: u64,
+        member: Option<&str>,
+        fetch: F,
+    ) -> Result<(CachePin, PathBuf), CacheError>
     where
         F: FnOnce(PathBuf) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
@@ -134,37 +175,74 @@ impl RetrieveCache {
         }
         let deadline = Instant::now() + ROOM_TIMEOUT;
         let mut fetch = Some(fetch);
+        // The fetch this request started, if any: once it has ended, its outcome is final for
+        // this request (its closure is spent; a retry is a new request).
+        let mut own: Option<Done> = None;
+        let final_dir = self.pack_dir(pack_id);
+        let partial_dir = partial_dir_of(&final_dir);
         loop {
             let waiting = {
                 let mut state = self.lock();
-                match state.slots.get_mut(&pack_id) {
-                    Some(Slot::Ready {
-                        readers, last_used, ..
-                    }) => {
-                        *readers += 1;
-                        *last_used = Instant::now();
-                        metrics::CACHE_HITS.add(1);
-                        return Ok(self.pin(pack_id));
+                if let Some(slot) = state.slots.get_mut(&pack_id) {
+                    match &slot.fetching {
+                        None => {
+                            slot.readers += 1;
+                            slot.last_used = Instant::now();
+                            metrics::CACHE_HITS.add(1);
+                            let path =
+                                member.map_or_else(|| final_dir.clone(), |m| final_dir.join(m));
+                            return Ok((self.pin(pack_id), path));
+                        }
+                        Some(done) => {
+                            if let Some(early) =
+                                member.map(|m| partial_dir.join(m)).filter(|p| p.exists())
+                            {
+                                slot.readers += 1;
+                                return Ok((self.pin(pack_id), early));
+                            }
+                            Some(done.clone())
+                        }
                     }
-                    Some(Slot::Fetching(done)) => Some(done.clone()),
-                    None => {
-                        let evicted = make_room(&mut state, self.cap, size);
-                        if state.used + size <= self.cap {
-                            let (sender, receiver) = watch::channel(None);
-                            state
-                                .slots
-                                .insert(pack_id, Slot::Fetching(receiver.clone()));
-                            state.used += size;
-                            drop(state);
-                            self.remove_dirs(evicted);
-                            let Some(fetch) = fetch.take() else {
-                                return Err(CacheError::Fetch("fetch already started".into()));
-                            };
-                            self.start_fetch(pack_id, size, fetch, sender);
+                } else if let Some(mine) = &own {
+                    // Our fetch ended and its slot is gone: it failed (or, under pressure, the
+                    // pack was evicted before we could pin it).
+                    let message = match mine.borrow().clone() {
+                        Some(Err(message)) => message,
+                        _ => "the pack left the cache before it could be read; try again".into(),
+                    };
+                    return Err(CacheError::Fetch(message));
+                } else {
+                    let evicted = make_room(&mut state, self.cap, size);
+                    let fits = state.used + size <= self.cap;
+                    let started = if fits {
+                        let (sender, receiver) = watch::channel(None);
+                        state.slots.insert(
+                            pack_id,
+                            Slot {
+                                fetching: Some(receiver.clone()),
+                                size,
+                                last_used: Instant::now(),
+                                readers: 0,
+                            },
+                        );
+                        state.used += size;
+                        Some((sender, receiver))
+                    } else {
+                        None
+                    };
+                    drop(state);
+                    self.remove_dirs(evicted);
+                    match (started, fetch.take()) {
+                        (Some((sender, receiver)), Some(fetch)) => {
+                            self.start_fetch(pack_id, fetch, sender);
+                            own = Some(receiver.clone());
                             Some(receiver)
-                        } else {
-                            drop(state);
-                            self.remove_dirs(evicted);
+                        }
+                        (Some(_), None) => {
+                            return Err(CacheError::Fetch("fetch already started".into()))
+                        }
+                        (None, unused) => {
+                            fetch = unused;
                             None
                         }
                     }
@@ -172,13 +250,21 @@ impl RetrieveCache {
             };
             match waiting {
                 Some(mut done) => {
-                    // Wait for the fetch (ours or another request's), then look again.
-                    let outcome = done
-                        .wait_for(|value| value.is_some())
-                        .await
-                        .map(|value| value.clone())
-                        .ok()
-                        .flatten();
+                    // `Err`: the fetch task is gone without a word (the runtime is shutting down).
+                    let ended = async {
+                        match done.wait_for(|value| value.is_some()).await {
+                            Ok(value) => value.clone(),
+                            Err(_) => Some(Err("the fetch was interrupted".to_string())),
+                        }
+                    };
+                    // A reader of one member looks again shortly: it may be unpacked by then.
+                    let outcome = match member {
+                        Some(_) => tokio::time::timeout(MEMBER_POLL, ended)
+                            .await
+                            .ok()
+                            .flatten(),
+                        None => ended.await,
+                    };
                     if let Some(Err(message)) = outcome {
                         return Err(CacheError::Fetch(message));
                     }
@@ -204,7 +290,6 @@ impl RetrieveCache {
     fn start_fetch<F, Fut>(
         self: &Arc<Self>,
         pack_id: i64,
-        size: u64,
         fetch: F,
         done: watch::Sender<Option<Result<(), String>>>,
     ) where
@@ -214,9 +299,14 @@ impl RetrieveCache {
         let cache = self.clone();
         let dir = self.pack_dir(pack_id);
         tokio::spawn(async move {
-            let partial = dir.with_extension("partial");
+            let partial = partial_dir_of(&dir);
             let _ = tokio::fs::remove_dir_all(&partial).await;
-            let mut result = fetch(partial.clone()).await;
+            // In a task of its own: a panic in a target's code becomes an error for the
+            // waiters instead of a slot that never finishes.
+            let mut result = match tokio::spawn(fetch(partial.clone())).await {
+                Ok(result) => result,
+                Err(failed) => Err(format!("the fetch failed: {failed}")),
+            };
             if result.is_ok() {
                 if let Err(error) = tokio::fs::rename(&partial, &dir).await {
                     result = Err(format!("cannot move the unpacked pack into place: {error}"));
@@ -226,19 +316,16 @@ impl RetrieveCache {
                 let mut state = cache.lock();
                 match &result {
                     Ok(()) => {
-                        state.slots.insert(
-                            pack_id,
-                            Slot::Ready {
-                                size,
-                                last_used: Instant::now(),
-                                readers: 0,
-                            },
-                        );
-                        metrics::CACHE_BYTES.add(size);
+                        if let Some(slot) = state.slots.get_mut(&pack_id) {
+                            slot.fetching = None;
+                            slot.last_used = Instant::now();
+                            metrics::CACHE_BYTES.add(slot.size);
+                        }
                     }
                     Err(_) => {
-                        state.slots.remove(&pack_id);
-                        state.used = state.used.saturating_sub(size);
+                        if let Some(slot) = state.slots.remove(&pack_id) {
+                            state.used = state.used.saturating_sub(slot.size);
+                        }
                     }
                 }
             }
@@ -258,22 +345,16 @@ impl RetrieveCache {
     }
 }
 
-/// Evicts least recently used packs nobody reads until `size` more bytes fit (or nothing more
-/// can go); returns the evicted pack ids, whose directories the caller removes.
+/// Evicts least recently used unpacked packs nobody reads until `size` more bytes fit (or
+/// nothing more can go); returns the evicted pack ids, whose directories the caller removes.
 fn make_room(state: &mut State, cap: u64, size: u64) -> Vec<i64> {
     let mut evicted = Vec::new();
     while state.used + size > cap {
         let victim = state
             .slots
             .iter()
-            .filter_map(|(id, slot)| match slot {
-                Slot::Ready {
-                    readers: 0,
-                    last_used,
-                    size,
-                } => Some((*last_used, *id, *size)),
-                _ => None,
-            })
+            .filter(|(_, slot)| slot.fetching.is_none() && slot.readers == 0)
+            .map(|(id, slot)| (slot.last_used, *id, slot.size))
             .min();
         let Some((_, id, victim_size)) = victim else {
             break;
@@ -296,6 +377,68 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         std::fs::write(dir.join("m.dcm"), vec![7u8; bytes]).map_err(|e| e.to_string())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_fetch_fails_its_waiters_and_can_be_retried() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = RetrieveCache::open(root.path().join("cache"), 1000).expect("cache");
+        // Fails after several member polls: the waiter must see the error, not spin on.
+        let failed = tokio::time::timeout(
+            Duration::from_secs(5),
+            cache.get_member(9, 100, "m.dcm", |_| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err("target down".to_string())
+            }),
+        )
+        .await
+        .expect("no hang");
+        assert!(
+            matches!(failed, Err(CacheError::Fetch(ref m)) if m == "target down"),
+            "{:?}",
+            failed.map(|_| ())
+        );
+        assert_eq!(cache.used(), 0, "nothing stays reserved");
+        let again = tokio::time::timeout(
+            Duration::from_secs(5),
+            cache.get_member(9, 100, "m.dcm", |dir| write_pack(dir, 10)),
+        )
+        .await
+        .expect("no hang");
+        assert!(again.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_member_is_served_while_the_rest_of_its_pack_arrives() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = RetrieveCache::open(root.path().join("cache"), 1000).expect("cache");
+        let started = Instant::now();
+        let (pin, path) = cache
+            .get_member(7, 100, "s/first.dcm", |dir| async move {
+                std::fs::create_dir_all(dir.join("s")).map_err(|e| e.to_string())?;
+                std::fs::write(dir.join("s/first.dcm"), b"first").map_err(|e| e.to_string())?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                std::fs::write(dir.join("s/second.dcm"), b"second").map_err(|e| e.to_string())
+            })
+            .await
+            .expect("member");
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "did not wait for the whole pack"
+        );
+        assert_eq!(std::fs::read(&path).expect("read"), b"first");
+        // A whole-pack request waits for the end, then finds the pack in place.
+        let whole = cache
+            .get(7, 100, |_| async {
+                Err("must not fetch twice".to_string())
+            })
+            .await
+            .expect("pack");
+        assert_eq!(
+            std::fs::read(whole.dir().join("s/second.dcm")).expect("read"),
+            b"second"
+        );
+        drop(pin);
     }
 
     #[tokio::test(flavor = "multi_thread")]

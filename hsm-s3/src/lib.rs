@@ -4,6 +4,7 @@
 //! Everything else sees these only through `archive_core::nearline`; the binary passes
 //! [`Targets`] wherever targets are opened.
 
+mod body_reader;
 mod chunk_sink;
 mod filesystem;
 pub mod manifest;

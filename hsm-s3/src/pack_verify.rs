@@ -15,7 +15,9 @@ use std::path::Path;
 struct Watched<'a, R> {
     inner: R,
     read: u64,
-    sha: Sha256,
+    /// `None` when unpacking for retrieval: every member is checked against the index on its
+    /// own, and a second SHA-256 pass over the whole pack would only slow the retrieval down.
+    sha: Option<Sha256>,
     source_error: Option<String>,
     progress: &'a TransferProgress,
 }
@@ -25,7 +27,9 @@ impl<R: Read> Read for Watched<'_, R> {
         match self.inner.read(buf) {
             Ok(n) => {
                 self.read += n as u64;
-                self.sha.update(&buf[..n]);
+                if let Some(sha) = self.sha.as_mut() {
+                    sha.update(&buf[..n]);
+                }
                 self.progress.add_bytes(n as u64);
                 Ok(n)
             }
@@ -73,7 +77,7 @@ fn check_pack_stream<R: Read>(
     let mut watched = Watched {
         inner: reader,
         read: 0,
-        sha: Sha256::new(),
+        sha: unpack_to.is_none().then(Sha256::new),
         source_error: None,
         progress,
     };
@@ -103,12 +107,13 @@ fn check_pack_stream<R: Read>(
                 watched.read, expected.size
             ));
         }
-        let sha = hex::encode(watched.sha.finalize());
-        if sha != expected.sha256 {
-            problems.push(format!(
-                "pack SHA-256 is {sha}, the index records {}",
-                expected.sha256
-            ));
+        if let Some(sha) = watched.sha.map(|sha| hex::encode(sha.finalize())) {
+            if sha != expected.sha256 {
+                problems.push(format!(
+                    "pack SHA-256 is {sha}, the index records {}",
+                    expected.sha256
+                ));
+            }
         }
     }
     Ok(if problems.is_empty() {
@@ -150,19 +155,23 @@ fn walk_members<R: Read>(
         }
         let offset = entry.raw_file_position();
         let size = entry.header().size()?;
-        // Only members the index knows are written, under the path the index gave them.
-        let mut out = match (unpack_to, wanted.contains_key(path.as_str())) {
-            (Some(dir), true) => {
-                let target = dir.join(&path);
+        // Only members the index knows are written, under the path the index gave them: first
+        // as `<path>.part`, renamed once its SHA-256 matched, so a reader waiting for one
+        // member can take it while the rest of the pack is still arriving.
+        let unpack_path = unpack_to
+            .filter(|_| wanted.contains_key(path.as_str()))
+            .map(|dir| dir.join(&path));
+        let mut out = match &unpack_path {
+            Some(target) => {
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
                 Some(io::BufWriter::with_capacity(
                     1 << 20,
-                    std::fs::File::create(target)?,
+                    std::fs::File::create(part_path(target))?,
                 ))
             }
-            _ => None,
+            None => None,
         };
         let mut sha = Sha256::new();
         let mut buffer = vec![0u8; 64 * 1024];
@@ -199,6 +208,11 @@ fn walk_members<R: Read>(
                 row.data_offset
             ));
         }
+        if let Some(target) = &unpack_path {
+            if sha == row.sha256 && read == row.size_bytes as u64 {
+                std::fs::rename(part_path(target), target)?;
+            }
+        }
         if sha != row.sha256 {
             problems.push(format!(
                 "`{path}` (SOP Instance {}) has SHA-256 {sha}, the index records {}",
@@ -225,4 +239,11 @@ fn walk_members<R: Read>(
         problems.push("the pack has no manifest".into());
     }
     Ok(())
+}
+
+/// Where a member is written until its checksum matched.
+fn part_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".part");
+    std::path::PathBuf::from(name)
 }

@@ -357,7 +357,7 @@ impl NearlineTarget for S3Target {
             .await
             .map_err(|e| sdk_error(&format!("GET s3://{}/{key}", self.bucket), e))?;
         archive_core::metrics::PACK_FETCHES.add(1);
-        let reader = tokio_util::io::SyncIoBridge::new(object.body.into_async_read());
+        let reader = crate::body_reader::BodyReader::start(object.body);
         let expected = expected.clone();
         let dir = dir.to_path_buf();
         tokio::task::spawn_blocking(move || {

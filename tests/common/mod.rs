@@ -91,6 +91,14 @@ impl Strata {
             config_path,
             child: None,
         };
+        // Another process may take a port between free_port() and strata's bind: pick new ones.
+        for _ in 0..3 {
+            if strata.try_spawn() {
+                return strata;
+            }
+            strata.dicom_port = free_port();
+            strata.http_port = free_port();
+        }
         strata.spawn();
         strata
     }
@@ -103,7 +111,35 @@ impl Strata {
         self.data_dir().join("online")
     }
 
+    /// Starts the server; `false` if it could not bind its ports.
+    fn try_spawn(&mut self) -> bool {
+        self.start_child();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    if self.log().contains("cannot listen") {
+                        self.child = None;
+                        return false;
+                    }
+                    break;
+                }
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.dicom_port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_until_listening();
+        true
+    }
+
     fn spawn(&mut self) {
+        self.start_child();
+        self.wait_until_listening();
+    }
+
+    fn start_child(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -123,7 +159,6 @@ impl Strata {
             .spawn()
             .expect("start strata");
         self.child = Some(child);
-        self.wait_until_listening();
     }
 
     fn wait_until_listening(&mut self) {

@@ -258,22 +258,8 @@ impl NearlineIndex for SqlIndex {
         now: i64,
         limit: i64,
     ) -> IndexResult<Vec<String>> {
-        let mut binds: Vec<String> = Vec::new();
-        let mut series_filter = String::new();
-        for (column, values) in [
-            ("se.modality", &rule.modalities),
-            ("se.source_ae", &rule.calling_aes),
-        ] {
-            if values.is_empty() {
-                continue;
-            }
-            let first = binds.len() + 4;
-            binds.extend(values.iter().cloned());
-            series_filter.push_str(&format!(
-                " AND {column} IN ({})",
-                super::queries::placeholder_list(first, values.len())
-            ));
-        }
+        let (series_filter, binds) =
+            super::queries::series_filter("se", &rule.modalities, &rule.calling_aes, 4);
         let sql = format!(
             "SELECT s.study_uid FROM study s WHERE s.updated_at <= $1 AND s.received_at <= $2 \
              AND EXISTS (SELECT 1 FROM series se JOIN instance i ON i.series_fk = se.id \

@@ -143,6 +143,30 @@ pub fn touch_studies(count: usize) -> String {
     )
 }
 
+/// ` AND <alias>.modality IN (…) AND <alias>.source_ae IN (…)` for the non-empty lists of a
+/// rule's series filters, numbering placeholders from `first`; returns the clause and the
+/// values to bind, in order.
+pub fn series_filter(
+    alias: &str,
+    modalities: &[String],
+    calling_aes: &[String],
+    first: usize,
+) -> (String, Vec<String>) {
+    let mut clause = String::new();
+    let mut binds: Vec<String> = Vec::new();
+    for (column, values) in [("modality", modalities), ("source_ae", calling_aes)] {
+        if values.is_empty() {
+            continue;
+        }
+        clause.push_str(&format!(
+            " AND {alias}.{column} IN ({})",
+            placeholder_list(first + binds.len(), values.len())
+        ));
+        binds.extend(values.iter().cloned());
+    }
+    (clause, binds)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

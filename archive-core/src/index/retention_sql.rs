@@ -208,22 +208,13 @@ impl RetentionIndex for SqlIndex {
         rule: &RetentionRuleConfig,
         limit: i64,
     ) -> IndexResult<Vec<RetentionCandidate>> {
-        let mut binds: Vec<String> = Vec::new();
-        let mut filter = String::new();
-        for (column, values) in [
-            ("x.modality", &rule.modalities),
-            ("x.source_ae", &rule.calling_aes),
-        ] {
-            if values.is_empty() {
-                continue;
-            }
-            let first = binds.len() + 3;
-            binds.extend(values.iter().cloned());
-            filter.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM series x WHERE x.study_fk = s.id AND {column} IN ({}))",
-                super::queries::placeholder_list(first, values.len())
-            ));
-        }
+        let (series, binds) =
+            super::queries::series_filter("x", &rule.modalities, &rule.calling_aes, 3);
+        let filter = if series.is_empty() {
+            String::new()
+        } else {
+            format!(" AND EXISTS (SELECT 1 FROM series x WHERE x.study_fk = s.id{series})")
+        };
         let instances_of =
             "FROM series se JOIN instance i ON i.series_fk = se.id WHERE se.study_fk = s.id";
         let sql = format!(
