@@ -263,6 +263,46 @@ async fn study_round_trip(backend: Backend, target_toml: &str, scratch: tempfile
         fetches + 1
     );
 
+    // The whole study with getscu (C-GET) too, from the cached pack: no second fetch.
+    let got_all = scratch.path().join("got-all");
+    std::fs::create_dir_all(&got_all).expect("mkdir");
+    let output = dcmtk::run(
+        "getscu",
+        &[
+            "-S",
+            "-aec",
+            "STRATA",
+            "-od",
+            &got_all.display().to_string(),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={study}"),
+            "127.0.0.1",
+            &strata.dicom_port.to_string(),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let gotten = files_below(&got_all);
+    assert_eq!(gotten.len(), 6);
+    for file in &gotten {
+        assert_eq!(
+            data_set_sha256(file),
+            sent[&sop_instance_uid(file)],
+            "C-GET byte-identical from NEARLINE"
+        );
+    }
+    assert_eq!(
+        strata.metric("strata_nearline_pack_fetches_total"),
+        fetches + 1,
+        "served from the retrieve cache"
+    );
+    assert!(strata.metric("strata_retrieve_cache_hits_total") >= 1);
+
     // Restore (with the rule switched off, or it would free the study again at once).
     let text = std::fs::read_to_string(&strata.config_path).expect("config");
     std::fs::write(

@@ -216,12 +216,25 @@ impl Strata {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// The API token the server created on first start.
+    pub fn api_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin-token"))
+            .expect("admin-token file")
+            .trim()
+            .to_string()
+    }
+
     /// A value from `/metrics` (Prometheus text), 0 when absent.
     pub fn metric(&self, name: &str) -> u64 {
         use std::io::Write;
         let mut stream =
             std::net::TcpStream::connect(("127.0.0.1", self.http_port)).expect("connect http");
-        write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
+            self.api_token()
+        )
+        .expect("request");
         let mut text = String::new();
         stream.read_to_string(&mut text).expect("response");
         text.lines()

@@ -1,12 +1,17 @@
-//! REST API and admin UI. For now: the health check the tests and load balancers use, and
-//! the Prometheus metrics of the NEARLINE path.
-//! The full API and UI arrive with their issue; routes are added here, never in the binary.
+//! REST API and admin UI (axum). `/healthz` needs no credentials; `/metrics` and `/api/*`
+//! need the admin token. Routes are added here, never in the binary.
 
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+
+pub use auth::AdminToken;
 
 use archive_core::index::Index;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -14,12 +19,22 @@ use serde_json::{json, Value};
 #[derive(Clone)]
 pub struct WebState {
     pub index: Index,
+    pub token: AdminToken,
+    /// Attempts given to jobs queued through the API (`lifecycle.max_attempts`).
+    pub max_attempts: u32,
 }
 
 pub fn router(state: WebState) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .nest("/api", api::routes())
+        .route_layer(from_fn_with_state(state.token.clone(), auth::require_token));
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .merge(protected)
+        .fallback(|| async {
+            api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        })
         .with_state(state)
 }
 

@@ -84,6 +84,9 @@ pub enum DuplicatePolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: String,
+    /// File holding the API token (`Authorization: Bearer …`); default `<data_dir>/admin-token`,
+    /// created with a random token (printed once) on first start.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -168,6 +171,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
+            admin_token_file: None,
         }
     }
 }

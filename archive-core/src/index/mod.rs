@@ -6,6 +6,7 @@
 //! claiming — is in [`Dialect`]. Jobs ([`JobQueue`]) and NEARLINE bookkeeping
 //! ([`NearlineIndex`]) are part of every backend.
 
+mod admin_sql;
 mod dialect;
 mod jobs_sql;
 mod nearline_sql;
@@ -15,6 +16,7 @@ mod rows;
 mod sql_index;
 mod store_tx;
 
+pub use admin_sql::{AdminIndex, OnlineCopy, StudySearch};
 pub use dialect::Dialect;
 pub use jobs_sql::JobQueue;
 pub use nearline_sql::{CopyRule, NearlineIndex};
@@ -57,7 +59,9 @@ pub struct NewInstance {
 
 /// The operations every index backend provides.
 #[async_trait]
-pub trait IndexBackend: JobQueue + NearlineIndex + RetentionIndex + Send + Sync + 'static {
+pub trait IndexBackend:
+    JobQueue + NearlineIndex + RetentionIndex + AdminIndex + Send + Sync + 'static
+{
     fn dialect(&self) -> Dialect;
     async fn migrate(&self) -> IndexResult<()>;
     /// Makes the filesystem table match the configuration (by path) and returns every row.

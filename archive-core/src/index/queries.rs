@@ -64,11 +64,15 @@ pub const UPSERT_FILESYSTEM: &str =
     VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO UPDATE SET group_name = excluded.group_name, \
     mode = excluded.mode, min_free_bytes = excluded.min_free_bytes";
 
-pub const SELECT_STUDY: &str = "SELECT s.study_uid, p.patient_id, p.issuer, p.patient_name, \
-    p.birth_date, p.sex, s.study_date, s.study_time, s.accession_number, s.study_id, \
-    s.description, s.referring_physician, s.modalities, s.num_series, s.num_instances, \
-    s.size_bytes, s.availability, s.received_at, s.updated_at, s.last_accessed_at \
-    FROM study s JOIN patient p ON p.id = s.patient_fk WHERE s.study_uid = $1";
+pub const SELECT_STUDY_COLUMNS: &str = "SELECT s.study_uid, p.patient_id, p.issuer, \
+    p.patient_name, p.birth_date, p.sex, s.study_date, s.study_time, s.accession_number, \
+    s.study_id, s.description, s.referring_physician, s.modalities, s.num_series, \
+    s.num_instances, s.size_bytes, s.availability, s.received_at, s.updated_at, \
+    s.last_accessed_at FROM study s JOIN patient p ON p.id = s.patient_fk";
+
+pub fn select_study() -> String {
+    format!("{SELECT_STUDY_COLUMNS} WHERE s.study_uid = $1")
+}
 
 pub const SELECT_SERIES_OF_STUDY: &str = "SELECT se.series_uid, se.modality, se.series_number, \
     se.description, se.body_part, se.source_ae, se.num_instances, se.size_bytes, se.availability \

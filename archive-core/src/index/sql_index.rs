@@ -149,7 +149,7 @@ impl IndexBackend for SqlIndex {
     }
 
     async fn study(&self, study_uid: &str) -> IndexResult<Option<StudyRow>> {
-        Ok(sqlx::query_as(q::SELECT_STUDY)
+        Ok(sqlx::query_as(&q::select_study())
             .bind(study_uid)
             .fetch_optional(&self.pool)
             .await?)

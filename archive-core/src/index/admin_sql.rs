@@ -1,0 +1,146 @@
+//! What the REST API asks the index beyond C-FIND: study search with paging, where a study's
+//! ONLINE copies are, and retrying a job.
+
+use super::{IndexResult, SqlIndex, StudyRow};
+use async_trait::async_trait;
+use serde::Serialize;
+
+/// Filters of a study search; every given one must hold.
+#[derive(Clone, Debug, Default)]
+pub struct StudySearch {
+    /// Exact, or with `*` wildcards.
+    pub patient_id: Option<String>,
+    /// Case-insensitive, with `*` wildcards (e.g. `DOE*`).
+    pub patient_name: Option<String>,
+    /// `YYYYMMDD`, inclusive.
+    pub date_from: Option<String>,
+    pub date_to: Option<String>,
+    /// A series of the study has this modality.
+    pub modality: Option<String>,
+    pub accession_number: Option<String>,
+    /// ONLINE, NEARLINE or OFFLINE.
+    pub availability: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// A study's ONLINE files on one filesystem.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct OnlineCopy {
+    pub filesystem_id: i64,
+    pub group_name: String,
+    pub path: String,
+    pub instances: i64,
+    pub bytes: i64,
+}
+
+#[async_trait]
+pub trait AdminIndex: Send + Sync {
+    /// Studies matching `search`, newest study date first.
+    async fn search_studies(&self, search: &StudySearch) -> IndexResult<Vec<StudyRow>>;
+    async fn online_copies(&self, study_uid: &str) -> IndexResult<Vec<OnlineCopy>>;
+    /// Puts a FAILED or CANCELLED job back in the queue with fresh attempts; `false` if it is
+    /// not in one of those states.
+    async fn retry_job(&self, id: i64, now: i64) -> IndexResult<bool>;
+}
+
+/// `*` → `%`, with `%`, `_` and `!` escaped (`ESCAPE '!'`).
+fn like_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '!' | '%' | '_' => {
+                out.push('!');
+                out.push(c);
+            }
+            '*' => out.push('%'),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl AdminIndex for SqlIndex {
+    async fn search_studies(&self, search: &StudySearch) -> IndexResult<Vec<StudyRow>> {
+        let mut conditions: Vec<String> = Vec::new();
+        let mut binds: Vec<String> = Vec::new();
+        let mut add = |condition: &str, value: String| {
+            binds.push(value);
+            conditions.push(condition.replace("$?", &format!("${}", binds.len())));
+        };
+        if let Some(id) = &search.patient_id {
+            add("p.patient_id LIKE $? ESCAPE '!'", like_pattern(id));
+        }
+        if let Some(name) = &search.patient_name {
+            add(
+                "UPPER(p.patient_name) LIKE UPPER($?) ESCAPE '!'",
+                like_pattern(name),
+            );
+        }
+        if let Some(from) = &search.date_from {
+            add("s.study_date >= $?", from.clone());
+        }
+        if let Some(to) = &search.date_to {
+            add("s.study_date <> '' AND s.study_date <= $?", to.clone());
+        }
+        if let Some(modality) = &search.modality {
+            add(
+                "EXISTS (SELECT 1 FROM series x WHERE x.study_fk = s.id AND x.modality = $?)",
+                modality.clone(),
+            );
+        }
+        if let Some(accession) = &search.accession_number {
+            add("s.accession_number = $?", accession.clone());
+        }
+        if let Some(availability) = &search.availability {
+            add("s.availability = $?", availability.clone());
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" AND {}", conditions.join(" AND "))
+        };
+        let sql = format!(
+            "{} WHERE 1 = 1{filter} ORDER BY s.study_date DESC, s.id DESC LIMIT {} OFFSET {}",
+            super::queries::SELECT_STUDY_COLUMNS,
+            search.limit.clamp(1, 1000),
+            search.offset.max(0)
+        );
+        let mut query = sqlx::query_as(&sql);
+        for value in &binds {
+            query = query.bind(value.as_str());
+        }
+        Ok(query.fetch_all(self.pool()).await?)
+    }
+
+    async fn online_copies(&self, study_uid: &str) -> IndexResult<Vec<OnlineCopy>> {
+        Ok(sqlx::query_as(
+            "SELECT fs.id AS filesystem_id, fs.group_name, fs.path, COUNT(*) AS instances, \
+             CAST(SUM(f.size_bytes) AS BIGINT) AS bytes \
+             FROM file f JOIN filesystem fs ON fs.id = f.filesystem_fk \
+             JOIN instance i ON i.id = f.instance_fk JOIN series se ON se.id = i.series_fk \
+             JOIN study s ON s.id = se.study_fk WHERE s.study_uid = $1 AND f.status = 'OK' \
+             GROUP BY fs.id, fs.group_name, fs.path ORDER BY fs.id",
+        )
+        .bind(study_uid)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    async fn retry_job(&self, id: i64, now: i64) -> IndexResult<bool> {
+        // ON CONFLICT: a live job for the same work may exist meanwhile; then nothing changes.
+        let result = sqlx::query(
+            "UPDATE job SET state = 'QUEUED', attempts = 0, next_run_at = $1, updated_at = $1, \
+             finished_at = NULL, last_error = '', owner_node = '', lease_expires_at = 0 \
+             WHERE id = $2 AND state IN ('FAILED', 'CANCELLED') AND NOT EXISTS (SELECT 1 FROM job l \
+               WHERE l.job_type = job.job_type AND l.study_uid = job.study_uid \
+               AND l.target_name = job.target_name AND l.state IN ('QUEUED', 'RUNNING'))",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}

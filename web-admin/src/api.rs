@@ -1,0 +1,365 @@
+//! The JSON API under `/api` (bearer token, see `auth`): studies with their availability and
+//! copies, actions on a study (each queues a job and returns it), and jobs across all nodes.
+//! Errors are `{"code": "...", "message": "..."}` with a fitting 4xx/5xx status.
+
+use crate::WebState;
+use archive_core::index::{now_millis, StudySearch};
+use archive_core::jobs::{self, job_state, Job, JobFilter};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// An API error: a stable machine-readable code and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong credentials",
+        )
+    }
+    fn not_found(what: String) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+    fn bad_request(field: &str, message: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("{field}: {message}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "code": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+/// Database trouble is a 503: the request may work again; details go to the log only.
+impl From<archive_core::index::IndexError> for ApiError {
+    fn from(error: archive_core::index::IndexError) -> ApiError {
+        tracing::error!(%error, "API: index error");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "index_unavailable",
+            "the index is unavailable",
+        )
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/studies", get(search_studies))
+        .route("/studies/{uid}", get(study_detail))
+        .route("/studies/{uid}/availability", get(study_availability))
+        .route("/studies/{uid}/{action}", post(study_action))
+        .route("/jobs", get(list_jobs))
+        .route("/jobs/{id}", get(job_detail))
+        .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/jobs/{id}/retry", post(retry_job))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StudyQuery {
+    patient_id: Option<String>,
+    patient_name: Option<String>,
+    date_from: Option<String>,
+    date_to: Option<String>,
+    modality: Option<String>,
+    accession_number: Option<String>,
+    availability: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+fn check_date(field: &str, value: &Option<String>) -> ApiResult<()> {
+    match value {
+        Some(date) if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) => Err(
+            ApiError::bad_request(field, format!("`{date}` is not a date like 20240315")),
+        ),
+        _ => Ok(()),
+    }
+}
+
+async fn search_studies(
+    State(state): State<WebState>,
+    query: Result<Query<StudyQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
+    check_date("date_from", &query.date_from)?;
+    check_date("date_to", &query.date_to)?;
+    if let Some(availability) = &query.availability {
+        if !matches!(availability.as_str(), "ONLINE" | "NEARLINE" | "OFFLINE") {
+            return Err(ApiError::bad_request(
+                "availability",
+                "must be ONLINE, NEARLINE or OFFLINE",
+            ));
+        }
+    }
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit", "must be between 1 and 1000"));
+    }
+    let offset = query.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::bad_request("offset", "must not be negative"));
+    }
+    let search = StudySearch {
+        patient_id: query.patient_id,
+        patient_name: query.patient_name,
+        date_from: query.date_from,
+        date_to: query.date_to,
+        modality: query.modality,
+        accession_number: query.accession_number,
+        availability: query.availability,
+        limit,
+        offset,
+    };
+    let studies = state.index.search_studies(&search).await?;
+    Ok(Json(
+        json!({ "studies": studies, "limit": limit, "offset": offset }),
+    ))
+}
+
+async fn study_or_404(state: &WebState, uid: &str) -> ApiResult<archive_core::index::StudyRow> {
+    state
+        .index
+        .study(uid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no study with Study Instance UID {uid}")))
+}
+
+/// Every copy of the study: ONLINE filesystems and NEARLINE packs with their status.
+async fn copies(state: &WebState, uid: &str) -> ApiResult<Value> {
+    let online = state.index.online_copies(uid).await?;
+    let packs = state.index.packs_of_study(uid).await?;
+    let nearline: Vec<Value> = packs
+        .iter()
+        .map(|p| {
+            json!({
+                "target": p.target_name, "key": p.object_key, "status": p.status,
+                "size_bytes": p.size_bytes, "instances": p.member_count,
+                "created_at": p.created_at, "verified_at": p.verified_at, "error": p.error,
+            })
+        })
+        .collect();
+    Ok(json!({ "online": online, "nearline": nearline }))
+}
+
+async fn study_detail(
+    State(state): State<WebState>,
+    Path(uid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let study = study_or_404(&state, &uid).await?;
+    let series = state.index.series_of_study(&uid).await?;
+    let copies = copies(&state, &uid).await?;
+    Ok(Json(
+        json!({ "study": study, "series": series, "copies": copies }),
+    ))
+}
+
+async fn study_availability(
+    State(state): State<WebState>,
+    Path(uid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let study = study_or_404(&state, &uid).await?;
+    let copies = copies(&state, &uid).await?;
+    Ok(Json(json!({
+        "study_uid": uid, "availability": study.availability,
+        "online": copies["online"], "nearline": copies["nearline"],
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    /// copy / verify: the target (default: the only one); delete-online: only copies there.
+    target: Option<String>,
+}
+
+async fn study_action(
+    State(state): State<WebState>,
+    Path((uid, action)): Path<(String, String)>,
+    body: Option<Json<ActionBody>>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    study_or_404(&state, &uid).await?;
+    let target = body.and_then(|Json(b)| b.target);
+    let index = &state.index;
+    let attempts = state.max_attempts;
+    let enqueued = match action.as_str() {
+        "copy" | "verify" => {
+            let target = choose_target(&state, target.as_deref()).await?;
+            if action == "copy" {
+                jobs::request_copy(index, &uid, &target, "api", attempts).await?
+            } else {
+                jobs::request_verify(index, &uid, &target, "api", attempts).await?
+            }
+        }
+        "delete-online" => {
+            let target = match target.as_deref() {
+                Some(name) => choose_target(&state, Some(name)).await?,
+                None => String::new(),
+            };
+            jobs::request_delete(index, &uid, &target, "api", attempts).await?
+        }
+        "restore" => jobs::request_restore(index, &uid, "api", attempts).await?,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "unknown action `{other}` (copy, verify, delete-online, restore)"
+            )))
+        }
+    };
+    let job = index
+        .job(enqueued.job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {} vanished", enqueued.job_id)))?;
+    let status = if enqueued.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({ "job": job, "created": enqueued.created })),
+    ))
+}
+
+async fn choose_target(state: &WebState, named: Option<&str>) -> ApiResult<String> {
+    let targets = state.index.targets().await?;
+    match named {
+        Some(name) if targets.iter().any(|t| t.spec.name == name) => Ok(name.to_string()),
+        Some(name) => Err(ApiError::bad_request(
+            "target",
+            format!("no nearline target named `{name}`"),
+        )),
+        None => match targets.as_slice() {
+            [only] => Ok(only.spec.name.clone()),
+            _ => Err(ApiError::bad_request(
+                "target",
+                "there are several nearline targets; name one",
+            )),
+        },
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobQuery {
+    state: Option<String>,
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+    study: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_jobs(
+    State(state): State<WebState>,
+    query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
+    if let Some(s) = &query.state {
+        if !matches!(
+            s.as_str(),
+            "QUEUED" | "RUNNING" | "DONE" | "FAILED" | "CANCELLED"
+        ) {
+            return Err(ApiError::bad_request(
+                "state",
+                "must be QUEUED, RUNNING, DONE, FAILED or CANCELLED",
+            ));
+        }
+    }
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit", "must be between 1 and 1000"));
+    }
+    let jobs: Vec<Job> = state
+        .index
+        .list_jobs(&JobFilter {
+            state: query.state,
+            job_type: query.job_type,
+            study_uid: query.study,
+            limit,
+        })
+        .await?;
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+fn job_id(raw: &str) -> ApiResult<i64> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request("id", format!("`{raw}` is not a job id")))
+}
+
+async fn job_or_404(state: &WebState, id: i64) -> ApiResult<Job> {
+    state
+        .index
+        .job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+async fn job_detail(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let job = job_or_404(&state, job_id(&id)?).await?;
+    Ok(Json(json!({ "job": job })))
+}
+
+async fn cancel_job(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = job_id(&id)?;
+    let job = job_or_404(&state, id).await?;
+    if job_state::is_final(&job.state) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_ended",
+            format!("job {id} has already ended ({})", job.state),
+        ));
+    }
+    state.index.cancel_job(id, now_millis()).await?;
+    Ok(Json(json!({ "job": job_or_404(&state, id).await? })))
+}
+
+async fn retry_job(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = job_id(&id)?;
+    job_or_404(&state, id).await?;
+    if !state.index.retry_job(id, now_millis()).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_retryable",
+            format!("job {id} is not FAILED or CANCELLED, or the same work is already queued"),
+        ));
+    }
+    Ok(Json(json!({ "job": job_or_404(&state, id).await? })))
+}

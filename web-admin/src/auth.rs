@@ -1,0 +1,108 @@
+//! API credentials: a bearer token. Its SHA-256 is all the server keeps in memory; the token
+//! itself lives in a file only the archive's user can read (`http.admin_token_file`, default
+//! `<data_dir>/admin-token`), created with a random token on first start and printed once.
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+
+/// The SHA-256 of the admin token. `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+impl AdminToken {
+    pub fn from_secret(secret: &str) -> AdminToken {
+        AdminToken {
+            digest: Sha256::digest(secret.trim().as_bytes()).into(),
+        }
+    }
+
+    /// Reads the token file, or creates it with a new random token. Returns the token and,
+    /// when it was just created, the token itself so the caller can show it once.
+    pub fn load_or_create(path: &Path) -> std::io::Result<(AdminToken, Option<String>)> {
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => {
+                return Ok((AdminToken::from_secret(&text), None))
+            }
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        let mut random = [0u8; 24];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+        let secret = hex::encode(random);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())?;
+        file.sync_all()?;
+        Ok((AdminToken::from_secret(&secret), Some(secret)))
+    }
+
+    /// Compares in constant time (no early exit on the first differing byte).
+    fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+        digest
+            .iter()
+            .zip(self.digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// Rejects requests without `Authorization: Bearer <admin token>` with 401 and no detail.
+pub async fn require_token(
+    State(token): State<AdminToken>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(secret) if token.matches(secret) => next.run(request).await,
+        _ => crate::api::ApiError::unauthorized().into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_is_created_once_private_and_matched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin-token");
+        let (token, shown) = AdminToken::load_or_create(&path).expect("create");
+        let secret = shown.expect("new token shown once");
+        assert!(token.matches(&secret));
+        assert!(!token.matches("guess"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (again, shown_again) = AdminToken::load_or_create(&path).expect("load");
+        assert!(shown_again.is_none(), "printed only on first start");
+        assert!(again.matches(&secret));
+        assert!(!format!("{again:?}").contains(&secret));
+    }
+}
