@@ -114,6 +114,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
 
+    let token_file = config
+        .http
+        .admin_token_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("admin-token"));
+    let (token, new_token) =
+        web_admin::AdminToken::load_or_create(&token_file).with_context(|| {
+            format!(
+                "cannot read or create the API token file {} (key http.admin_token_file)",
+                token_file.display()
+            )
+        })?;
     let url = redact_url(&config.effective_database_url());
     println!("Strata is running.");
     println!(
@@ -132,28 +144,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    match new_token {
+        // Shown once: the file keeps it (mode 600) for scripts; the log never sees it.
+        Some(secret) => println!(
+            "  API:   token created and kept in {}: {secret}",
+            token_file.display()
+        ),
+        None => println!("  API:   token in {}", token_file.display()),
+    }
     println!("  Press Ctrl-C to stop.");
     tracing::info!(ae_title = %config.dicom.ae_title, dicom = %dicom_address, http = %config.http.listen, index = %url, "started");
 
-    let token_file = config
-        .http
-        .admin_token_file
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("admin-token"));
-    let (token, new_token) =
-        web_admin::AdminToken::load_or_create(&token_file).with_context(|| {
-            format!(
-                "cannot read or create the API token file {} (key http.admin_token_file)",
-                token_file.display()
-            )
-        })?;
-    if let Some(secret) = new_token {
-        // Shown once: the file keeps it (mode 600) for scripts; the log never sees it.
-        println!(
-            "  API token (created now, kept in {}): {secret}",
-            token_file.display()
-        );
-    }
     let web = web_admin::router(web_admin::WebState {
         index: index.clone(),
         token,
