@@ -186,6 +186,124 @@ async fn the_api_serves_admins_and_refuses_everyone_else(backend: Backend) {
     assert_eq!(api("GET", "/api/jobs/abc", None).0, 400);
     assert_eq!(api("GET", "/api/jobs/999999", None).0, 404);
     assert_eq!(api("GET", "/api/nothing", None).0, 404);
+
+    // Capacity and totals.
+    let (status, stats) = api("GET", "/api/stats", None);
+    assert_eq!(status, 200, "{stats}");
+    assert!(
+        stats["filesystems"][0]["total_bytes"].as_u64().unwrap_or(0) > 0,
+        "{stats}"
+    );
+    assert_eq!(stats["availability"][0]["availability"], "ONLINE");
+    assert_eq!(stats["availability"][0]["studies"], 1);
+    assert_eq!(stats["jobs"]["DONE"], 2, "{stats}");
+
+    // DICOM peers.
+    let peer = r#"{"host":"10.0.0.7","port":104,"can_query":false}"#;
+    assert_eq!(api("PUT", "/api/ae-titles/PACS1", Some(peer)).0, 200);
+    let (_, peers) = api("GET", "/api/ae-titles", None);
+    assert_eq!(peers["ae_titles"][0]["ae_title"], "PACS1");
+    assert_eq!(peers["ae_titles"][0]["can_query"], false);
+    let (status, error) = api("PUT", "/api/ae-titles/WAY_TOO_LONG_AE_TITLE", Some(peer));
+    assert_eq!(status, 400);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("ae_title"),
+        "{error}"
+    );
+    assert_eq!(
+        api(
+            "PUT",
+            "/api/ae-titles/PACS2",
+            Some(r#"{"host":"h","port":0}"#)
+        )
+        .0,
+        400
+    );
+    assert_eq!(api("PUT", "/api/ae-titles/PACS2", Some("not json")).0, 400);
+    assert_eq!(api("DELETE", "/api/ae-titles/PACS1", None).0, 204);
+    assert_eq!(api("DELETE", "/api/ae-titles/PACS1", None).0, 404);
+
+    // NEARLINE targets: validated like the config file; no field for a secret exists.
+    let archive = strata.dir.path().join("archive2");
+    let body = format!(r#"{{"kind":"filesystem","path":"{}"}}"#, archive.display());
+    assert_eq!(api("PUT", "/api/targets/archive2", Some(&body)).0, 200);
+    let (status, error) = api("PUT", "/api/targets/cloud", Some(r#"{"kind":"s3"}"#));
+    assert_eq!(status, 400);
+    assert!(
+        error["message"].as_str().unwrap_or("").contains("bucket"),
+        "{error}"
+    );
+    let (status, _) = api(
+        "PUT",
+        "/api/targets/cloud",
+        Some(r#"{"kind":"s3","bucket":"b","secret_access_key":"hunter2"}"#),
+    );
+    assert_eq!(
+        status, 400,
+        "plain secrets are refused; credentials come from files or the AWS environment"
+    );
+    let (_, targets) = api("GET", "/api/targets", None);
+    assert_eq!(targets["targets"].as_array().map(Vec::len), Some(2));
+    assert!(!targets.to_string().contains("hunter2"));
+
+    // Rules: a bad cron expression is a 400 naming the field.
+    let (status, error) = api(
+        "PUT",
+        "/api/copy-rules/nightly",
+        Some(r#"{"target":"local","schedule":"every night"}"#),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("schedule"),
+        "{error}"
+    );
+    assert_eq!(
+        api(
+            "PUT",
+            "/api/copy-rules/nightly",
+            Some(r#"{"target":"tape","schedule":"0 0 1 * * *"}"#)
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        api(
+            "PUT",
+            "/api/copy-rules/nightly",
+            Some(r#"{"target":"local","schedule":"0 0 1 * * *"}"#)
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        api("GET", "/api/copy-rules", None).1["copy_rules"][0]["rule"]["name"],
+        "nightly"
+    );
+    let (status, error) = api(
+        "PUT",
+        "/api/retention-rules/idle",
+        Some(r#"{"schedule":"0 0 * * * *"}"#),
+    );
+    assert_eq!(status, 400, "a rule that selects nothing: {error}");
+    let rule = r#"{"schedule":"0 0 * * * *","not_accessed_days":0,"enabled":false}"#;
+    assert_eq!(api("PUT", "/api/retention-rules/idle", Some(rule)).0, 200);
+    let (status, preview) = api("POST", "/api/retention-rules/idle/preview", None);
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["studies"][0]["study_uid"], study.as_str());
+    assert_eq!(
+        preview["studies"][0]["delete"], true,
+        "ARCHIVED and idle: {preview}"
+    );
+    assert_eq!(
+        api("POST", "/api/retention-rules/none/preview", None).0,
+        404
+    );
 }
 
 on_both_backends!(the_api_serves_admins_and_refuses_everyone_else);

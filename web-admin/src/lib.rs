@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+mod settings_api;
 
 pub use auth::AdminToken;
 
@@ -27,7 +28,7 @@ pub struct WebState {
 pub fn router(state: WebState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
-        .nest("/api", api::routes())
+        .nest("/api", api::routes().merge(settings_api::routes()))
         .route_layer(from_fn_with_state(state.token.clone(), auth::require_token));
     Router::new()
         .route("/healthz", get(healthz))

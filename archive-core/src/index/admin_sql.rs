@@ -39,6 +39,10 @@ pub trait AdminIndex: Send + Sync {
     /// Studies matching `search`, newest study date first.
     async fn search_studies(&self, search: &StudySearch) -> IndexResult<Vec<StudyRow>>;
     async fn online_copies(&self, study_uid: &str) -> IndexResult<Vec<OnlineCopy>>;
+    /// (availability, studies, instances, bytes) for each availability that occurs.
+    async fn availability_totals(&self) -> IndexResult<Vec<(String, i64, i64, i64)>>;
+    /// (state, jobs) for each job state that occurs.
+    async fn job_totals(&self) -> IndexResult<Vec<(String, i64)>>;
     /// Puts a FAILED or CANCELLED job back in the queue with fresh attempts; `false` if it is
     /// not in one of those states.
     async fn retry_job(&self, id: i64, now: i64) -> IndexResult<bool>;
@@ -126,6 +130,24 @@ impl AdminIndex for SqlIndex {
         .bind(study_uid)
         .fetch_all(self.pool())
         .await?)
+    }
+
+    async fn availability_totals(&self) -> IndexResult<Vec<(String, i64, i64, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT availability, COUNT(*), CAST(COALESCE(SUM(num_instances), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM study GROUP BY availability \
+             ORDER BY availability",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    async fn job_totals(&self) -> IndexResult<Vec<(String, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT state, COUNT(*) FROM job GROUP BY state ORDER BY state")
+                .fetch_all(self.pool())
+                .await?,
+        )
     }
 
     async fn retry_job(&self, id: i64, now: i64) -> IndexResult<bool> {

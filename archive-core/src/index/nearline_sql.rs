@@ -27,6 +27,8 @@ pub trait NearlineIndex: Send + Sync {
     /// Records the configured copy rules (by name); rules added at run time are kept.
     async fn sync_copy_rules(&self, rules: &[CopyRuleConfig], now: i64) -> IndexResult<()>;
     async fn copy_rules(&self) -> IndexResult<Vec<CopyRule>>;
+    /// Adds a copy rule or replaces the one with the same name (REST API).
+    async fn save_copy_rule(&self, rule: &CopyRuleConfig, now: i64) -> IndexResult<()>;
     /// Studies the rule selects that have ONLINE instances without a live copy on the target.
     async fn copy_candidates(
         &self,
@@ -135,6 +137,36 @@ const PACK_COLUMNS: &str = "p.id, s.study_uid, p.target_fk AS target_id, t.name 
     p.verified_at";
 
 impl SqlIndex {
+    async fn upsert_copy_rule_row(
+        &self,
+        rule: &CopyRuleConfig,
+        from_config: bool,
+        now: i64,
+    ) -> IndexResult<()> {
+        sqlx::query(
+            "INSERT INTO copy_rule (name, target_name, schedule, stable_minutes, min_age_days, \
+             modalities, calling_aes, enabled, from_config, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, $9) ON CONFLICT (name) DO UPDATE SET \
+             target_name = excluded.target_name, schedule = excluded.schedule, \
+             stable_minutes = excluded.stable_minutes, min_age_days = excluded.min_age_days, \
+             modalities = excluded.modalities, calling_aes = excluded.calling_aes, \
+             enabled = excluded.enabled, from_config = excluded.from_config, updated_at = excluded.updated_at",
+        )
+        .bind(&rule.name)
+        .bind(&rule.target)
+        .bind(&rule.schedule)
+        .bind(i64::from(rule.stable_minutes))
+        .bind(i64::from(rule.min_age_days))
+        .bind(rule.modalities.join("\\"))
+        .bind(rule.calling_aes.join("\\"))
+        .bind(i64::from(rule.enabled))
+        .bind(now)
+        .bind(i64::from(from_config))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     async fn upsert_target_row(
         &self,
         spec: &TargetSpec,
@@ -191,28 +223,13 @@ impl NearlineIndex for SqlIndex {
         // A rule removed from the config file stops: its row goes (rules added at run time stay).
         delete_config_rows_except(self, "copy_rule", rules.iter().map(|r| r.name.as_str())).await?;
         for rule in rules {
-            sqlx::query(
-                "INSERT INTO copy_rule (name, target_name, schedule, stable_minutes, min_age_days, \
-                 modalities, calling_aes, enabled, from_config, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9) ON CONFLICT (name) DO UPDATE SET \
-                 target_name = excluded.target_name, schedule = excluded.schedule, \
-                 stable_minutes = excluded.stable_minutes, min_age_days = excluded.min_age_days, \
-                 modalities = excluded.modalities, calling_aes = excluded.calling_aes, \
-                 enabled = excluded.enabled, from_config = 1, updated_at = excluded.updated_at",
-            )
-            .bind(&rule.name)
-            .bind(&rule.target)
-            .bind(&rule.schedule)
-            .bind(i64::from(rule.stable_minutes))
-            .bind(i64::from(rule.min_age_days))
-            .bind(rule.modalities.join("\\"))
-            .bind(rule.calling_aes.join("\\"))
-            .bind(i64::from(rule.enabled))
-            .bind(now)
-            .execute(self.pool())
-            .await?;
+            self.upsert_copy_rule_row(rule, true, now).await?;
         }
         Ok(())
+    }
+
+    async fn save_copy_rule(&self, rule: &CopyRuleConfig, now: i64) -> IndexResult<()> {
+        self.upsert_copy_rule_row(rule, false, now).await
     }
 
     async fn copy_rules(&self) -> IndexResult<Vec<CopyRule>> {

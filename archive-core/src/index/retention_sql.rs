@@ -55,6 +55,8 @@ pub trait RetentionIndex: Send + Sync {
         now: i64,
     ) -> IndexResult<()>;
     async fn retention_rules(&self) -> IndexResult<Vec<RetentionRuleConfig>>;
+    /// Adds a retention rule or replaces the one with the same name (REST API).
+    async fn save_retention_rule(&self, rule: &RetentionRuleConfig, now: i64) -> IndexResult<()>;
     /// Studies with ONLINE files on `rule.group` that match the rule's filters, least
     /// recently accessed first.
     async fn retention_candidates(
@@ -92,6 +94,43 @@ pub trait RetentionIndex: Send + Sync {
     ) -> IndexResult<Vec<InstanceLocation>>;
 }
 
+async fn upsert_retention_rule_row(
+    index: &SqlIndex,
+    rule: &RetentionRuleConfig,
+    from_config: bool,
+    now: i64,
+) -> IndexResult<()> {
+    sqlx::query(
+        "INSERT INTO retention_rule (name, group_name, schedule, not_accessed_days, \
+         free_below_percent, free_target_percent, min_study_age_days, modalities, \
+         calling_aes, require_target, enabled, from_config, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $12, $12) \
+         ON CONFLICT (name) DO UPDATE SET group_name = excluded.group_name, \
+         schedule = excluded.schedule, not_accessed_days = excluded.not_accessed_days, \
+         free_below_percent = excluded.free_below_percent, \
+         free_target_percent = excluded.free_target_percent, \
+         min_study_age_days = excluded.min_study_age_days, modalities = excluded.modalities, \
+         calling_aes = excluded.calling_aes, require_target = excluded.require_target, \
+         enabled = excluded.enabled, from_config = excluded.from_config, updated_at = excluded.updated_at",
+    )
+    .bind(&rule.name)
+    .bind(&rule.group)
+    .bind(&rule.schedule)
+    .bind(rule.not_accessed_days.map(i64::from))
+    .bind(rule.free_below_percent.map(i64::from))
+    .bind(rule.free_target_percent.map(i64::from))
+    .bind(i64::from(rule.min_study_age_days))
+    .bind(rule.modalities.join("\\"))
+    .bind(rule.calling_aes.join("\\"))
+    .bind(&rule.require_target)
+    .bind(i64::from(rule.enabled))
+    .bind(now)
+    .bind(i64::from(from_config))
+    .execute(index.pool())
+    .await?;
+    Ok(())
+}
+
 const VERIFIED: &str = "EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
     JOIN nearline_target t ON t.id = p.target_fk WHERE pm.instance_fk = i.id \
     AND p.status = 'ARCHIVED' AND ($2 = '' OR t.name = $2))";
@@ -111,35 +150,13 @@ impl RetentionIndex for SqlIndex {
         )
         .await?;
         for rule in rules {
-            sqlx::query(
-                "INSERT INTO retention_rule (name, group_name, schedule, not_accessed_days, \
-                 free_below_percent, free_target_percent, min_study_age_days, modalities, \
-                 calling_aes, require_target, enabled, from_config, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12) \
-                 ON CONFLICT (name) DO UPDATE SET group_name = excluded.group_name, \
-                 schedule = excluded.schedule, not_accessed_days = excluded.not_accessed_days, \
-                 free_below_percent = excluded.free_below_percent, \
-                 free_target_percent = excluded.free_target_percent, \
-                 min_study_age_days = excluded.min_study_age_days, modalities = excluded.modalities, \
-                 calling_aes = excluded.calling_aes, require_target = excluded.require_target, \
-                 enabled = excluded.enabled, from_config = 1, updated_at = excluded.updated_at",
-            )
-            .bind(&rule.name)
-            .bind(&rule.group)
-            .bind(&rule.schedule)
-            .bind(rule.not_accessed_days.map(i64::from))
-            .bind(rule.free_below_percent.map(i64::from))
-            .bind(rule.free_target_percent.map(i64::from))
-            .bind(i64::from(rule.min_study_age_days))
-            .bind(rule.modalities.join("\\"))
-            .bind(rule.calling_aes.join("\\"))
-            .bind(&rule.require_target)
-            .bind(i64::from(rule.enabled))
-            .bind(now)
-            .execute(self.pool())
-            .await?;
+            upsert_retention_rule_row(self, rule, true, now).await?;
         }
         Ok(())
+    }
+
+    async fn save_retention_rule(&self, rule: &RetentionRuleConfig, now: i64) -> IndexResult<()> {
+        upsert_retention_rule_row(self, rule, false, now).await
     }
 
     async fn retention_rules(&self) -> IndexResult<Vec<RetentionRuleConfig>> {

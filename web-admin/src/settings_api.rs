@@ -1,0 +1,250 @@
+//! The archive's settings through the API: capacity and totals, DICOM peers, NEARLINE targets,
+//! copy rules, retention rules (with the dry-run preview). Every body is validated with the
+//! same checks as the config file; a bad value is a 400 naming the field.
+
+use crate::api::ApiError;
+use crate::WebState;
+use archive_core::config::{parse_schedule, CopyRuleConfig, RetentionRuleConfig, TargetSpec};
+use archive_core::index::now_millis;
+use archive_core::model::AePeer;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/stats", get(stats))
+        .route("/ae-titles", get(list_peers))
+        .route(
+            "/ae-titles/{ae}",
+            axum::routing::put(save_peer).delete(remove_peer),
+        )
+        .route("/targets", get(list_targets))
+        .route("/targets/{name}", axum::routing::put(save_target))
+        .route("/copy-rules", get(list_copy_rules))
+        .route("/copy-rules/{name}", axum::routing::put(save_copy_rule))
+        .route("/retention-rules", get(list_retention_rules))
+        .route(
+            "/retention-rules/{name}",
+            axum::routing::put(save_retention_rule),
+        )
+        .route(
+            "/retention-rules/{name}/preview",
+            post(preview_retention_rule),
+        )
+}
+
+fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        format!("{field}: {message}"),
+    )
+}
+
+/// The body as `T`, with the path's name filled in; serde's error names the field.
+fn body_with_name<T: DeserializeOwned>(body: Value, name: &str) -> ApiResult<T> {
+    let Value::Object(mut fields) = body else {
+        return Err(bad("body", "must be a JSON object"));
+    };
+    fields.insert("name".into(), Value::from(name));
+    serde_json::from_value(Value::Object(fields)).map_err(|e| bad("body", e))
+}
+
+fn json_body(
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Value> {
+    body.map(|Json(v)| v)
+        .map_err(|e| bad("body", e.body_text()))
+}
+
+async fn stats(State(state): State<WebState>) -> ApiResult<Json<Value>> {
+    let filesystems: Vec<Value> = state
+        .index
+        .filesystems()
+        .await?
+        .into_iter()
+        .map(|fs| {
+            let usage = archive_core::online::group_usage(std::slice::from_ref(&fs), &fs.group);
+            json!({
+                "id": fs.id, "group": fs.group, "path": fs.path, "mode": fs.mode,
+                "min_free_bytes": fs.min_free_bytes,
+                "free_bytes": usage.map(|u| u.free), "total_bytes": usage.map(|u| u.total),
+            })
+        })
+        .collect();
+    let availability: Vec<Value> = state
+        .index
+        .availability_totals()
+        .await?
+        .into_iter()
+        .map(|(availability, studies, instances, bytes)| {
+            json!({ "availability": availability, "studies": studies, "instances": instances, "bytes": bytes })
+        })
+        .collect();
+    let jobs: serde_json::Map<String, Value> = state
+        .index
+        .job_totals()
+        .await?
+        .into_iter()
+        .map(|(job_state, count)| (job_state, Value::from(count)))
+        .collect();
+    Ok(Json(
+        json!({ "filesystems": filesystems, "availability": availability, "jobs": jobs }),
+    ))
+}
+
+async fn list_peers(State(state): State<WebState>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "ae_titles": state.index.ae_list().await? })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerBody {
+    host: String,
+    port: u16,
+    #[serde(default = "yes")]
+    can_query: bool,
+    #[serde(default = "yes")]
+    can_retrieve: bool,
+    #[serde(default = "yes")]
+    can_store: bool,
+    #[serde(default)]
+    description: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn save_peer(
+    State(state): State<WebState>,
+    Path(ae): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    archive_core::config::check_ae_title(&ae).map_err(|m| bad("ae_title", m))?;
+    let body: PeerBody = serde_json::from_value(json_body(body)?).map_err(|e| bad("body", e))?;
+    if body.host.trim().is_empty() {
+        return Err(bad("host", "must not be empty"));
+    }
+    if body.port == 0 {
+        return Err(bad("port", "must be between 1 and 65535"));
+    }
+    let peer = AePeer {
+        ae_title: ae.trim().to_string(),
+        host: body.host,
+        port: body.port,
+        can_query: body.can_query,
+        can_retrieve: body.can_retrieve,
+        can_store: body.can_store,
+        description: body.description,
+    };
+    state.index.ae_upsert(&peer).await?;
+    Ok(Json(json!({ "ae_title": peer })))
+}
+
+async fn remove_peer(
+    State(state): State<WebState>,
+    Path(ae): Path<String>,
+) -> ApiResult<StatusCode> {
+    if state.index.ae_remove(ae.trim()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no peer with AE title {ae}"),
+        ))
+    }
+}
+
+async fn list_targets(State(state): State<WebState>) -> ApiResult<Json<Value>> {
+    // Targets hold no secrets (credentials stay in files or the AWS environment).
+    let targets: Vec<Value> = state
+        .index
+        .targets()
+        .await?
+        .into_iter()
+        .map(|t| json!({ "id": t.id, "from_config": t.from_config, "location": t.spec.location(), "settings": t.spec }))
+        .collect();
+    Ok(Json(json!({ "targets": targets })))
+}
+
+async fn save_target(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let spec: TargetSpec = body_with_name(json_body(body)?, &name)?;
+    spec.validate("body").map_err(|e| bad("body", e))?;
+    state.index.upsert_target(&spec, now_millis()).await?;
+    Ok(Json(json!({ "target": spec, "location": spec.location() })))
+}
+
+async fn list_copy_rules(State(state): State<WebState>) -> ApiResult<Json<Value>> {
+    let rules: Vec<Value> = state
+        .index
+        .copy_rules()
+        .await?
+        .into_iter()
+        .map(|r| json!({ "rule": r.rule, "from_config": r.from_config }))
+        .collect();
+    Ok(Json(json!({ "copy_rules": rules })))
+}
+
+async fn save_copy_rule(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let rule: CopyRuleConfig = body_with_name(json_body(body)?, &name)?;
+    parse_schedule(&rule.schedule).map_err(|m| bad("schedule", m))?;
+    if state.index.target(&rule.target).await?.is_none() {
+        return Err(bad(
+            "target",
+            format!("no nearline target named `{}`", rule.target),
+        ));
+    }
+    state.index.save_copy_rule(&rule, now_millis()).await?;
+    Ok(Json(json!({ "rule": rule })))
+}
+
+async fn list_retention_rules(State(state): State<WebState>) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({ "retention_rules": state.index.retention_rules().await? }),
+    ))
+}
+
+async fn save_retention_rule(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let rule: RetentionRuleConfig = body_with_name(json_body(body)?, &name)?;
+    rule.validate("body").map_err(|e| bad("body", e))?;
+    state.index.save_retention_rule(&rule, now_millis()).await?;
+    Ok(Json(json!({ "rule": rule })))
+}
+
+/// The dry run: what the rule would delete now, and why every other study stays.
+async fn preview_retention_rule(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let rules = state.index.retention_rules().await?;
+    let rule = rules.iter().find(|r| r.name == name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no retention rule named `{name}`"),
+        )
+    })?;
+    let entries = archive_core::retention::preview(&state.index, rule).await?;
+    Ok(Json(json!({ "rule": rule, "studies": entries })))
+}
