@@ -89,6 +89,26 @@ fn movescu(
     dcmtk::run("movescu", &args)
 }
 
+/// DCMTK getscu into a new directory `dir` (returned), failing the test unless it succeeds.
+fn getscu(strata: &Strata, dir: &Path, keys: &[String]) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let out = dir.display().to_string();
+    let port = strata.dicom_port.to_string();
+    let mut args = vec!["-S", "-aec", "STRATA", "-od", out.as_str()];
+    for key in keys {
+        args.push("-k");
+        args.push(key);
+    }
+    args.extend_from_slice(&["127.0.0.1", &port]);
+    let output = dcmtk::run("getscu", &args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dir.to_path_buf()
+}
+
 async fn study_availability(index: &Index, study: &str) -> String {
     index
         .study(study)
@@ -179,32 +199,15 @@ async fn study_round_trip(backend: Backend, target_toml: &str, scratch: tempfile
         strata.metric("strata_nearline_member_range_reads_total"),
         strata.metric("strata_nearline_bytes_read_total"),
     );
-    let got = scratch.path().join("got");
-    std::fs::create_dir_all(&got).expect("mkdir");
-    let output = dcmtk::run(
-        "getscu",
+    let got = getscu(
+        &strata,
+        &scratch.path().join("got"),
         &[
-            "-S",
-            "-aec",
-            "STRATA",
-            "-od",
-            &got.display().to_string(),
-            "-k",
-            "QueryRetrieveLevel=IMAGE",
-            "-k",
-            &format!("StudyInstanceUID={study}"),
-            "-k",
-            &format!("SeriesInstanceUID={}", one.series_uid),
-            "-k",
-            &format!("SOPInstanceUID={}", one.sop_uid),
-            "127.0.0.1",
-            &strata.dicom_port.to_string(),
+            "QueryRetrieveLevel=IMAGE".into(),
+            format!("StudyInstanceUID={study}"),
+            format!("SeriesInstanceUID={}", one.series_uid),
+            format!("SOPInstanceUID={}", one.sop_uid),
         ],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
     );
     let received = files_below(&got);
     assert_eq!(received.len(), 1);
@@ -264,28 +267,13 @@ async fn study_round_trip(backend: Backend, target_toml: &str, scratch: tempfile
     );
 
     // The whole study with getscu (C-GET) too, from the cached pack: no second fetch.
-    let got_all = scratch.path().join("got-all");
-    std::fs::create_dir_all(&got_all).expect("mkdir");
-    let output = dcmtk::run(
-        "getscu",
+    let got_all = getscu(
+        &strata,
+        &scratch.path().join("got-all"),
         &[
-            "-S",
-            "-aec",
-            "STRATA",
-            "-od",
-            &got_all.display().to_string(),
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &format!("StudyInstanceUID={study}"),
-            "127.0.0.1",
-            &strata.dicom_port.to_string(),
+            "QueryRetrieveLevel=STUDY".into(),
+            format!("StudyInstanceUID={study}"),
         ],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
     );
     let gotten = files_below(&got_all);
     assert_eq!(gotten.len(), 6);
