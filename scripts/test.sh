@@ -47,6 +47,10 @@ install_missing() {
         log "installing pynetdicom (PyPI)"
         python3 -m pip install -q pynetdicom
     fi
+    if ! python3 -c 'import schemathesis, openapi_spec_validator' 2>/dev/null; then
+        log "installing schemathesis and openapi-spec-validator (PyPI): the API's fuzz test"
+        python3 -m pip install -q schemathesis openapi-spec-validator
+    fi
     if ! python3 -c 'import boto3' 2>/dev/null; then
         log "installing boto3 (PyPI): the tests' independent S3 reader"
         python3 -m pip install -q boto3

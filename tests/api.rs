@@ -307,3 +307,55 @@ async fn the_api_serves_admins_and_refuses_everyone_else(backend: Backend) {
 }
 
 on_both_backends!(the_api_serves_admins_and_refuses_everyone_else);
+
+/// The OpenAPI document validates, and schemathesis (property-based requests generated from
+/// it, with the token) finds no 5xx anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_validates_and_fuzzing_finds_no_server_error() {
+    let strata = Strata::start(Backend::Sqlite, &lifecycle_toml("", "")).await;
+    ingest(&strata, 1, 2, 32).await;
+    let token = strata.api_token();
+    let (status, schema) = http(&strata, "GET", "/api/openapi.json", Some(&token), None);
+    assert_eq!(status, 200);
+    assert_eq!(schema["openapi"], "3.0.3");
+    let path = strata.dir.path().join("openapi.json");
+    std::fs::write(&path, schema.to_string()).expect("write schema");
+    let path = path.display().to_string();
+    common::dcmtk::python(
+        &["-c", "import sys, json; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1])))", &path],
+        None,
+    );
+    let output = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "schemathesis.cli",
+            "run",
+            &path,
+            "--url",
+            &format!("http://127.0.0.1:{}/api", strata.http_port),
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-c",
+            "not_a_server_error",
+            "-n",
+            "20",
+            "--seed",
+            "1",
+        ])
+        .output()
+        .expect("run schemathesis (scripts/test.sh installs it: pip install schemathesis)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{text}"
+    );
+    assert!(text.contains("passed"), "{text}");
+    assert!(
+        !strata.log().contains(&token),
+        "the token never reaches the log"
+    );
+}

@@ -74,6 +74,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 pub fn routes() -> Router<WebState> {
     Router::new()
+        .route("/openapi.json", get(openapi))
         .route("/studies", get(search_studies))
         .route("/studies/{uid}", get(study_detail))
         .route("/studies/{uid}/availability", get(study_availability))
@@ -82,6 +83,19 @@ pub fn routes() -> Router<WebState> {
         .route("/jobs/{id}", get(job_detail))
         .route("/jobs/{id}/cancel", post(cancel_job))
         .route("/jobs/{id}/retry", post(retry_job))
+}
+
+/// The OpenAPI 3 document of these routes (hand-written, checked by the API tests).
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> (
+    [(axum::http::header::HeaderName, &'static str); 1],
+    &'static str,
+) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
