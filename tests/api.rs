@@ -304,6 +304,36 @@ async fn the_api_serves_admins_and_refuses_everyone_else(backend: Backend) {
         api("POST", "/api/retention-rules/none/preview", None).0,
         404
     );
+
+    // Removing: only what was added at run time and is not in use.
+    assert_eq!(
+        api("DELETE", "/api/targets/local", None).0,
+        409,
+        "from the config (default)"
+    );
+    assert_eq!(api("DELETE", "/api/targets/archive2", None).0, 204);
+    assert_eq!(api("DELETE", "/api/targets/archive2", None).0, 404);
+    let (status, error) = api("PUT", "/api/targets/spare", Some(&body));
+    assert_eq!(status, 200, "{error}");
+    assert_eq!(
+        api(
+            "PUT",
+            "/api/copy-rules/to-spare",
+            Some(r#"{"target":"spare","schedule":"0 0 1 * * *"}"#)
+        )
+        .0,
+        200
+    );
+    let (status, error) = api("DELETE", "/api/targets/spare", None);
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (409, Some("in_use")),
+        "{error}"
+    );
+    assert_eq!(api("DELETE", "/api/copy-rules/to-spare", None).0, 204);
+    assert_eq!(api("DELETE", "/api/targets/spare", None).0, 204);
+    assert_eq!(api("DELETE", "/api/retention-rules/idle", None).0, 204);
+    assert_eq!(api("DELETE", "/api/retention-rules/idle", None).0, 404);
 }
 
 on_both_backends!(the_api_serves_admins_and_refuses_everyone_else);

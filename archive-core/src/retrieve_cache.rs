@@ -328,11 +328,12 @@ impl RetrieveCache {
                         }
                     }
                 }
+                // Under the lock: whoever sees the slot gone or done also sees the outcome.
+                let _ = done.send(Some(result.clone()));
             }
             if result.is_err() {
                 let _ = tokio::fs::remove_dir_all(&partial).await;
             }
-            let _ = done.send(Some(result));
         });
     }
 

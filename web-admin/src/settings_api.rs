@@ -5,7 +5,7 @@
 use crate::api::ApiError;
 use crate::WebState;
 use archive_core::config::{parse_schedule, CopyRuleConfig, RetentionRuleConfig, TargetSpec};
-use archive_core::index::now_millis;
+use archive_core::index::{now_millis, Removal, Setting};
 use archive_core::model::AePeer;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -26,13 +26,19 @@ pub fn routes() -> Router<WebState> {
             axum::routing::put(save_peer).delete(remove_peer),
         )
         .route("/targets", get(list_targets))
-        .route("/targets/{name}", axum::routing::put(save_target))
+        .route(
+            "/targets/{name}",
+            axum::routing::put(save_target).delete(remove_target),
+        )
         .route("/copy-rules", get(list_copy_rules))
-        .route("/copy-rules/{name}", axum::routing::put(save_copy_rule))
+        .route(
+            "/copy-rules/{name}",
+            axum::routing::put(save_copy_rule).delete(remove_copy_rule),
+        )
         .route("/retention-rules", get(list_retention_rules))
         .route(
             "/retention-rules/{name}",
-            axum::routing::put(save_retention_rule),
+            axum::routing::put(save_retention_rule).delete(remove_retention_rule),
         )
         .route(
             "/retention-rules/{name}/preview",
@@ -185,6 +191,48 @@ async fn save_target(
     spec.validate("body").map_err(|e| bad("body", e))?;
     state.index.upsert_target(&spec, now_millis()).await?;
     Ok(Json(json!({ "target": spec, "location": spec.location() })))
+}
+
+async fn remove(state: &WebState, setting: Setting, name: &str) -> ApiResult<StatusCode> {
+    match state.index.remove_setting(setting, name).await? {
+        Removal::Removed => Ok(StatusCode::NO_CONTENT),
+        Removal::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("nothing named `{name}`"),
+        )),
+        Removal::FromConfig => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "defined_in_config",
+            format!("`{name}` is defined in the config file; remove it there"),
+        )),
+        Removal::InUse(why) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "in_use",
+            format!("`{name}` is in use: {why}"),
+        )),
+    }
+}
+
+async fn remove_target(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    remove(&state, Setting::Target, &name).await
+}
+
+async fn remove_copy_rule(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    remove(&state, Setting::CopyRule, &name).await
+}
+
+async fn remove_retention_rule(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    remove(&state, Setting::RetentionRule, &name).await
 }
 
 async fn list_copy_rules(State(state): State<WebState>) -> ApiResult<Json<Value>> {

@@ -24,6 +24,35 @@ pub struct StudySearch {
     pub offset: i64,
 }
 
+/// A setting the API can remove by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    Target,
+    CopyRule,
+    RetentionRule,
+}
+
+impl Setting {
+    fn table(self) -> &'static str {
+        match self {
+            Setting::Target => "nearline_target",
+            Setting::CopyRule => "copy_rule",
+            Setting::RetentionRule => "retention_rule",
+        }
+    }
+}
+
+/// What removing a setting did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    NotFound,
+    /// Defined in the config file: it would come back at the next start; remove it there.
+    FromConfig,
+    /// Still referenced (a target holding packs, or named by a copy rule).
+    InUse(String),
+}
+
 /// A study's ONLINE files on one filesystem.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct OnlineCopy {
@@ -39,6 +68,8 @@ pub trait AdminIndex: Send + Sync {
     /// Studies matching `search`, newest study date first.
     async fn search_studies(&self, search: &StudySearch) -> IndexResult<Vec<StudyRow>>;
     async fn online_copies(&self, study_uid: &str) -> IndexResult<Vec<OnlineCopy>>;
+    /// Removes a target or rule added at run time.
+    async fn remove_setting(&self, setting: Setting, name: &str) -> IndexResult<Removal>;
     /// (availability, studies, instances, bytes) for each availability that occurs.
     async fn availability_totals(&self) -> IndexResult<Vec<(String, i64, i64, i64)>>;
     /// (state, jobs) for each job state that occurs.
@@ -130,6 +161,44 @@ impl AdminIndex for SqlIndex {
         .bind(study_uid)
         .fetch_all(self.pool())
         .await?)
+    }
+
+    async fn remove_setting(&self, setting: Setting, name: &str) -> IndexResult<Removal> {
+        let table = setting.table();
+        let row: Option<(i64, i64)> = sqlx::query_as(&format!(
+            "SELECT id, from_config FROM {table} WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some((id, from_config)) = row else {
+            return Ok(Removal::NotFound);
+        };
+        if from_config != 0 {
+            return Ok(Removal::FromConfig);
+        }
+        if setting == Setting::Target {
+            let (packs,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack WHERE target_fk = $1")
+                .bind(id)
+                .fetch_one(self.pool())
+                .await?;
+            if packs > 0 {
+                return Ok(Removal::InUse(format!("it holds {packs} pack(s)")));
+            }
+            let (rules,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM copy_rule WHERE target_name = $1")
+                    .bind(name)
+                    .fetch_one(self.pool())
+                    .await?;
+            if rules > 0 {
+                return Ok(Removal::InUse(format!("{rules} copy rule(s) name it")));
+            }
+        }
+        sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(Removal::Removed)
     }
 
     async fn availability_totals(&self) -> IndexResult<Vec<(String, i64, i64, i64)>> {

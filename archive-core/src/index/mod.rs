@@ -16,7 +16,7 @@ mod rows;
 mod sql_index;
 mod store_tx;
 
-pub use admin_sql::{AdminIndex, OnlineCopy, StudySearch};
+pub use admin_sql::{AdminIndex, OnlineCopy, Removal, Setting, StudySearch};
 pub use dialect::Dialect;
 pub use jobs_sql::JobQueue;
 pub use nearline_sql::{CopyRule, NearlineIndex};
