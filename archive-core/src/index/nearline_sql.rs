@@ -240,12 +240,7 @@ impl NearlineIndex for SqlIndex {
         )
         .fetch_all(self.pool())
         .await?;
-        let split = |text: String| -> Vec<String> {
-            text.split('\\')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        };
+        let split = super::queries::split_list;
         Ok(rows
             .into_iter()
             .map(

@@ -171,6 +171,14 @@ pub fn series_filter(
     (clause, binds)
 }
 
+/// A backslash-separated list column (modalities, calling AE titles) as its values.
+pub fn split_list(text: String) -> Vec<String> {
+    text.split('\\')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

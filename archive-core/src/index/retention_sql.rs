@@ -180,12 +180,7 @@ impl RetentionIndex for SqlIndex {
         )
         .fetch_all(self.pool())
         .await?;
-        let list = |text: String| -> Vec<String> {
-            text.split('\\')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        };
+        let list = super::queries::split_list;
         Ok(rows
             .into_iter()
             .map(
