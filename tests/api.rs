@@ -372,6 +372,8 @@ async fn the_openapi_document_validates_and_fuzzing_finds_no_server_error() {
             "--seed",
             "1",
         ])
+        // Its cache directory (.schemathesis/) goes to the test's own directory.
+        .current_dir(strata.dir.path())
         .output()
         .expect("run schemathesis (scripts/test.sh installs it: pip install schemathesis)");
     let text = format!(
