@@ -4,6 +4,7 @@
 //! in one PUT. Request checksums are only sent when the operation requires them: many
 //! S3-compatible servers reject the SDK's newer default checksum headers.
 
+use crate::body_reader::BodyReader;
 use crate::chunk_sink::ChunkSink;
 use crate::filesystem::CountedRead;
 use crate::pack_verify::{unpack_pack_stream, verify_pack_stream};
@@ -96,6 +97,23 @@ impl S3Target {
 
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    /// Starts reading a whole pack; `None` if there is no such object.
+    async fn open_pack(&self, key: &str) -> NearlineResult<Option<BodyReader>> {
+        let key = self.full_key(key);
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(object) => Ok(Some(BodyReader::start(object.body))),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+            Err(error) => Err(sdk_error(&format!("GET s3://{}/{key}", self.bucket), error)),
+        }
     }
 
     async fn put_single(&self, key: &str, body: Vec<u8>) -> NearlineResult<()> {
@@ -228,6 +246,15 @@ impl S3Target {
     }
 }
 
+/// Runs blocking pack reading (tar, hashing, files) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> NearlineResult<T> + Send + 'static,
+) -> NearlineResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| NearlineError::unavailable(format!("pack reader thread failed: {e}")))?
+}
+
 struct MultipartUpload {
     upload_id: String,
     completed: Vec<CompletedPart>,
@@ -307,30 +334,15 @@ impl NearlineTarget for S3Target {
         expected: &ExpectedPack,
         progress: Arc<TransferProgress>,
     ) -> NearlineResult<VerifyOutcome> {
-        let key = self.full_key(&expected.key);
-        let object = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await
-        {
-            Ok(object) => object,
-            Err(error) => {
-                let missing = error.as_service_error().is_some_and(|e| e.is_no_such_key());
-                if missing {
-                    return Ok(VerifyOutcome::Damaged(vec![format!(
-                        "s3://{}/{key} does not exist",
-                        self.bucket
-                    )]));
-                }
-                return Err(sdk_error(&format!("GET s3://{}/{key}", self.bucket), error));
-            }
+        let Some(reader) = self.open_pack(&expected.key).await? else {
+            return Ok(VerifyOutcome::Damaged(vec![format!(
+                "s3://{}/{} does not exist",
+                self.bucket,
+                self.full_key(&expected.key)
+            )]));
         };
-        let reader = tokio_util::io::SyncIoBridge::new(object.body.into_async_read());
         let expected = expected.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             verify_pack_stream(
                 std::io::BufReader::with_capacity(1 << 20, reader),
                 &expected,
@@ -338,7 +350,6 @@ impl NearlineTarget for S3Target {
             )
         })
         .await
-        .map_err(|e| NearlineError::unavailable(format!("verify thread failed: {e}")))?
     }
 
     async fn unpack_pack(
@@ -347,25 +358,21 @@ impl NearlineTarget for S3Target {
         dir: &std::path::Path,
         progress: Arc<TransferProgress>,
     ) -> NearlineResult<()> {
-        let key = self.full_key(&expected.key);
-        let object = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("GET s3://{}/{key}", self.bucket), e))?;
+        let reader = self.open_pack(&expected.key).await?.ok_or_else(|| {
+            NearlineError::invalid(format!(
+                "s3://{}/{} does not exist",
+                self.bucket,
+                self.full_key(&expected.key)
+            ))
+        })?;
         archive_core::metrics::PACK_FETCHES.add(1);
-        let reader = crate::body_reader::BodyReader::start(object.body);
         let expected = expected.clone();
         let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let counted = CountedRead(std::io::BufReader::with_capacity(1 << 20, reader));
             unpack_pack_stream(counted, &expected, &progress, &dir)
         })
         .await
-        .map_err(|e| NearlineError::unavailable(format!("unpack thread failed: {e}")))?
     }
 
     async fn read_range(&self, key: &str, offset: u64, length: u64) -> NearlineResult<Vec<u8>> {

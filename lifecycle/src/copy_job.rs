@@ -52,7 +52,7 @@ pub(crate) async fn run(
             String::new()
         };
         let key = format!("{}/{}-{}{suffix}.tar", job.study_uid, job.id, job.attempts);
-        upload_one(services, job, reporter, &row.id, &target, key, members).await?;
+        upload_one(services, job, reporter, row.id, &target, key, members).await?;
     }
     Ok(())
 }
@@ -61,14 +61,14 @@ async fn upload_one(
     services: &Services,
     job: &Job,
     reporter: &Reporter,
-    target_id: &i64,
+    target_id: i64,
     target: &std::sync::Arc<dyn archive_core::nearline::NearlineTarget>,
     key: String,
     members: Vec<PackSource>,
 ) -> Result<(), JobError> {
     let index = &services.index;
     let pack_id = index
-        .begin_pack(&job.study_uid, *target_id, &key, job.id, now_millis())
+        .begin_pack(&job.study_uid, target_id, &key, job.id, now_millis())
         .await?;
     let request = PackRequest {
         key: key.clone(),

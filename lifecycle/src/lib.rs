@@ -5,7 +5,6 @@
 
 mod copy_job;
 mod delete_job;
-mod enqueue;
 mod restore_job;
 mod scheduler;
 mod settings;
@@ -13,7 +12,8 @@ mod targets;
 mod verify_job;
 mod worker;
 
-pub use enqueue::{request_copy, request_delete, request_restore, request_verify};
+// Job creation lives in archive-core: the REST API queues jobs too.
+pub use archive_core::jobs::{request_copy, request_delete, request_restore, request_verify};
 pub use settings::Settings;
 
 use archive_core::index::Index;

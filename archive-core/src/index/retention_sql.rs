@@ -283,12 +283,7 @@ impl RetentionIndex for SqlIndex {
         .bind(require_target)
         .fetch_one(&mut *tx)
         .await?;
-        for statement in AVAILABILITY_UPDATES {
-            sqlx::query(statement)
-                .bind(study_uid)
-                .execute(&mut *tx)
-                .await?;
-        }
+        update_availability(&mut tx, study_uid).await?;
         tx.commit().await?;
         Ok(DeletionStart {
             marked,
@@ -340,12 +335,7 @@ impl RetentionIndex for SqlIndex {
 
     async fn recompute_availability(&self, study_uid: &str) -> IndexResult<()> {
         let mut tx = self.pool().begin().await?;
-        for statement in AVAILABILITY_UPDATES {
-            sqlx::query(statement)
-                .bind(study_uid)
-                .execute(&mut *tx)
-                .await?;
-        }
+        update_availability(&mut tx, study_uid).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -467,6 +457,19 @@ impl RetentionIndex for SqlIndex {
             )
             .collect())
     }
+}
+
+async fn update_availability(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    study_uid: &str,
+) -> IndexResult<()> {
+    for statement in AVAILABILITY_UPDATES {
+        sqlx::query(statement)
+            .bind(study_uid)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// ONLINE if any ONLINE file, else NEARLINE if an ARCHIVED copy, else OFFLINE; then series and
