@@ -51,10 +51,12 @@ pub struct PackRequest {
 }
 
 /// Where one member's bytes ended up inside the tar.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberPlacement {
     pub data_offset: u64,
     pub size: u64,
+    /// Lower-case hex BLAKE3 of the member as written (retrieval checks members with it).
+    pub blake3: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +76,8 @@ pub struct PackMemberRow {
     pub data_offset: i64,
     pub size_bytes: i64,
     pub sha256: String,
+    /// Empty for packs written before BLAKE3 was recorded: those are checked with SHA-256.
+    pub blake3: String,
 }
 
 #[derive(Clone, Debug)]

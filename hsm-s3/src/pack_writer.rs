@@ -36,6 +36,7 @@ struct CheckedSource<'a> {
     file: File,
     remaining: u64,
     sha: Sha256,
+    blake3: blake3::Hasher,
     source: &'a PackSource,
     progress: &'a TransferProgress,
     mismatch: Option<String>,
@@ -59,6 +60,7 @@ impl Read for CheckedSource<'_> {
         }
         self.remaining -= n as u64;
         self.sha.update(&buf[..n]);
+        self.blake3.update(&buf[..n]);
         self.progress.add_bytes(n as u64);
         if self.remaining == 0 {
             let actual = hex::encode(self.sha.clone().finalize());
@@ -130,6 +132,7 @@ pub fn write_pack<W: Write>(
             file,
             remaining: source.size,
             sha: Sha256::new(),
+            blake3: blake3::Hasher::new(),
             source,
             progress,
             mismatch: None,
@@ -145,6 +148,7 @@ pub fn write_pack<W: Write>(
         placements.push(MemberPlacement {
             data_offset: end - padded(source.size),
             size: source.size,
+            blake3: reader.blake3.finalize().to_hex().to_string(),
         });
         progress.add_item();
     }

@@ -47,6 +47,7 @@ fn expected(
                 data_offset: p.data_offset as i64,
                 size_bytes: p.size as i64,
                 sha256: m.sha256.clone(),
+                blake3: p.blake3.clone(),
             })
             .collect(),
     }
@@ -117,6 +118,31 @@ async fn pack_round_trip_ranges_and_damage() {
         .expect("verify");
     assert_eq!(outcome, VerifyOutcome::Intact);
 
+    // Each member's BLAKE3 is recorded as written; retrieval unpacks with it, and packs from
+    // before it was recorded (empty) unpack with SHA-256.
+    for (member, placement) in members.iter().zip(&receipt.placements) {
+        let bytes = std::fs::read(&member.file_path).expect("source");
+        assert_eq!(placement.blake3, blake3::hash(&bytes).to_hex().to_string());
+    }
+    let mut older = wanted.clone();
+    for member in &mut older.members {
+        member.blake3.clear();
+    }
+    for (name, pack) in [("blake3", &wanted), ("sha256", &older)] {
+        let dir = root.path().join(format!("unpacked-{name}"));
+        target
+            .unpack_pack(pack, &dir, Arc::new(TransferProgress::default()))
+            .await
+            .expect("unpack");
+        for member in &members {
+            assert_eq!(
+                std::fs::read(dir.join(&member.member_path)).expect("unpacked"),
+                std::fs::read(&member.file_path).expect("source"),
+                "{name}"
+            );
+        }
+    }
+
     // One flipped byte inside the last member: damaged, and the message names the member.
     let mut damaged = on_disk.clone();
     let last = receipt.placements.last().expect("members");
@@ -135,6 +161,17 @@ async fn pack_round_trip_ranges_and_damage() {
         }
         VerifyOutcome::Intact => panic!("a damaged pack verified"),
     }
+    // Unpacking the damaged pack fails on the BLAKE3 check and leaves that member unserved.
+    let dir = root.path().join("unpacked-damaged");
+    let error = target
+        .unpack_pack(&wanted, &dir, Arc::new(TransferProgress::default()))
+        .await
+        .expect_err("a damaged pack must not unpack");
+    assert!(
+        error.message.contains("BLAKE3") && error.message.contains(&members[5].member_path),
+        "{error}"
+    );
+    assert!(!dir.join(&members[5].member_path).exists());
 
     // A missing pack is damaged too, not an outage.
     target.discard(&request.key).await.expect("discard");

@@ -102,7 +102,7 @@ async fn upload_one(
     };
     let placed: Vec<_> = members
         .into_iter()
-        .zip(receipt.placements.iter().copied())
+        .zip(receipt.placements.iter().cloned())
         .collect();
     let recorded = index
         .complete_pack(

@@ -438,8 +438,8 @@ impl NearlineIndex for SqlIndex {
         for chunk in members.chunks(100) {
             let sql = format!(
                 "INSERT INTO pack_member (pack_fk, instance_fk, member_path, data_offset, \
-                 size_bytes, sha256) VALUES {}",
-                super::queries::values_placeholders(chunk.len(), 6)
+                 size_bytes, sha256, blake3) VALUES {}",
+                super::queries::values_placeholders(chunk.len(), 7)
             );
             let mut query = sqlx::query(&sql);
             for (source, placement) in chunk {
@@ -449,7 +449,8 @@ impl NearlineIndex for SqlIndex {
                     .bind(source.member_path.as_str())
                     .bind(placement.data_offset as i64)
                     .bind(placement.size as i64)
-                    .bind(source.sha256.as_str());
+                    .bind(source.sha256.as_str())
+                    .bind(placement.blake3.as_str());
             }
             query.execute(&mut *tx).await?;
         }
@@ -469,8 +470,8 @@ impl NearlineIndex for SqlIndex {
 
     async fn pack_members(&self, pack_id: i64) -> IndexResult<Vec<PackMemberRow>> {
         Ok(sqlx::query_as(
-            "SELECT i.sop_uid, pm.member_path, pm.data_offset, pm.size_bytes, pm.sha256 \
-             FROM pack_member pm JOIN instance i ON i.id = pm.instance_fk \
+            "SELECT i.sop_uid, pm.member_path, pm.data_offset, pm.size_bytes, pm.sha256, \
+             pm.blake3 FROM pack_member pm JOIN instance i ON i.id = pm.instance_fk \
              WHERE pm.pack_fk = $1 ORDER BY pm.data_offset",
         )
         .bind(pack_id)

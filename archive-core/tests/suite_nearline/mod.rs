@@ -315,6 +315,7 @@ pub async fn packs_track_what_is_copied(index: Index) {
                 MemberPlacement {
                     data_offset: 1024 * (n as u64 + 1),
                     size: s.size,
+                    blake3: format!("b3-{n}"),
                 },
             )
         })
@@ -343,9 +344,9 @@ pub async fn packs_track_what_is_copied(index: Index) {
     assert_eq!(
         members
             .iter()
-            .map(|m| (m.sop_uid.as_str(), m.data_offset))
+            .map(|m| (m.sop_uid.as_str(), m.data_offset, m.blake3.as_str()))
             .collect::<Vec<_>>(),
-        vec![("3.1", 1024), ("3.2", 2048)]
+        vec![("3.1", 1024, "b3-0"), ("3.2", 2048, "b3-1")]
     );
 
     // An interrupted upload is abandoned (and its key returned for clean-up) by the next attempt.
