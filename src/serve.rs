@@ -132,7 +132,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "  DICOM: AE title {} on port {} (try: echoscu -aec {} localhost {})",
         config.dicom.ae_title, config.dicom.port, config.dicom.ae_title, config.dicom.port
     );
-    println!("  HTTP:  http://{}/healthz", config.http.listen);
+    println!(
+        "  Admin: http://{}/ui/ (log in with the API token below); REST API under /api",
+        config.http.listen
+    );
     println!("  Index: {url}");
     println!(
         "  Node:  {} (NEARLINE targets: {})",
@@ -157,9 +160,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let web = web_admin::router(web_admin::WebState {
         index: index.clone(),
+        online: online.clone(),
         token,
         max_attempts: config.lifecycle.max_attempts,
     });
+    tokio::spawn(refresh_filesystems(index.clone(), online.clone()));
     let http = axum::serve(http_listener, web).with_graceful_shutdown(shutdown_signal());
     let dicom = dicom_scp::server::run(dicom_listener, context, shutdown_signal());
     let lifecycle = lifecycle::Lifecycle::start(
@@ -176,6 +181,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     http_result.context("HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Filesystems added or changed through another node's API reach this one within this time.
+const FILESYSTEM_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
+
+async fn refresh_filesystems(index: Index, online: OnlineStore) {
+    let mut tick = tokio::time::interval(FILESYSTEM_REFRESH);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(error) = online.refresh(&index).await {
+            tracing::warn!(%error, "cannot re-read the ONLINE filesystems; keeping the ones known");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -47,11 +47,7 @@ pub fn routes() -> Router<WebState> {
 }
 
 fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        format!("{field}: {message}"),
-    )
+    ApiError::bad_request(field, message)
 }
 
 /// The body as `T`, with the path's name filled in; serde's error names the field.
@@ -134,8 +130,14 @@ async fn save_peer(
     Path(ae): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    archive_core::config::check_ae_title(&ae).map_err(|m| bad("ae_title", m))?;
-    let body: PeerBody = serde_json::from_value(json_body(body)?).map_err(|e| bad("body", e))?;
+    let peer = save_peer_value(&state, &ae, json_body(body)?).await?;
+    Ok(Json(json!({ "ae_title": peer })))
+}
+
+/// Adds or changes a DICOM peer from a JSON body (shared with the admin UI).
+pub(crate) async fn save_peer_value(state: &WebState, ae: &str, body: Value) -> ApiResult<AePeer> {
+    archive_core::config::check_ae_title(ae).map_err(|m| bad("ae_title", m))?;
+    let body: PeerBody = serde_json::from_value(body).map_err(|e| bad("body", e))?;
     if body.host.trim().is_empty() {
         return Err(bad("host", "must not be empty"));
     }
@@ -152,13 +154,17 @@ async fn save_peer(
         description: body.description,
     };
     state.index.ae_upsert(&peer).await?;
-    Ok(Json(json!({ "ae_title": peer })))
+    Ok(peer)
 }
 
 async fn remove_peer(
     State(state): State<WebState>,
     Path(ae): Path<String>,
 ) -> ApiResult<StatusCode> {
+    remove_peer_named(&state, &ae).await
+}
+
+pub(crate) async fn remove_peer_named(state: &WebState, ae: &str) -> ApiResult<StatusCode> {
     if state.index.ae_remove(ae.trim()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -187,13 +193,39 @@ async fn save_target(
     Path(name): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let spec: TargetSpec = body_with_name(json_body(body)?, &name)?;
-    spec.validate("body").map_err(|e| bad("body", e))?;
-    state.index.upsert_target(&spec, now_millis()).await?;
+    let spec = save_target_value(&state, &name, json_body(body)?).await?;
     Ok(Json(json!({ "target": spec, "location": spec.location() })))
 }
 
-async fn remove(state: &WebState, setting: Setting, name: &str) -> ApiResult<StatusCode> {
+/// Adds or changes a NEARLINE target (shared with the admin UI).
+pub(crate) async fn save_target_value(
+    state: &WebState,
+    name: &str,
+    body: Value,
+) -> ApiResult<TargetSpec> {
+    let spec: TargetSpec = body_with_name(body, name)?;
+    spec.validate("body").map_err(|e| bad("body", e))?;
+    if state
+        .index
+        .target(name)
+        .await?
+        .is_some_and(|t| t.from_config)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "defined_in_config",
+            format!("`{name}` is defined in the config file; change it there"),
+        ));
+    }
+    state.index.upsert_target(&spec, now_millis()).await?;
+    Ok(spec)
+}
+
+pub(crate) async fn remove(
+    state: &WebState,
+    setting: Setting,
+    name: &str,
+) -> ApiResult<StatusCode> {
     match state.index.remove_setting(setting, name).await? {
         Removal::Removed => Ok(StatusCode::NO_CONTENT),
         Removal::NotFound => Err(ApiError::new(
@@ -251,7 +283,17 @@ async fn save_copy_rule(
     Path(name): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let rule: CopyRuleConfig = body_with_name(json_body(body)?, &name)?;
+    let rule = save_copy_rule_value(&state, &name, json_body(body)?).await?;
+    Ok(Json(json!({ "rule": rule })))
+}
+
+/// Adds or changes a copy rule (shared with the admin UI).
+pub(crate) async fn save_copy_rule_value(
+    state: &WebState,
+    name: &str,
+    body: Value,
+) -> ApiResult<CopyRuleConfig> {
+    let rule: CopyRuleConfig = body_with_name(body, name)?;
     parse_schedule(&rule.schedule).map_err(|m| bad("schedule", m))?;
     if state.index.target(&rule.target).await?.is_none() {
         return Err(bad(
@@ -260,7 +302,7 @@ async fn save_copy_rule(
         ));
     }
     state.index.save_copy_rule(&rule, now_millis()).await?;
-    Ok(Json(json!({ "rule": rule })))
+    Ok(rule)
 }
 
 async fn list_retention_rules(State(state): State<WebState>) -> ApiResult<Json<Value>> {
@@ -274,10 +316,20 @@ async fn save_retention_rule(
     Path(name): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let rule: RetentionRuleConfig = body_with_name(json_body(body)?, &name)?;
+    let rule = save_retention_rule_value(&state, &name, json_body(body)?).await?;
+    Ok(Json(json!({ "rule": rule })))
+}
+
+/// Adds or changes a retention rule (shared with the admin UI).
+pub(crate) async fn save_retention_rule_value(
+    state: &WebState,
+    name: &str,
+    body: Value,
+) -> ApiResult<RetentionRuleConfig> {
+    let rule: RetentionRuleConfig = body_with_name(body, name)?;
     rule.validate("body").map_err(|e| bad("body", e))?;
     state.index.save_retention_rule(&rule, now_millis()).await?;
-    Ok(Json(json!({ "rule": rule })))
+    Ok(rule)
 }
 
 /// The dry run: what the rule would delete now, and why every other study stays.

@@ -8,6 +8,7 @@
 
 mod admin_sql;
 mod dialect;
+mod filesystem_sql;
 mod jobs_sql;
 mod nearline_sql;
 mod queries;
@@ -18,6 +19,7 @@ mod store_tx;
 
 pub use admin_sql::{AdminIndex, OnlineCopy, Removal, Setting, StudySearch};
 pub use dialect::Dialect;
+pub use filesystem_sql::{FilesystemAdmin, FilesystemChange, FilesystemEdit, FilesystemRow};
 pub use jobs_sql::JobQueue;
 pub use nearline_sql::{CopyRule, NearlineIndex};
 pub use retention_sql::{DeletionStart, NearlineMember, RetentionCandidate, RetentionIndex};
@@ -60,7 +62,7 @@ pub struct NewInstance {
 /// The operations every index backend provides.
 #[async_trait]
 pub trait IndexBackend:
-    JobQueue + NearlineIndex + RetentionIndex + AdminIndex + Send + Sync + 'static
+    JobQueue + NearlineIndex + RetentionIndex + AdminIndex + FilesystemAdmin + Send + Sync + 'static
 {
     fn dialect(&self) -> Dialect;
     async fn migrate(&self) -> IndexResult<()>;

@@ -62,7 +62,7 @@ pub const SELECT_FILESYSTEMS: &str =
 pub const UPSERT_FILESYSTEM: &str =
     "INSERT INTO filesystem (group_name, path, mode, min_free_bytes) \
     VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO UPDATE SET group_name = excluded.group_name, \
-    mode = excluded.mode, min_free_bytes = excluded.min_free_bytes";
+    mode = excluded.mode, min_free_bytes = excluded.min_free_bytes, from_config = 1";
 
 pub const SELECT_STUDY_COLUMNS: &str = "SELECT s.study_uid, p.patient_id, p.issuer, \
     p.patient_name, p.birth_date, p.sex, s.study_date, s.study_time, s.accession_number, \

@@ -10,7 +10,7 @@ pub use object_writer::{ObjectWriter, ParseSource};
 
 use crate::model::{Filesystem, StoredFile};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// Temporary files live here inside each filesystem, so the final rename never crosses devices.
 pub const INCOMING_DIR: &str = ".incoming";
@@ -51,8 +51,9 @@ impl StoreError {
 #[derive(Clone)]
 pub struct OnlineStore {
     store_group: String,
-    /// Fixed for the life of the process: the index rows read at start-up.
-    filesystems: Arc<[Filesystem]>,
+    /// The index's rows. Replaced as a whole when an admin changes filesystems (this node at
+    /// once, other nodes at their next refresh); readers take a snapshot and never block.
+    filesystems: Arc<RwLock<Arc<[Filesystem]>>>,
 }
 
 impl OnlineStore {
@@ -61,15 +62,52 @@ impl OnlineStore {
     pub fn new(store_group: &str, filesystems: Vec<Filesystem>) -> OnlineStore {
         OnlineStore {
             store_group: store_group.to_string(),
-            filesystems: filesystems.into(),
+            filesystems: Arc::new(RwLock::new(filesystems.into())),
         }
+    }
+
+    /// The filesystems as they are now.
+    pub fn filesystems(&self) -> Arc<[Filesystem]> {
+        match self.filesystems.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The group new objects go to.
+    pub fn store_group(&self) -> &str {
+        &self.store_group
+    }
+
+    /// Takes the index's current rows: added filesystems receive objects from now on, changed
+    /// modes and watermarks apply to the next object. An object being received keeps the
+    /// filesystem it started on.
+    pub fn replace(&self, filesystems: Vec<Filesystem>) {
+        for fs in filesystems.iter().filter(|fs| fs.is_writable()) {
+            let incoming = Path::new(&fs.path).join(INCOMING_DIR);
+            if let Err(error) = std::fs::create_dir_all(&incoming) {
+                tracing::warn!(path = %fs.path, %error, "cannot prepare a filesystem; objects will not go there");
+            }
+        }
+        let fresh: Arc<[Filesystem]> = filesystems.into();
+        match self.filesystems.write() {
+            Ok(mut guard) => *guard = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+    }
+
+    /// Reads the filesystems from the index again (changes made on other nodes).
+    pub async fn refresh(&self, index: &crate::index::Index) -> crate::index::IndexResult<()> {
+        let rows = index.filesystems().await?;
+        self.replace(rows);
+        Ok(())
     }
 
     /// Creates the directories and removes temporary files a crash left behind. Returns how
     /// many such files were removed. Those objects were never acknowledged, so nothing is lost.
     pub fn prepare(&self) -> Result<usize, StoreError> {
         let mut removed = 0;
-        for fs in self.filesystems.iter() {
+        for fs in self.filesystems().iter() {
             let incoming = Path::new(&fs.path).join(INCOMING_DIR);
             if !fs.is_writable() {
                 continue;
@@ -91,7 +129,7 @@ impl OnlineStore {
 
     /// The filesystem a new object goes to, or `Full` when every candidate is below its watermark.
     pub fn choose_target(&self) -> Result<Filesystem, StoreError> {
-        for fs in self.filesystems.iter() {
+        for fs in self.filesystems().iter() {
             if fs.group != self.store_group || !fs.is_writable() {
                 continue;
             }
@@ -116,7 +154,7 @@ impl OnlineStore {
     }
 
     pub fn filesystem(&self, id: i64) -> Option<Filesystem> {
-        self.filesystems.iter().find(|fs| fs.id == id).cloned()
+        self.filesystems().iter().find(|fs| fs.id == id).cloned()
     }
 
     pub fn full_path(&self, file: &StoredFile) -> Option<PathBuf> {
@@ -149,7 +187,15 @@ pub fn group_usage(
 ) -> Option<crate::retention::GroupUsage> {
     let mut usage = crate::retention::GroupUsage { free: 0, total: 0 };
     let mut measured = false;
+    // Two directories on one disk share its space: count each device once.
+    let mut devices = std::collections::HashSet::new();
     for fs in filesystems.iter().filter(|fs| fs.group == group) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = std::fs::metadata(&fs.path) {
+            if !devices.insert(meta.dev()) {
+                continue;
+            }
+        }
         if let (Ok(free), Ok(total)) = (fs4::available_space(&fs.path), fs4::total_space(&fs.path))
         {
             usage.free += free;
