@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Strata's test command (the README's second command; .ci/run calls only this).
 #
-# 1. installs what the tests need when it is missing (Debian packages, PyPI), as root;
+# 1. installs what the tests need when it is missing (Debian packages, PyPI, npm), as root;
 # 2. uses the PostgreSQL at 127.0.0.1:5432 when it answers, otherwise starts a throwaway one
 #    under target/pg with initdb/pg_ctl;
 # 3. starts a throwaway Garage (a production S3 server) on loopback under target/garage;
@@ -36,12 +36,26 @@ install_missing() {
         [ -x "/usr/bin/$tool" ] || { packages+=(dcmtk); break; }
     done
     command -v psql >/dev/null || packages+=(postgresql-client)
+    # The admin UI's browser tests: Debian's chromium, driven by Playwright under Node.js.
+    [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || packages+=(chromium)
+    command -v node >/dev/null || packages+=(nodejs)
+    command -v npm >/dev/null || packages+=(npm)
     if { [ "${STRATA_TEST_OWN_PG:-}" = 1 ] || ! pg_reachable 127.0.0.1 5432; } && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
         packages+=(postgresql)
     fi
     if [ ${#packages[@]} -gt 0 ]; then
         log "installing Debian packages: ${packages[*]}"
         apt_install "${packages[@]}"
+    fi
+    local node_major
+    node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if [ "$node_major" -lt 20 ]; then
+        echo "Node.js $node_major is too old: Playwright needs Node.js 20 or later (Debian 13, or NodeSource)" >&2
+        return 1
+    fi
+    if [ ! -d tests/ui/node_modules/playwright-core ]; then
+        log "installing playwright-core (npm, exact version from tests/ui/package-lock.json; no browser download)"
+        (cd tests/ui && npm ci --no-audit --no-fund --loglevel=error)
     fi
     if ! python3 -c 'import pynetdicom' 2>/dev/null; then
         log "installing pynetdicom (PyPI)"

@@ -29,6 +29,12 @@ impl ApiError {
             message: message.into(),
         }
     }
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+    pub fn message(&self) -> &str {
+        &self.message
+    }
     pub fn unauthorized() -> ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -39,7 +45,8 @@ impl ApiError {
     fn not_found(what: String) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
     }
-    fn bad_request(field: &str, message: impl std::fmt::Display) -> ApiError {
+    /// 400 `invalid_request`, the message starting with the field it is about.
+    pub fn bad_request(field: &str, message: impl std::fmt::Display) -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -70,7 +77,7 @@ impl From<archive_core::index::IndexError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 pub fn routes() -> Router<WebState> {
     Router::new()
@@ -161,7 +168,10 @@ async fn search_studies(
     ))
 }
 
-async fn study_or_404(state: &WebState, uid: &str) -> ApiResult<archive_core::index::StudyRow> {
+pub(crate) async fn study_or_404(
+    state: &WebState,
+    uid: &str,
+) -> ApiResult<archive_core::index::StudyRow> {
     state
         .index
         .study(uid)
@@ -170,7 +180,7 @@ async fn study_or_404(state: &WebState, uid: &str) -> ApiResult<archive_core::in
 }
 
 /// Every copy of the study: ONLINE filesystems and NEARLINE packs with their status.
-async fn copies(state: &WebState, uid: &str) -> ApiResult<Value> {
+pub(crate) async fn copies(state: &WebState, uid: &str) -> ApiResult<Value> {
     let online = state.index.online_copies(uid).await?;
     let packs = state.index.packs_of_study(uid).await?;
     let nearline: Vec<Value> = packs
@@ -222,13 +232,31 @@ async fn study_action(
     Path((uid, action)): Path<(String, String)>,
     body: Option<Json<ActionBody>>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    study_or_404(&state, &uid).await?;
     let target = body.and_then(|Json(b)| b.target);
+    let (job, created) = enqueue_action(&state, &uid, &action, target).await?;
+    let status = if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "job": job, "created": created }))))
+}
+
+/// Queues `action` (copy, verify, delete-online, restore) for a study; the job and whether it
+/// is new (an equal live job is returned instead of a second one). Shared with the admin UI.
+pub(crate) async fn enqueue_action(
+    state: &WebState,
+    uid: &str,
+    action: &str,
+    target: Option<String>,
+) -> ApiResult<(Job, bool)> {
+    study_or_404(state, uid).await?;
+    let uid = uid.to_string();
     let index = &state.index;
     let attempts = state.max_attempts;
-    let enqueued = match action.as_str() {
+    let enqueued = match action {
         "copy" | "verify" => {
-            let target = choose_target(&state, target.as_deref()).await?;
+            let target = choose_target(state, target.as_deref()).await?;
             if action == "copy" {
                 jobs::request_copy(index, &uid, &target, "api", attempts).await?
             } else {
@@ -237,7 +265,7 @@ async fn study_action(
         }
         "delete-online" => {
             let target = match target.as_deref() {
-                Some(name) => choose_target(&state, Some(name)).await?,
+                Some(name) => choose_target(state, Some(name)).await?,
                 None => String::new(),
             };
             jobs::request_delete(index, &uid, &target, "api", attempts).await?
@@ -253,15 +281,7 @@ async fn study_action(
         .job(enqueued.job_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {} vanished", enqueued.job_id)))?;
-    let status = if enqueued.created {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        Json(json!({ "job": job, "created": enqueued.created })),
-    ))
+    Ok((job, enqueued.created))
 }
 
 async fn choose_target(state: &WebState, named: Option<&str>) -> ApiResult<String> {
@@ -349,8 +369,21 @@ async fn cancel_job(
     State(state): State<WebState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = job_id(&id)?;
-    let job = job_or_404(&state, id).await?;
+    let job = cancel(&state, job_id(&id)?).await?;
+    Ok(Json(json!({ "job": job })))
+}
+
+async fn retry_job(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let job = retry(&state, job_id(&id)?).await?;
+    Ok(Json(json!({ "job": job })))
+}
+
+/// Cancels a job that has not ended (shared with the admin UI).
+pub(crate) async fn cancel(state: &WebState, id: i64) -> ApiResult<Job> {
+    let job = job_or_404(state, id).await?;
     if job_state::is_final(&job.state) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -359,15 +392,12 @@ async fn cancel_job(
         ));
     }
     state.index.cancel_job(id, now_millis()).await?;
-    Ok(Json(json!({ "job": job_or_404(&state, id).await? })))
+    job_or_404(state, id).await
 }
 
-async fn retry_job(
-    State(state): State<WebState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let id = job_id(&id)?;
-    job_or_404(&state, id).await?;
+/// Queues a FAILED or CANCELLED job again (shared with the admin UI).
+pub(crate) async fn retry(state: &WebState, id: i64) -> ApiResult<Job> {
+    job_or_404(state, id).await?;
     if !state.index.retry_job(id, now_millis()).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -375,5 +405,5 @@ async fn retry_job(
             format!("job {id} is not FAILED or CANCELLED, or the same work is already queued"),
         ));
     }
-    Ok(Json(json!({ "job": job_or_404(&state, id).await? })))
+    job_or_404(state, id).await
 }

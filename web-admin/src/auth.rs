@@ -57,8 +57,13 @@ impl AdminToken {
         Ok((AdminToken::from_secret(&secret), Some(secret)))
     }
 
+    /// The digest: the key that signs UI sessions (so a new token ends every session).
+    pub(crate) fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+
     /// Compares in constant time (no early exit on the first differing byte).
-    fn matches(&self, presented: &str) -> bool {
+    pub(crate) fn matches(&self, presented: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
         digest
             .iter()

@@ -5,11 +5,14 @@
 
 pub mod api;
 pub mod auth;
+mod filesystems_api;
 mod settings_api;
+pub mod ui;
 
 pub use auth::AdminToken;
 
 use archive_core::index::Index;
+use archive_core::online::OnlineStore;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
@@ -20,6 +23,8 @@ use serde_json::{json, Value};
 #[derive(Clone)]
 pub struct WebState {
     pub index: Index,
+    /// This node's ONLINE store: told at once when an admin changes filesystems.
+    pub online: OnlineStore,
     pub token: AdminToken,
     /// Attempts given to jobs queued through the API (`lifecycle.max_attempts`).
     pub max_attempts: u32,
@@ -28,10 +33,17 @@ pub struct WebState {
 pub fn router(state: WebState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
-        .nest("/api", api::routes().merge(settings_api::routes()))
+        .nest(
+            "/api",
+            api::routes()
+                .merge(settings_api::routes())
+                .merge(filesystems_api::routes()),
+        )
         .route_layer(from_fn_with_state(state.token.clone(), auth::require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/", get(|| async { axum::response::Redirect::to("/ui/") }))
+        .merge(ui::routes(state.clone()))
         .merge(protected)
         .fallback(|| async {
             api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
