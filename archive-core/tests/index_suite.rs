@@ -6,7 +6,10 @@ use archive_core::model::*;
 use archive_core::testing::fresh_postgres_database;
 
 mod suite_nearline;
-use suite_nearline::{jobs_are_claimed_once_and_leases_expire, packs_track_what_is_copied};
+use suite_nearline::{
+    jobs_are_claimed_once_and_leases_expire, packs_track_what_is_copied,
+    rule_copies_are_queued_only_for_uncopied_studies,
+};
 
 async fn sqlite_index() -> (Index, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -675,4 +678,5 @@ on_both_backends!(
     find_matches_like_pacs_users_expect,
     jobs_are_claimed_once_and_leases_expire,
     packs_track_what_is_copied,
+    rule_copies_are_queued_only_for_uncopied_studies,
 );

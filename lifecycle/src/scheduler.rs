@@ -4,6 +4,7 @@
 use crate::Services;
 use archive_core::config::{parse_schedule, CopyRuleConfig};
 use archive_core::index::now_millis;
+use archive_core::jobs::{job_type, NewJob};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -129,16 +130,22 @@ async fn fire_copy_rule(
         .await?;
     let mut queued = 0;
     for study in studies {
-        let created_by = format!("rule:{}", rule.name);
-        let enqueued = crate::request_copy(
-            index,
-            &study,
-            &rule.target,
-            &created_by,
-            services.settings.max_attempts,
-        )
-        .await?;
-        queued += usize::from(enqueued.created);
+        let new = NewJob {
+            job_type: job_type::COPY.into(),
+            study_uid: study,
+            target_name: rule.target.clone(),
+            created_by: format!("rule:{}", rule.name),
+            max_attempts: services.settings.max_attempts,
+        };
+        // Re-checked in the insert itself: the list above may be stale by now.
+        if let Some(job_id) = index
+            .enqueue_rule_copy(&new, target.id, now_millis())
+            .await?
+        {
+            tracing::info!(job_id, job_type = job_type::COPY, study = %new.study_uid,
+                target = %rule.target, created_by = %new.created_by, "job queued");
+            queued += 1;
+        }
     }
     Ok(queued)
 }

@@ -16,6 +16,20 @@ pub trait JobQueue: Send + Sync {
     /// Queues a job unless a live (QUEUED or RUNNING) one of the same type, study and target
     /// exists; either way returns the live job's id.
     async fn enqueue_job(&self, new: &NewJob, now: i64) -> IndexResult<Enqueued>;
+    /// Queues a COPY job for a copy rule, in one statement that re-checks what the rule's
+    /// candidate list saw: no live COPY job for the study and target, and at least one ONLINE
+    /// instance of the study without an UPLOADING, TO_ARCHIVE or ARCHIVED pack on the target.
+    /// `None` when either check fails. Why one statement: a candidate listed while another
+    /// node's copy was running would otherwise be queued again just after that copy finished
+    /// (the one-live-job index no longer stops it), as a job with nothing to copy. The copy
+    /// job records its pack's members before it ends, so any snapshot sees either the live
+    /// job or the members.
+    async fn enqueue_rule_copy(
+        &self,
+        new: &NewJob,
+        target_id: i64,
+        now: i64,
+    ) -> IndexResult<Option<i64>>;
     /// Takes the next due job (or one whose owner's lease expired) for `node`.
     async fn claim_job(&self, node: &str, now: i64, lease_ms: i64) -> IndexResult<Option<Job>>;
     /// Extends the lease and records progress. `false`: the job is no longer ours (cancelled,
@@ -83,6 +97,38 @@ impl JobQueue for SqlIndex {
             job_id,
             created: false,
         })
+    }
+
+    async fn enqueue_rule_copy(
+        &self,
+        new: &NewJob,
+        target_id: i64,
+        now: i64,
+    ) -> IndexResult<Option<i64>> {
+        let inserted: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO job (job_type, study_uid, target_name, state, max_attempts, next_run_at, \
+             created_by, created_at, updated_at) \
+             SELECT $1, $2, $3, 'QUEUED', $4, $5, $6, $5, $5 \
+             WHERE NOT EXISTS (SELECT 1 FROM job j WHERE j.job_type = $1 AND j.study_uid = $2 \
+                AND j.target_name = $3 AND j.state IN ('QUEUED', 'RUNNING')) \
+             AND EXISTS (SELECT 1 FROM study s JOIN series se ON se.study_fk = s.id \
+                JOIN instance i ON i.series_fk = se.id JOIN file f ON f.instance_fk = i.id \
+                WHERE s.study_uid = $2 AND f.status = 'OK' \
+                AND NOT EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
+                    WHERE pm.instance_fk = i.id AND p.target_fk = $7 \
+                    AND p.status IN ('UPLOADING', 'TO_ARCHIVE', 'ARCHIVED'))) \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(&new.job_type)
+        .bind(&new.study_uid)
+        .bind(&new.target_name)
+        .bind(i64::from(new.max_attempts))
+        .bind(now)
+        .bind(&new.created_by)
+        .bind(target_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(inserted.map(|(id,)| id))
     }
 
     async fn claim_job(&self, node: &str, now: i64, lease_ms: i64) -> IndexResult<Option<Job>> {

@@ -426,6 +426,134 @@ pub async fn packs_track_what_is_copied(index: Index) {
     deletion_needs_archived_copies(&index, first).await;
 }
 
+/// A copy rule's job is queued in one statement that re-checks the candidate: the race it
+/// closes is a study listed while another node's copy ran, queued after that copy ended.
+pub async fn rule_copies_are_queued_only_for_uncopied_studies(index: Index) {
+    let fs = filesystem_id(&index).await;
+    for n in 1..=2 {
+        let outcome = one(
+            &index,
+            new_instance(
+                record("P1", "1.9", "2.1", &format!("3.{n}"), "CT"),
+                fs,
+                &format!("a/{n}"),
+                100,
+                DuplicatePolicy::KeepFirst,
+            ),
+        )
+        .await;
+        assert_eq!(outcome, archive_core::model::StoreOutcome::Stored);
+    }
+    let spec = TargetSpec::filesystem("local", "/nearline".into());
+    index
+        .sync_targets(std::slice::from_ref(&spec), 1)
+        .await
+        .expect("targets");
+    let target = index
+        .target("local")
+        .await
+        .expect("target")
+        .expect("exists");
+    let job = NewJob {
+        created_by: "rule:ct".into(),
+        ..copy_job("1.9")
+    };
+
+    let first = index
+        .enqueue_rule_copy(&job, target.id, 10)
+        .await
+        .expect("enqueue")
+        .expect("an uncopied study is queued");
+    assert_eq!(
+        index
+            .enqueue_rule_copy(&job, target.id, 11)
+            .await
+            .expect("enqueue"),
+        None,
+        "a live copy job for the study and target holds a second one back"
+    );
+    // The live job copies both instances and ends: the stale candidate is not queued again.
+    let claimed = index
+        .claim_job("node-a", 12, 60_000)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(claimed.id, first);
+    let pack = index
+        .begin_pack("1.9", target.id, "1.9/1-1.tar", first, 13)
+        .await
+        .expect("begin");
+    let sources = index
+        .unpacked_instances("1.9", target.id)
+        .await
+        .expect("unpacked");
+    let placed: Vec<_> = sources
+        .iter()
+        .map(|s| {
+            let placement = MemberPlacement {
+                data_offset: 1024,
+                size: s.size,
+                blake3: String::new(),
+            };
+            (s.clone(), placement)
+        })
+        .collect();
+    assert!(index
+        .complete_pack(pack, 4096, "ab", &placed, 14)
+        .await
+        .expect("complete"));
+    assert!(index
+        .finish_job(first, "node-a", 15, &JobOutcome::Done)
+        .await
+        .expect("finish"));
+    assert_eq!(
+        index
+            .enqueue_rule_copy(&job, target.id, 16)
+            .await
+            .expect("enqueue"),
+        None,
+        "every instance has a copy on the target"
+    );
+    // A new instance makes the study a candidate again; so does a copy that failed verification.
+    let outcome = one(
+        &index,
+        new_instance(
+            record("P1", "1.9", "2.1", "3.3", "CT"),
+            fs,
+            "a/3",
+            100,
+            DuplicatePolicy::KeepFirst,
+        ),
+    )
+    .await;
+    assert_eq!(outcome, archive_core::model::StoreOutcome::Stored);
+    let second = index
+        .enqueue_rule_copy(&job, target.id, 17)
+        .await
+        .expect("enqueue");
+    assert!(second.is_some_and(|id| id != first));
+    // Another target's copies do not count for this one.
+    let other = TargetSpec::filesystem("other", "/elsewhere".into());
+    index
+        .sync_targets(&[spec, other], 1)
+        .await
+        .expect("targets");
+    let other = index
+        .target("other")
+        .await
+        .expect("target")
+        .expect("exists");
+    let other_job = NewJob {
+        target_name: "other".into(),
+        ..job.clone()
+    };
+    assert!(index
+        .enqueue_rule_copy(&other_job, other.id, 18)
+        .await
+        .expect("enqueue")
+        .is_some());
+}
+
 /// Continues `packs_track_what_is_copied`: instances 3.1 and 3.2 are in pack `first`, 3.3 in none.
 async fn deletion_needs_archived_copies(index: &Index, first: i64) {
     let rule = archive_core::config::RetentionRuleConfig {
