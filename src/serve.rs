@@ -99,6 +99,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     scp.retriever = retriever.clone();
     let context = Arc::new(scp);
 
+    // Before the listeners open: whoever can connect can also read a complete token file.
+    let token_file = config
+        .http
+        .admin_token_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("admin-token"));
+    let (token, new_token) =
+        web_admin::AdminToken::load_or_create(&token_file).with_context(|| {
+            format!(
+                "cannot read or create the API token file {} (key http.admin_token_file)",
+                token_file.display()
+            )
+        })?;
     let dicom_address = format!("{}:{}", config.dicom.bind, config.dicom.port);
     let dicom_listener = tokio::net::TcpListener::bind(&dicom_address)
         .await
@@ -114,18 +127,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
 
-    let token_file = config
-        .http
-        .admin_token_file
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("admin-token"));
-    let (token, new_token) =
-        web_admin::AdminToken::load_or_create(&token_file).with_context(|| {
-            format!(
-                "cannot read or create the API token file {} (key http.admin_token_file)",
-                token_file.display()
-            )
-        })?;
     let url = redact_url(&config.effective_database_url());
     println!("Strata is running.");
     println!(

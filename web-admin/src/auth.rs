@@ -40,21 +40,37 @@ impl AdminToken {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(error),
         }
-        let mut random = [0u8; 24];
+        // 24 random bytes for the token, 8 more to name the temporary file.
+        let mut random = [0u8; 32];
         std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
-        let secret = hex::encode(random);
+        let secret = hex::encode(&random[..24]);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
+        // Written whole under a temporary name, then linked into place: a reader never sees
+        // an empty or half-written token file, and of two nodes starting at once on a shared
+        // directory the second finds the first one's token.
+        let temp = path.with_extension(format!("new-{}", hex::encode(&random[24..])));
         use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
+        let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(path)?;
-        std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())?;
-        file.sync_all()?;
-        Ok((AdminToken::from_secret(&secret), Some(secret)))
+            .open(&temp)
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::hard_link(&temp, path));
+        let _ = std::fs::remove_file(&temp);
+        match written {
+            Ok(()) => Ok((AdminToken::from_secret(&secret), Some(secret))),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let text = std::fs::read_to_string(path)?;
+                Ok((AdminToken::from_secret(&text), None))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The digest: the key that signs UI sessions (so a new token ends every session).
@@ -109,5 +125,33 @@ mod tests {
         assert!(shown_again.is_none(), "printed only on first start");
         assert!(again.matches(&secret));
         assert!(!format!("{again:?}").contains(&secret));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec!["admin-token"], "no temporary file left behind");
+    }
+
+    #[test]
+    fn two_nodes_creating_the_token_at_once_agree_on_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin-token");
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| AdminToken::load_or_create(&path).expect("token")))
+                .collect();
+            starts
+                .into_iter()
+                .map(|s| s.join().expect("thread"))
+                .collect()
+        });
+        let file = std::fs::read_to_string(&path).expect("token file");
+        assert!(!file.trim().is_empty());
+        for (token, _) in &results {
+            assert!(
+                token.matches(&file),
+                "every caller uses the token in the file"
+            );
+        }
     }
 }
