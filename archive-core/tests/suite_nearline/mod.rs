@@ -4,6 +4,7 @@ use super::{filesystem_id, new_instance, one, record};
 use archive_core::config::{CopyRuleConfig, DuplicatePolicy, TargetSpec};
 use archive_core::index::Index;
 use archive_core::jobs::{job_state, job_type, JobOutcome, JobProgress, NewJob};
+use archive_core::nearline::TargetRow;
 use archive_core::nearline::{pack_status, MemberPlacement};
 use std::collections::HashSet;
 
@@ -15,6 +16,37 @@ fn copy_job(study: &str) -> NewJob {
         created_by: "test".into(),
         max_attempts: 3,
     }
+}
+
+/// Stores instance `3.{n}` of study 1.9 (patient P1) in `series`; it must be new.
+async fn store_instance(index: &Index, fs: i64, series: &str, n: u64, modality: &str, size: u64) {
+    let outcome = one(
+        index,
+        new_instance(
+            record("P1", "1.9", series, &format!("3.{n}"), modality),
+            fs,
+            &format!("a/{n}"),
+            size,
+            DuplicatePolicy::KeepFirst,
+        ),
+    )
+    .await;
+    assert_eq!(outcome, archive_core::model::StoreOutcome::Stored);
+}
+
+/// Defines the config target `local` (a directory) and returns its spec and row.
+async fn local_target(index: &Index) -> (TargetSpec, TargetRow) {
+    let spec = TargetSpec::filesystem("local", "/nearline".into());
+    index
+        .sync_targets(std::slice::from_ref(&spec), 1)
+        .await
+        .expect("targets");
+    let target = index
+        .target("local")
+        .await
+        .expect("target")
+        .expect("exists");
+    (spec, target)
 }
 
 pub async fn jobs_are_claimed_once_and_leases_expire(index: Index) {
@@ -219,29 +251,9 @@ pub async fn packs_track_what_is_copied(index: Index) {
     let fs = filesystem_id(&index).await;
     for (n, modality) in [(1, "CT"), (2, "CT"), (3, "SR")] {
         let series = if modality == "CT" { "2.1" } else { "2.2" };
-        let outcome = one(
-            &index,
-            new_instance(
-                record("P1", "1.9", series, &format!("3.{n}"), modality),
-                fs,
-                &format!("a/{n}"),
-                100 * n,
-                DuplicatePolicy::KeepFirst,
-            ),
-        )
-        .await;
-        assert_eq!(outcome, archive_core::model::StoreOutcome::Stored);
+        store_instance(&index, fs, series, n, modality, 100 * n).await;
     }
-    let spec = TargetSpec::filesystem("local", "/nearline".into());
-    index
-        .sync_targets(std::slice::from_ref(&spec), 1)
-        .await
-        .expect("targets");
-    let target = index
-        .target("local")
-        .await
-        .expect("target")
-        .expect("exists");
+    let (spec, target) = local_target(&index).await;
     assert_eq!(target.spec, spec);
     assert!(target.from_config);
 
@@ -431,29 +443,9 @@ pub async fn packs_track_what_is_copied(index: Index) {
 pub async fn rule_copies_are_queued_only_for_uncopied_studies(index: Index) {
     let fs = filesystem_id(&index).await;
     for n in 1..=2 {
-        let outcome = one(
-            &index,
-            new_instance(
-                record("P1", "1.9", "2.1", &format!("3.{n}"), "CT"),
-                fs,
-                &format!("a/{n}"),
-                100,
-                DuplicatePolicy::KeepFirst,
-            ),
-        )
-        .await;
-        assert_eq!(outcome, archive_core::model::StoreOutcome::Stored);
+        store_instance(&index, fs, "2.1", n, "CT", 100).await;
     }
-    let spec = TargetSpec::filesystem("local", "/nearline".into());
-    index
-        .sync_targets(std::slice::from_ref(&spec), 1)
-        .await
-        .expect("targets");
-    let target = index
-        .target("local")
-        .await
-        .expect("target")
-        .expect("exists");
+    let (spec, target) = local_target(&index).await;
     let job = NewJob {
         created_by: "rule:ct".into(),
         ..copy_job("1.9")
@@ -514,19 +506,8 @@ pub async fn rule_copies_are_queued_only_for_uncopied_studies(index: Index) {
         None,
         "every instance has a copy on the target"
     );
-    // A new instance makes the study a candidate again; so does a copy that failed verification.
-    let outcome = one(
-        &index,
-        new_instance(
-            record("P1", "1.9", "2.1", "3.3", "CT"),
-            fs,
-            "a/3",
-            100,
-            DuplicatePolicy::KeepFirst,
-        ),
-    )
-    .await;
-    assert_eq!(outcome, archive_core::model::StoreOutcome::Stored);
+    // A new instance makes the study a candidate again.
+    store_instance(&index, fs, "2.1", 3, "CT", 100).await;
     let second = index
         .enqueue_rule_copy(&job, target.id, 17)
         .await
