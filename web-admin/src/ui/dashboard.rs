@@ -1,12 +1,11 @@
 //! The dashboard: capacity per filesystem, studies by availability, jobs under way.
 
 use super::widgets::{badge, bar, bytes, job_progress, time};
-use super::{error_page, layout, Notice, Session};
+use super::{error_page, signed_in_page, Notice, Session};
 use crate::api::ApiResult;
 use crate::WebState;
 use archive_core::jobs::JobFilter;
 use axum::extract::{Extension, Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{html, Markup};
 
@@ -116,10 +115,7 @@ pub async fn page(
     Query(notice): Query<Notice>,
 ) -> Response {
     match page_content(&state).await {
-        Ok(content) => super::page(
-            StatusCode::OK,
-            layout("Dashboard", "/ui/", Some(&session), &notice, content),
-        ),
+        Ok(content) => signed_in_page("Dashboard", "/ui/", &session, &notice, content),
         Err(error) => error_page(&session, "Dashboard", error),
     }
 }

@@ -153,6 +153,20 @@ pub fn page(status: StatusCode, markup: Markup) -> Response {
         .into_response()
 }
 
+/// A 200 page in the signed-in layout: what every page handler answers with.
+pub fn signed_in_page(
+    title: &str,
+    current: &str,
+    session: &Session,
+    notice: &Notice,
+    content: Markup,
+) -> Response {
+    page(
+        StatusCode::OK,
+        layout(title, current, Some(session), notice, content),
+    )
+}
+
 /// Back to `path` with a message: the pattern after every form (reloading never resubmits).
 pub fn redirect_with(path: &str, outcome: Result<String, ApiError>) -> Response {
     let (key, message) = match outcome {

@@ -1,11 +1,10 @@
 //! DICOM peers (AE titles): where C-MOVE sends, and what each may do.
 
 use super::session::CheckedForm;
-use super::{csrf_field, error_page, layout, page, redirect_with, Notice, Session};
+use super::{csrf_field, error_page, redirect_with, signed_in_page, Notice, Session};
 use crate::settings_api;
 use crate::WebState;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use maud::html;
 use serde_json::json;
@@ -56,16 +55,7 @@ pub async fn list(
             }
         }
     };
-    page(
-        StatusCode::OK,
-        layout(
-            "AE titles",
-            "/ui/ae-titles",
-            Some(&session),
-            &notice,
-            content,
-        ),
-    )
+    signed_in_page("AE titles", "/ui/ae-titles", &session, &notice, content)
 }
 
 pub async fn save(State(state): State<WebState>, form: CheckedForm) -> Response {

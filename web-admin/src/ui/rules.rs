@@ -3,7 +3,7 @@
 
 use super::session::CheckedForm;
 use super::widgets::{bytes, time};
-use super::{csrf_field, enc, error_page, layout, page, redirect_with, Notice, Session};
+use super::{csrf_field, enc, error_page, redirect_with, signed_in_page, Notice, Session};
 use crate::api::ApiError;
 use crate::settings_api;
 use crate::WebState;
@@ -117,10 +117,7 @@ pub async fn list(
             }
         }
     };
-    page(
-        StatusCode::OK,
-        layout("Rules", "/ui/rules", Some(&session), &notice, content),
-    )
+    signed_in_page("Rules", "/ui/rules", &session, &notice, content)
 }
 
 fn filters(modalities: &[String], calling_aes: &[String], min_age_days: u32) -> String {
@@ -241,15 +238,12 @@ pub async fn retention_rule(
             enabled: true,
         };
         let content = html! { section.card { (retention_form(&session, &blank, true)) } };
-        return page(
-            StatusCode::OK,
-            layout(
-                "New retention rule",
-                "/ui/rules",
-                Some(&session),
-                &notice,
-                content,
-            ),
+        return signed_in_page(
+            "New retention rule",
+            "/ui/rules",
+            &session,
+            &notice,
+            content,
         );
     }
     let rules = match state.index.retention_rules().await {
@@ -304,15 +298,12 @@ pub async fn retention_rule(
             (csrf_field(&session)) button.danger type="submit" { "Remove rule" }
         }
     };
-    page(
-        StatusCode::OK,
-        layout(
-            &format!("Retention rule {}", rule.name),
-            "/ui/rules",
-            Some(&session),
-            &notice,
-            content,
-        ),
+    signed_in_page(
+        &format!("Retention rule {}", rule.name),
+        "/ui/rules",
+        &session,
+        &notice,
+        content,
     )
 }
 

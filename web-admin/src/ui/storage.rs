@@ -2,7 +2,7 @@
 
 use super::session::CheckedForm;
 use super::widgets::{badge, bar, bytes};
-use super::{csrf_field, error_page, layout, page, redirect_with, Notice, Session};
+use super::{csrf_field, error_page, redirect_with, signed_in_page, Notice, Session};
 use crate::api::ApiError;
 use crate::filesystems_api::{self, FilesystemBody};
 use crate::settings_api;
@@ -120,16 +120,7 @@ pub async fn filesystems(
             }
         }
     };
-    page(
-        StatusCode::OK,
-        layout(
-            "Filesystems",
-            "/ui/filesystems",
-            Some(&session),
-            &notice,
-            content,
-        ),
-    )
+    signed_in_page("Filesystems", "/ui/filesystems", &session, &notice, content)
 }
 
 fn filesystem_body(form: &CheckedForm) -> Result<FilesystemBody, ApiError> {
@@ -237,15 +228,12 @@ pub async fn targets(
             }
         }
     };
-    page(
-        StatusCode::OK,
-        layout(
-            "Nearline targets",
-            "/ui/targets",
-            Some(&session),
-            &notice,
-            content,
-        ),
+    signed_in_page(
+        "Nearline targets",
+        "/ui/targets",
+        &session,
+        &notice,
+        content,
     )
 }
 

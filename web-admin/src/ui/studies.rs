@@ -3,7 +3,7 @@
 
 use super::session::CheckedForm;
 use super::widgets::{badge, bytes, dicom_date, dicom_time, job_progress, person_name, time};
-use super::{csrf_field, enc, error_page, layout, page, redirect_with, Notice, Session};
+use super::{csrf_field, enc, error_page, redirect_with, signed_in_page, Notice, Session};
 use crate::api::{self, ApiResult};
 use crate::WebState;
 use archive_core::index::StudySearch;
@@ -131,10 +131,7 @@ pub async fn search(
             }
         }
     };
-    page(
-        StatusCode::OK,
-        layout("Studies", "/ui/studies", Some(&session), &notice, content),
-    )
+    signed_in_page("Studies", "/ui/studies", &session, &notice, content)
 }
 
 fn jobs_table(jobs: &[Job], session: &Session, back: &str) -> Markup {
@@ -288,10 +285,7 @@ pub async fn detail(
     Query(notice): Query<Notice>,
 ) -> Response {
     match detail_content(&state, &session, &uid).await {
-        Ok(content) => page(
-            StatusCode::OK,
-            layout("Study", "/ui/studies", Some(&session), &notice, content),
-        ),
+        Ok(content) => signed_in_page("Study", "/ui/studies", &session, &notice, content),
         Err(error) => error_page(&session, "Study", error),
     }
 }
@@ -373,10 +367,7 @@ pub async fn jobs(
             (jobs_table(&jobs, &session, &back))
         }
     };
-    page(
-        StatusCode::OK,
-        layout("Jobs", "/ui/jobs", Some(&session), &notice, content),
-    )
+    signed_in_page("Jobs", "/ui/jobs", &session, &notice, content)
 }
 
 pub async fn job_action(
