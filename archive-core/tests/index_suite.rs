@@ -401,6 +401,59 @@ async fn a_batch_survives_one_bad_member(index: Index) {
     assert_eq!(study.num_instances, 3);
 }
 
+/// The counters of every series and study a batch touches, added up in one statement per
+/// table: each row gets its own sums, and a second batch adds to them.
+async fn one_batch_counts_each_series_and_study(index: Index) {
+    let fs = filesystem_id(&index).await;
+    let keep = DuplicatePolicy::KeepFirst;
+    let member = |study: &str, series: &str, sop: &str, size: u64| {
+        let path = format!("c/{sop}.dcm");
+        new_instance(
+            record("P6", study, series, sop, "CT"),
+            fs,
+            &path,
+            size,
+            keep,
+        )
+    };
+    let first = [
+        member("6.1", "6.1.1", "6.1.1.1", 100),
+        member("6.1", "6.1.1", "6.1.1.2", 20),
+        member("6.1", "6.1.2", "6.1.2.1", 3),
+        member("6.2", "6.2.1", "6.2.1.1", 4000),
+    ];
+    let second = [
+        member("6.1", "6.1.2", "6.1.2.2", 50000),
+        member("6.2", "6.2.1", "6.2.1.2", 600000),
+    ];
+    for batch in [&first[..], &second[..]] {
+        let results = index.store_batch(batch).await;
+        assert!(results
+            .iter()
+            .all(|r| matches!(r, Ok(StoreOutcome::Stored))));
+    }
+    for (uid, counts) in [("6.1", (4, 50123)), ("6.2", (2, 604000))] {
+        let study = index.study(uid).await.expect("query").expect("study");
+        assert_eq!(
+            (study.num_instances, study.size_bytes),
+            counts,
+            "study {uid}"
+        );
+    }
+    let mut series: Vec<(String, i64, i64)> = index
+        .series_of_study("6.1")
+        .await
+        .expect("series")
+        .into_iter()
+        .map(|s| (s.series_uid, s.num_instances, s.size_bytes))
+        .collect();
+    series.sort();
+    assert_eq!(
+        series,
+        vec![("6.1.1".into(), 2, 120), ("6.1.2".into(), 2, 50003)]
+    );
+}
+
 async fn filesystems_sync_by_path(index: Index) {
     let mut wanted = vec![
         FilesystemConfig {
@@ -674,6 +727,7 @@ on_both_backends!(
     duplicates_follow_the_policy,
     conflicts_are_refused_without_side_effects,
     a_batch_survives_one_bad_member,
+    one_batch_counts_each_series_and_study,
     filesystems_sync_by_path,
     find_matches_like_pacs_users_expect,
     jobs_are_claimed_once_and_leases_expire,

@@ -50,11 +50,42 @@ pub const FIND_FILE_OF_INSTANCE: &str = "SELECT id, filesystem_fk, path, size_by
 pub const REPLACE_FILE: &str = "UPDATE file SET filesystem_fk = $1, path = $2, size_bytes = $3, \
     sha256 = $4, created_at = $5 WHERE id = $6";
 
-pub const SERIES_ADD_BYTES: &str = "UPDATE series SET num_instances = num_instances + $1, \
-    size_bytes = size_bytes + $2, updated_at = $3, availability = 'ONLINE' WHERE id = $4";
+/// Which counters a batch adds to: the series and the study tables have the same columns.
+#[derive(Clone, Copy)]
+pub enum CountedTable {
+    Series,
+    Study,
+}
 
-pub const STUDY_ADD_BYTES: &str = "UPDATE study SET num_instances = num_instances + $1, \
-    size_bytes = size_bytes + $2, updated_at = $3, availability = 'ONLINE' WHERE id = $4";
+/// One UPDATE adding (instances, bytes) to `rows` rows of `table`: binds are `rows` triples
+/// (id, instances, bytes), then the update time. One statement per table and batch instead of
+/// one per series and study, because every statement is a round trip to the database (for
+/// SQLite, to sqlx's worker thread and back). The casts tell PostgreSQL the VALUES' types.
+pub fn add_counts(table: CountedTable, rows: usize) -> String {
+    let table = match table {
+        CountedTable::Series => "series",
+        CountedTable::Study => "study",
+    };
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let first = row * 3 + 1;
+            format!(
+                "(CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                first,
+                first + 1,
+                first + 2
+            )
+        })
+        .collect();
+    format!(
+        "WITH delta (id, instances, bytes) AS (VALUES {}) \
+        UPDATE {table} SET num_instances = {table}.num_instances + delta.instances, \
+        size_bytes = {table}.size_bytes + delta.bytes, updated_at = ${}, availability = 'ONLINE' \
+        FROM delta WHERE {table}.id = delta.id",
+        values.join(", "),
+        rows * 3 + 1
+    )
+}
 
 pub const SELECT_FILESYSTEMS: &str =
     "SELECT id, group_name, path, mode, min_free_bytes FROM filesystem ORDER BY id";

@@ -86,19 +86,19 @@ impl<'a> BatchTx<'a> {
 
     /// Applies the counters gathered by `store`; call once, before COMMIT.
     pub(super) async fn finish(self) -> IndexResult<()> {
-        for (statement, deltas) in [
-            (q::SERIES_ADD_BYTES, &self.series_delta),
-            (q::STUDY_ADD_BYTES, &self.study_delta),
+        for (table, deltas) in [
+            (q::CountedTable::Series, &self.series_delta),
+            (q::CountedTable::Study, &self.study_delta),
         ] {
-            for (id, (instances, bytes)) in deltas {
-                sqlx::query(statement)
-                    .bind(instances)
-                    .bind(bytes)
-                    .bind(self.latest)
-                    .bind(id)
-                    .execute(&mut *self.conn)
-                    .await?;
+            if deltas.is_empty() {
+                continue;
             }
+            let sql = q::add_counts(table, deltas.len());
+            let mut query = sqlx::query(&sql);
+            for (id, (instances, bytes)) in deltas {
+                query = query.bind(id).bind(instances).bind(bytes);
+            }
+            query.bind(self.latest).execute(&mut *self.conn).await?;
         }
         Ok(())
     }
