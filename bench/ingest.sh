@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # Ingest benchmark: the same workloads, sent the same way (4 parallel storescu, TCP_NODELAY=1),
 # to DCMTK storescp --fork (writes files, no index), Orthanc (Debian package, SQLite index),
-# Strata on SQLite and Strata on PostgreSQL, in one run. Prints wall times, instances/s,
+# Strata on SQLite and Strata on PostgreSQL, in one run, beside the durable floor (the same
+# files written durably with no network and no index). Prints wall times, instances/s,
 # ratios, and Strata's peak RSS (16 parallel CT associations; one ~2 GB object).
 #
-# Usage: bench/ingest.sh [--quick] [--no-big]
-#   --quick   1/10 of each workload (a smoke run of the script itself)
-#   --no-big  skip the ~2 GB single-object RSS measurement
+# Usage: bench/ingest.sh [--quick] [--no-big] [--rounds N]
+#   --quick     1/10 of each workload (a smoke run of the script itself)
+#   --no-big    skip the ~2 GB single-object RSS measurement
+#   --rounds N  send each workload to each receiver N times, interleaved (default 3); the
+#               table shows medians, every run is listed (fsync times on a VM are noisy)
 # Environment: BENCH_DIR (default target/bench), BENCH_PG_URL (admin URL, default
 #   postgres://root@127.0.0.1:5432/postgres; Strata-PG is skipped when unreachable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-quick=""; big=1
-for arg in "$@"; do
-    case "$arg" in
+quick=""; big=1; rounds=3
+while [ $# -gt 0 ]; do
+    case "$1" in
         --quick) quick=1 ;;
         --no-big) big="" ;;
-        *) echo "unknown option $arg" >&2; exit 2 ;;
+        --rounds) shift; rounds=${1:-}; [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "--rounds needs a positive number" >&2; exit 2; } ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
     esac
+    shift
 done
 bench=${BENCH_DIR:-$root/target/bench}
 # Each run writes into a new directory and old runs are deleted only at the end: creating
@@ -39,7 +44,9 @@ need Orthanc "apt-get install orthanc"
 
 echo "building strata (release)"
 cargo build --release --quiet
+cargo build --release --quiet -p archive-core --example durable_floor
 strata=$root/target/release/strata
+floor=$root/target/release/examples/durable_floor
 
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -74,14 +81,21 @@ send_parallel() { # port workload senders -> seconds
 }
 
 declare -A seconds
+# The floor: the workload's files written as a durable receiver must (temp file, fdatasync,
+# rename, directory fsync), one writer per sender, no network and no index
+# (archive-core/examples/durable_floor.rs).
+run_floor() { # workload
+    local out=$run_root/floor-$1-$round; mkdir -p "$out"
+    seconds[durable-floor,$1]=$("$floor" "$bench/workloads/$1" "$out")
+}
 run_storescp() { # workload
-    local port out; port=$(free_port); out=$run_root/storescp-$1; mkdir -p "$out"
+    local port out; port=$(free_port); out=$run_root/storescp-$1-$round; mkdir -p "$out"
     /usr/bin/storescp --fork -aet STRATA -od "$out" "$port" & local pid=$!
     wait_port "$port"; seconds[storescp,$1]=$(send_parallel "$port" "$1" 4)
     kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 run_orthanc() { # workload
-    local port http dir; port=$(free_port); http=$(free_port); dir=$run_root/orthanc-$1; mkdir -p "$dir"
+    local port http dir; port=$(free_port); http=$(free_port); dir=$run_root/orthanc-$1-$round; mkdir -p "$dir"
     cat > "$dir/orthanc.json" <<JSON
 { "Name": "bench", "StorageDirectory": "$dir/db", "IndexDirectory": "$dir/db", "DicomAet": "STRATA",
   "DicomPort": $port, "HttpPort": $http, "RemoteAccessAllowed": false, "AuthenticationEnabled": false,
@@ -104,7 +118,7 @@ fresh_pg_url() {
     psql "$pg_admin" -qc "CREATE DATABASE $name" >/dev/null && echo "${pg_admin%/*}/$name"
 }
 run_strata() { # backend workload
-    local dir=$run_root/strata-$1-$2 url; mkdir -p "$dir"
+    local dir=$run_root/strata-$1-$2-$round url; mkdir -p "$dir"
     if [ "$1" = sqlite ]; then url="sqlite://$dir/index.db"; else url=$(fresh_pg_url); fi
     start_strata "$dir" "$url"
     seconds[strata-$1,$2]=$(send_parallel "$STRATA_PORT" "$2" 4)
@@ -114,15 +128,24 @@ run_strata() { # backend workload
 declare -A rss
 pg_ok=""; psql "$pg_admin" -qc 'select 1' >/dev/null 2>&1 && pg_ok=1
 
-for workload in small ct; do
-    echo "workload $workload ($(count $workload) instances)"
-    run_storescp "$workload"; echo "  storescp      ${seconds[storescp,$workload]} s"
-    run_orthanc "$workload";  echo "  orthanc       ${seconds[orthanc,$workload]} s"
-    run_strata sqlite "$workload"; echo "  strata-sqlite ${seconds[strata-sqlite,$workload]} s (peak RSS ${rss[strata-sqlite,$workload]} MB)"
-    if [ -n "$pg_ok" ]; then
-        run_strata postgres "$workload"; echo "  strata-pg     ${seconds[strata-postgres,$workload]} s (peak RSS ${rss[strata-postgres,$workload]} MB)"
-    fi
+# Every run's seconds by receiver and workload; the table shows the median.
+declare -A runs
+record() { # receiver workload
+    runs[$1,$2]="${runs[$1,$2]:-} ${seconds[$1,$2]}"
+    printf '  %-15s %s s%s\n' "$1" "${seconds[$1,$2]}" "${rss[$1,$2]:+ (peak RSS ${rss[$1,$2]} MB)}"
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+for round in $(seq 1 "$rounds"); do
+    for workload in small ct; do
+        echo "round $round/$rounds, workload $workload ($(count $workload) instances)"
+        run_storescp "$workload"; record storescp "$workload"
+        run_orthanc "$workload"; record orthanc "$workload"
+        run_floor "$workload"; record durable-floor "$workload"
+        run_strata sqlite "$workload"; record strata-sqlite "$workload"
+        if [ -n "$pg_ok" ]; then run_strata postgres "$workload"; record strata-postgres "$workload"; fi
+    done
 done
+for key in "${!runs[@]}"; do seconds[$key]=$(echo "${runs[$key]}" | median); done
 
 # Peak RSS with 16 parallel CT associations: the CT workload split 16 ways.
 echo "RSS: 16 parallel CT associations"
@@ -132,7 +155,7 @@ if [ ! -f "$dir16/.done" ]; then
     for f in "$bench"/workloads/ct/part*/*.dcm; do mkdir -p "$dir16/part$((n % 16))"; ln -sf "$f" "$dir16/part$((n % 16))/"; n=$((n + 1)); done
     touch "$dir16/.done"
 fi
-d=$run_root/strata-rss16; mkdir -p "$d"
+round=rss16; d=$run_root/strata-rss16; mkdir -p "$d"
 start_strata "$d" "sqlite://$d/index.db"
 s16=$(send_parallel "$STRATA_PORT" ct16 16)
 rss16=$(peak_rss_mb "$STRATA_PID"); stop_strata
@@ -154,19 +177,21 @@ if [ -n "$big" ]; then
 fi
 
 echo
-echo "| workload | sender | seconds | instances/s | vs storescp | vs Orthanc |"
-echo "|---|---|---:|---:|---:|---:|"
+echo "| workload | receiver | seconds (median) | instances/s | vs storescp | vs Orthanc | every run (s) |"
+echo "|---|---|---:|---:|---:|---:|---|"
 for workload in small ct; do
     n=$(count "$workload")
-    for target in storescp orthanc strata-sqlite strata-postgres; do
+    for target in storescp orthanc durable-floor strata-sqlite strata-postgres; do
         s=${seconds[$target,$workload]:-}; [ -z "$s" ] && continue
         ips=$(calc "$n / $s")
         vs_scp=$(calc "${seconds[storescp,$workload]} / $s")
         vs_orthanc=$(calc "${seconds[orthanc,$workload]} / $s")
-        printf '| %s | %s | %.1f | %.0f | %.2fx | %.2fx |\n' "$workload" "$target" "$s" "$ips" "$vs_scp" "$vs_orthanc"
+        printf '| %s | %s | %.2f | %.0f | %.2fx | %.2fx |%s |\n' "$workload" "$target" "$s" "$ips" "$vs_scp" "$vs_orthanc" "${runs[$target,$workload]}"
     done
 done
 echo
+echo "durable-floor: the same files written durably by 4 writers, no network, no index: no"
+echo "receiver that makes each object durable before answering can be faster on this machine."
 echo "Strata peak RSS: 16 parallel CT associations ${rss16} MB; one ~2 GB object ${rss_big:-not measured} MB"
 echo "storescu error lines: $(grep -c "E: " "$bench/storescu.err" 2>/dev/null || true)"
 # Delete this run's data only now (see run_root above), keeping the generated workloads.
