@@ -7,6 +7,7 @@
 //! ([`NearlineIndex`]) are part of every backend.
 
 mod admin_sql;
+mod commit_script;
 mod dialect;
 mod filesystem_sql;
 mod jobs_sql;

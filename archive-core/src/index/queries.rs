@@ -61,14 +61,15 @@ pub enum CountedTable {
 /// (id, instances, bytes), then the update time. One statement per table and batch instead of
 /// one per series and study, because every statement is a round trip to the database (for
 /// SQLite, to sqlx's worker thread and back). The casts tell PostgreSQL the VALUES' types.
-pub fn add_counts(table: CountedTable, rows: usize) -> String {
+/// Placeholders are numbered from `$first`.
+pub fn add_counts(table: CountedTable, rows: usize, first: usize) -> String {
     let table = match table {
         CountedTable::Series => "series",
         CountedTable::Study => "study",
     };
     let values: Vec<String> = (0..rows)
         .map(|row| {
-            let first = row * 3 + 1;
+            let first = first + row * 3;
             format!(
                 "(CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
                 first,
@@ -83,7 +84,7 @@ pub fn add_counts(table: CountedTable, rows: usize) -> String {
         size_bytes = {table}.size_bytes + delta.bytes, updated_at = ${}, availability = 'ONLINE' \
         FROM delta WHERE {table}.id = delta.id",
         values.join(", "),
-        rows * 3 + 1
+        first + rows * 3
     )
 }
 
@@ -157,8 +158,13 @@ pub fn placeholder_list(first: usize, count: usize) -> String {
 
 /// `($1, $2), ($3, $4)` for `rows` rows of `columns` placeholders each (multi-row INSERT).
 pub fn values_placeholders(rows: usize, columns: usize) -> String {
+    values_placeholders_from(1, rows, columns)
+}
+
+/// [`values_placeholders`] numbered from `$first`.
+pub fn values_placeholders_from(first: usize, rows: usize, columns: usize) -> String {
     let list: Vec<String> = (0..rows)
-        .map(|row| format!("({})", placeholder_list(row * columns + 1, columns)))
+        .map(|row| format!("({})", placeholder_list(first + row * columns, columns)))
         .collect();
     list.join(", ")
 }

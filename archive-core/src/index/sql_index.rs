@@ -61,17 +61,14 @@ impl SqlIndex {
         // in between.
         conn.execute(self.dialect.begin_write()).await?;
         let result = async {
-            let mut work = BatchTx::new(&mut *conn, cache);
+            let mut work = BatchTx::new(&mut *conn, cache, self.dialect);
             let outcomes = work.store_all(batch).await?;
-            work.finish().await?;
+            work.commit().await?;
             Ok::<_, super::IndexError>(outcomes)
         }
         .await;
         match result {
-            Ok(outcomes) => {
-                conn.execute("COMMIT").await?;
-                Ok(outcomes)
-            }
+            Ok(outcomes) => Ok(outcomes),
             Err(error) => {
                 let _ = conn.execute("ROLLBACK").await;
                 Err(error)

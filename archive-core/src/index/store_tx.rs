@@ -6,8 +6,9 @@
 //! hierarchy comes from [`HierarchyCache`], and series/study counters are added up once per
 //! batch instead of once per instance.
 
+use super::commit_script::{CommitScript, Param};
 use super::queries as q;
-use super::{IndexResult, NewInstance};
+use super::{Dialect, IndexResult, NewInstance};
 use crate::config::DuplicatePolicy;
 use crate::model::{IntegrityConflict, StoreOutcome, StoredFile};
 use sqlx::AnyConnection;
@@ -70,10 +71,16 @@ pub(super) struct BatchTx<'a> {
     series_delta: HashMap<i64, (i64, i64)>,
     study_delta: HashMap<i64, (i64, i64)>,
     latest: i64,
+    /// The batch's last writes, sent with its COMMIT.
+    tail: CommitScript,
 }
 
 impl<'a> BatchTx<'a> {
-    pub(super) fn new(conn: &'a mut AnyConnection, cache: &'a mut HierarchyCache) -> BatchTx<'a> {
+    pub(super) fn new(
+        conn: &'a mut AnyConnection,
+        cache: &'a mut HierarchyCache,
+        dialect: Dialect,
+    ) -> BatchTx<'a> {
         cache.trim();
         BatchTx {
             conn,
@@ -81,26 +88,30 @@ impl<'a> BatchTx<'a> {
             series_delta: HashMap::new(),
             study_delta: HashMap::new(),
             latest: 0,
+            tail: CommitScript::new(dialect),
         }
     }
 
-    /// Applies the counters gathered by `store`; call once, before COMMIT.
-    pub(super) async fn finish(self) -> IndexResult<()> {
-        for (table, deltas) in [
-            (q::CountedTable::Series, &self.series_delta),
-            (q::CountedTable::Study, &self.study_delta),
-        ] {
+    /// Writes the new files and the counters gathered by `store_all`, and commits. On error
+    /// the transaction is still open: the caller rolls it back.
+    pub(super) async fn commit(mut self) -> IndexResult<()> {
+        for table in [q::CountedTable::Series, q::CountedTable::Study] {
+            let deltas = match table {
+                q::CountedTable::Series => &self.series_delta,
+                q::CountedTable::Study => &self.study_delta,
+            };
             if deltas.is_empty() {
                 continue;
             }
-            let sql = q::add_counts(table, deltas.len());
-            let mut query = sqlx::query(&sql);
+            let sql = q::add_counts(table, deltas.len(), self.tail.first_placeholder());
+            let mut params = Vec::with_capacity(deltas.len() * 3 + 1);
             for (id, (instances, bytes)) in deltas {
-                query = query.bind(id).bind(instances).bind(bytes);
+                params.extend([Param::Int(*id), Param::Int(*instances), Param::Int(*bytes)]);
             }
-            query.bind(self.latest).execute(&mut *self.conn).await?;
+            params.push(Param::Int(self.latest));
+            self.tail.push(sql, params);
         }
-        Ok(())
+        self.tail.run_and_commit(self.conn).await
     }
 
     fn count(&mut self, series_id: i64, study_id: i64, instances: i64, bytes: i64, at: i64) {
@@ -153,7 +164,7 @@ impl<'a> BatchTx<'a> {
                 None => already_stored.push((position, series_id, study_id)),
             }
         }
-        insert_files(self.conn, &new_files).await?;
+        self.insert_files_at_commit(&new_files);
         for (position, series_id, study_id) in already_stored {
             let outcome = self
                 .existing_instance(&batch[position], Some((series_id, study_id)))
@@ -229,6 +240,31 @@ impl<'a> BatchTx<'a> {
             series_id,
             study_id: study.id,
         })
+    }
+
+    /// One multi-row INSERT of the batch's new file rows (instance id, file, created at), sent
+    /// with the COMMIT.
+    fn insert_files_at_commit(&mut self, files: &[(i64, &StoredFile, i64)]) {
+        if files.is_empty() {
+            return;
+        }
+        let sql = format!(
+            "{} {}",
+            q::INSERT_FILES_HEAD,
+            q::values_placeholders_from(self.tail.first_placeholder(), files.len(), 6)
+        );
+        let mut params = Vec::with_capacity(files.len() * 6);
+        for (instance_id, file, now) in files {
+            params.extend([
+                Param::Int(*instance_id),
+                Param::Int(file.filesystem_id),
+                Param::Text(file.rel_path.clone()),
+                Param::Int(file.size as i64),
+                Param::Text(file.sha256.clone()),
+                Param::Int(*now),
+            ]);
+        }
+        self.tail.push(sql, params);
     }
 
     /// One multi-row INSERT for the batch's new instances; returns the ids by SOP Instance

@@ -1,0 +1,87 @@
+//! The writes that end a group-commit batch (file rows, counter updates) and its COMMIT, sent
+//! as one script on SQLite.
+//!
+//! sqlx runs every SQLite statement on the connection's worker thread: each one is a hand-off
+//! there and back, and on a VM those thread switches cost more than the statements. SQLite
+//! accepts several statements in one query (sqlx binds `$N` by its number across all of them),
+//! so the tail of a batch and its COMMIT are one hand-off instead of four. PostgreSQL's
+//! extended protocol takes one statement per query; there they run one by one.
+
+use super::{Dialect, IndexResult};
+use sqlx::{AnyConnection, Executor};
+
+/// A value bound to a script statement.
+pub(super) enum Param {
+    Int(i64),
+    Text(String),
+}
+
+pub(super) struct CommitScript {
+    dialect: Dialect,
+    statements: Vec<(String, Vec<Param>)>,
+    params: usize,
+}
+
+impl CommitScript {
+    pub(super) fn new(dialect: Dialect) -> CommitScript {
+        CommitScript {
+            dialect,
+            statements: Vec::new(),
+            params: 0,
+        }
+    }
+
+    /// The number the next statement's first placeholder must have: on SQLite the statements
+    /// share one numbering, on PostgreSQL each starts at `$1`.
+    pub(super) fn first_placeholder(&self) -> usize {
+        match self.dialect {
+            Dialect::Sqlite => self.params + 1,
+            Dialect::Postgres => 1,
+        }
+    }
+
+    /// Adds a statement numbered from [`first_placeholder`](Self::first_placeholder).
+    pub(super) fn push(&mut self, sql: String, params: Vec<Param>) {
+        self.params += params.len();
+        self.statements.push((sql, params));
+    }
+
+    /// Runs the statements and COMMIT. On error the transaction is still open: roll it back.
+    pub(super) async fn run_and_commit(self, conn: &mut AnyConnection) -> IndexResult<()> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let mut sql = String::new();
+                let mut all = Vec::with_capacity(self.params);
+                for (statement, params) in self.statements {
+                    sql.push_str(&statement);
+                    sql.push_str(";\n");
+                    all.extend(params);
+                }
+                sql.push_str("COMMIT");
+                bind(sqlx::query(&sql), all).execute(&mut *conn).await?;
+            }
+            Dialect::Postgres => {
+                for (statement, params) in self.statements {
+                    bind(sqlx::query(&statement), params)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                conn.execute("COMMIT").await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bind<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    params: Vec<Param>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for param in params {
+        query = match param {
+            Param::Int(value) => query.bind(value),
+            Param::Text(value) => query.bind(value),
+        };
+    }
+    query
+}
