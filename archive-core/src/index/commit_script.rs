@@ -40,6 +40,10 @@ impl CommitScript {
         }
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+
     /// Adds a statement numbered from [`first_placeholder`](Self::first_placeholder).
     pub(super) fn push(&mut self, sql: String, params: Vec<Param>) {
         self.params += params.len();

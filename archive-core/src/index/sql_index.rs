@@ -55,11 +55,11 @@ impl SqlIndex {
             return Err(sqlx::Error::PoolClosed.into());
         };
         let conn: &mut sqlx::AnyConnection = connection;
-        // SQLite: take the write lock up front. A deferred transaction reads first and then
-        // upgrades, and the upgrade fails at once (SQLITE_BUSY_SNAPSHOT, which busy_timeout does
-        // not cover) if another connection - say a retrieval recording study access - wrote
-        // in between.
-        conn.execute(self.dialect.begin_write()).await?;
+        // The batch sends `begin_write` before its first statement. On SQLite that is BEGIN
+        // IMMEDIATE, which takes the write lock up front: a deferred transaction reads first
+        // and then upgrades, and the upgrade fails at once (SQLITE_BUSY_SNAPSHOT, which
+        // busy_timeout does not cover) if another connection - say a retrieval recording
+        // study access - wrote in between.
         let result = async {
             let mut work = BatchTx::new(&mut *conn, cache, self.dialect);
             let outcomes = work.store_all(batch).await?;

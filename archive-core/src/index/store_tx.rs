@@ -11,7 +11,7 @@ use super::queries as q;
 use super::{Dialect, IndexResult, NewInstance};
 use crate::config::DuplicatePolicy;
 use crate::model::{IntegrityConflict, StoreOutcome, StoredFile};
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Executor};
 use std::collections::HashMap;
 
 #[derive(Clone)]
@@ -73,6 +73,10 @@ pub(super) struct BatchTx<'a> {
     latest: i64,
     /// The batch's last writes, sent with its COMMIT.
     tail: CommitScript,
+    dialect: Dialect,
+    /// The transaction's BEGIN until it is sent: with the first statement that touches the
+    /// database (on SQLite in the same hand-off), or not at all if none does.
+    begin: Option<&'static str>,
 }
 
 impl<'a> BatchTx<'a> {
@@ -89,12 +93,42 @@ impl<'a> BatchTx<'a> {
             study_delta: HashMap::new(),
             latest: 0,
             tail: CommitScript::new(dialect),
+            dialect,
+            begin: Some(dialect.begin_write()),
+        }
+    }
+
+    /// Sends BEGIN if it has not been sent yet.
+    async fn begin_now(&mut self) -> IndexResult<()> {
+        if let Some(begin) = self.begin.take() {
+            self.conn.execute(begin).await?;
+        }
+        Ok(())
+    }
+
+    /// `sql` preceded by the pending BEGIN where the engine takes both in one query (SQLite);
+    /// elsewhere BEGIN is sent first.
+    async fn with_begin(&mut self, sql: String) -> IndexResult<String> {
+        match (self.dialect, self.begin) {
+            (Dialect::Sqlite, Some(begin)) => {
+                self.begin = None;
+                Ok(format!("{begin};\n{sql}"))
+            }
+            _ => {
+                self.begin_now().await?;
+                Ok(sql)
+            }
         }
     }
 
     /// Writes the new files and the counters gathered by `store_all`, and commits. On error
     /// the transaction is still open: the caller rolls it back.
     pub(super) async fn commit(mut self) -> IndexResult<()> {
+        if self.begin.is_some() && self.series_delta.is_empty() && self.tail.is_empty() {
+            // Nothing was read or written (every instance settled from the cache).
+            return Ok(());
+        }
+        self.begin_now().await?;
         for table in [q::CountedTable::Series, q::CountedTable::Study] {
             let deltas = match table {
                 q::CountedTable::Series => &self.series_delta,
@@ -184,6 +218,14 @@ impl<'a> BatchTx<'a> {
             record.patient.patient_id.clone(),
             record.patient.issuer_of_patient_id.clone(),
         );
+        // Reads and writes below run inside the transaction; the common case - a series the
+        // writer has seen - needs neither, and its BEGIN goes with the batch's first INSERT.
+        let all_cached = self.cache.patients.contains_key(&patient_key)
+            && self.cache.studies.contains_key(&record.study.study_uid)
+            && self.cache.series.contains_key(&record.series.series_uid);
+        if !all_cached {
+            self.begin_now().await?;
+        }
         let patient_id = match self.cache.patients.get(&patient_key) {
             Some(id) => Some(*id),
             None => self.find_patient(&patient_key).await?,
@@ -277,12 +319,14 @@ impl<'a> BatchTx<'a> {
         if rows.is_empty() {
             return Ok(HashMap::new());
         }
-        let sql = format!(
-            "{} {} {}",
-            q::INSERT_INSTANCES_HEAD,
-            q::values_placeholders(rows.len(), 7),
-            q::INSERT_INSTANCES_TAIL
-        );
+        let sql = self
+            .with_begin(format!(
+                "{} {} {}",
+                q::INSERT_INSTANCES_HEAD,
+                q::values_placeholders(rows.len(), 7),
+                q::INSERT_INSTANCES_TAIL
+            ))
+            .await?;
         let mut query = sqlx::query_as::<_, (i64, String)>(&sql);
         for &(position, series_id, _) in rows {
             let new = &batch[position];
