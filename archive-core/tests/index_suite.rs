@@ -269,6 +269,33 @@ async fn duplicates_follow_the_policy(index: Index) {
     );
 }
 
+/// Two copies of one SOP instance in the same batch (two associations sending it at once):
+/// under `replace` the second replaces the first, and the instance keeps exactly one file.
+async fn a_duplicate_within_one_batch_replaces_the_first(index: Index) {
+    let fs = filesystem_id(&index).await;
+    let copy = |path: &str, size: u64| {
+        let r = record("P7", "7.1", "7.1.1", "7.1.1.1", "CT");
+        new_instance(r, fs, path, size, DuplicatePolicy::Replace)
+    };
+    let results = index
+        .store_batch(&[copy("a.dcm", 100), copy("b.dcm", 140)])
+        .await;
+    assert!(matches!(results[0], Ok(StoreOutcome::Stored)));
+    match &results[1] {
+        Ok(StoreOutcome::Replaced { old_file }) => assert_eq!(old_file.rel_path, "a.dcm"),
+        other => panic!("expected Replaced, got {other:?}"),
+    }
+    let location = index
+        .instance_location("7.1.1.1")
+        .await
+        .expect("q")
+        .expect("located");
+    assert_eq!(location.rel_path, "b.dcm");
+    assert_eq!(index.counts().await.expect("counts").files, 1);
+    let study = index.study("7.1").await.expect("q").expect("study");
+    assert_eq!((study.num_instances, study.size_bytes), (1, 140));
+}
+
 async fn conflicts_are_refused_without_side_effects(index: Index) {
     let fs = filesystem_id(&index).await;
     let keep = DuplicatePolicy::KeepFirst;
@@ -725,6 +752,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     stores_and_describes_a_study,
     duplicates_follow_the_policy,
+    a_duplicate_within_one_batch_replaces_the_first,
     conflicts_are_refused_without_side_effects,
     a_batch_survives_one_bad_member,
     one_batch_counts_each_series_and_study,

@@ -50,27 +50,43 @@ impl CommitScript {
         self.statements.push((sql, params));
     }
 
+    /// Sends the queued statements now, without COMMIT: for a read later in the batch that
+    /// must see them.
+    pub(super) async fn flush(&mut self, conn: &mut AnyConnection) -> IndexResult<()> {
+        self.send(conn, None).await
+    }
+
     /// Runs the statements and COMMIT. On error the transaction is still open: roll it back.
-    pub(super) async fn run_and_commit(self, conn: &mut AnyConnection) -> IndexResult<()> {
+    pub(super) async fn run_and_commit(mut self, conn: &mut AnyConnection) -> IndexResult<()> {
+        self.send(conn, Some("COMMIT")).await
+    }
+
+    async fn send(&mut self, conn: &mut AnyConnection, end: Option<&str>) -> IndexResult<()> {
+        let statements = std::mem::take(&mut self.statements);
+        let params = std::mem::replace(&mut self.params, 0);
         match self.dialect {
             Dialect::Sqlite => {
                 let mut sql = String::new();
-                let mut all = Vec::with_capacity(self.params);
-                for (statement, params) in self.statements {
+                let mut all = Vec::with_capacity(params);
+                for (statement, params) in statements {
                     sql.push_str(&statement);
                     sql.push_str(";\n");
                     all.extend(params);
                 }
-                sql.push_str("COMMIT");
-                bind(sqlx::query(&sql), all).execute(&mut *conn).await?;
+                sql.push_str(end.unwrap_or_default());
+                if !sql.is_empty() {
+                    bind(sqlx::query(&sql), all).execute(&mut *conn).await?;
+                }
             }
             Dialect::Postgres => {
-                for (statement, params) in self.statements {
+                for (statement, params) in statements {
                     bind(sqlx::query(&statement), params)
                         .execute(&mut *conn)
                         .await?;
                 }
-                conn.execute("COMMIT").await?;
+                if let Some(end) = end {
+                    conn.execute(end).await?;
+                }
             }
         }
         Ok(())

@@ -198,7 +198,7 @@ impl<'a> BatchTx<'a> {
                 None => already_stored.push((position, series_id, study_id)),
             }
         }
-        self.insert_files_at_commit(&new_files);
+        self.insert_files(&new_files);
         for (position, series_id, study_id) in already_stored {
             let outcome = self
                 .existing_instance(&batch[position], Some((series_id, study_id)))
@@ -284,9 +284,9 @@ impl<'a> BatchTx<'a> {
         })
     }
 
-    /// One multi-row INSERT of the batch's new file rows (instance id, file, created at), sent
-    /// with the COMMIT.
-    fn insert_files_at_commit(&mut self, files: &[(i64, &StoredFile, i64)]) {
+    /// One multi-row INSERT of file rows (instance id, file, created at), queued to go with the
+    /// COMMIT; a read of file rows in the batch flushes it first.
+    fn insert_files(&mut self, files: &[(i64, &StoredFile, i64)]) {
         if files.is_empty() {
             return;
         }
@@ -513,13 +513,15 @@ impl<'a> BatchTx<'a> {
         series_id: i64,
         study_id: i64,
     ) -> IndexResult<StoreOutcome> {
+        // The batch's queued file rows include the first copy when one batch holds two.
+        self.tail.flush(self.conn).await?;
         let old: Option<(i64, i64, String, i64, String)> = sqlx::query_as(q::FIND_FILE_OF_INSTANCE)
             .bind(instance_id)
             .fetch_optional(&mut *self.conn)
             .await?;
         let Some((file_id, filesystem_id, rel_path, size, sha256)) = old else {
             // The instance has no ONLINE file (e.g. only a nearline copy): give it this one.
-            insert_file(self.conn, instance_id, &new.file, new.received_at).await?;
+            self.insert_files(&[(instance_id, &new.file, new.received_at)]);
             self.count(
                 series_id,
                 study_id,
@@ -554,42 +556,6 @@ impl<'a> BatchTx<'a> {
             },
         })
     }
-}
-
-async fn insert_file(
-    conn: &mut AnyConnection,
-    instance_id: i64,
-    file: &StoredFile,
-    now: i64,
-) -> IndexResult<()> {
-    insert_files(conn, &[(instance_id, file, now)]).await
-}
-
-/// One multi-row INSERT of file rows: (instance id, file, created at).
-async fn insert_files(
-    conn: &mut AnyConnection,
-    files: &[(i64, &StoredFile, i64)],
-) -> IndexResult<()> {
-    if files.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "{} {}",
-        q::INSERT_FILES_HEAD,
-        q::values_placeholders(files.len(), 6)
-    );
-    let mut query = sqlx::query(&sql);
-    for (instance_id, file, now) in files {
-        query = query
-            .bind(*instance_id)
-            .bind(file.filesystem_id)
-            .bind(&file.rel_path)
-            .bind(file.size as i64)
-            .bind(&file.sha256)
-            .bind(*now);
-    }
-    query.execute(&mut *conn).await?;
-    Ok(())
 }
 
 /// Person names are matched case-insensitively (C-FIND), so the index keeps an upper-case copy.
