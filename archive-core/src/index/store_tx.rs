@@ -129,11 +129,10 @@ impl<'a> BatchTx<'a> {
             return Ok(());
         }
         self.begin_now().await?;
-        for table in [q::CountedTable::Series, q::CountedTable::Study] {
-            let deltas = match table {
-                q::CountedTable::Series => &self.series_delta,
-                q::CountedTable::Study => &self.study_delta,
-            };
+        for (table, deltas) in [
+            (q::CountedTable::Series, &self.series_delta),
+            (q::CountedTable::Study, &self.study_delta),
+        ] {
             if deltas.is_empty() {
                 continue;
             }
