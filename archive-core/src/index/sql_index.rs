@@ -67,13 +67,10 @@ impl SqlIndex {
             Ok::<_, super::IndexError>(outcomes)
         }
         .await;
-        match result {
-            Ok(outcomes) => Ok(outcomes),
-            Err(error) => {
-                let _ = conn.execute("ROLLBACK").await;
-                Err(error)
-            }
+        if result.is_err() {
+            let _ = conn.execute("ROLLBACK").await;
         }
+        result
     }
 }
 
