@@ -9,6 +9,7 @@
 //! Usage: durable_floor <workload dir with part*/ subdirectories> <empty output dir>
 //! Prints the wall seconds of the writing phase (the files are read into memory first).
 
+use archive_core::online::INCOMING_DIR;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,7 +78,7 @@ fn collect_files(dir: &Path, objects: &mut Vec<Vec<u8>>) -> std::io::Result<()> 
 /// One sender's objects, one after the other, each durable before the next starts (a storescu
 /// association waits for each response).
 fn write_all_durably(dir: &Path, objects: &[Vec<u8>]) -> std::io::Result<()> {
-    let incoming = dir.join(".incoming");
+    let incoming = dir.join(INCOMING_DIR);
     let stored = dir.join("stored");
     fs::create_dir_all(&incoming)?;
     fs::create_dir_all(&stored)?;
