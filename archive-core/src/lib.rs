@@ -1,6 +1,7 @@
 //! Strata's domain: configuration, the index, ONLINE storage and the ingest path.
 //! Every other crate depends on this one; it depends on none of them.
 
+pub mod admission;
 pub mod config;
 pub mod index;
 pub mod ingest;

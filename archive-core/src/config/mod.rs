@@ -51,6 +51,15 @@ pub struct DicomConfig {
     pub max_associations: u32,
     /// Seconds without a PDU before an association is aborted.
     pub idle_timeout_secs: u64,
+    /// ARTIM timer (PS3.8 §9.1.5): seconds a new connection has to deliver its complete
+    /// A-ASSOCIATE-RQ, and seconds we wait for the peer's A-RELEASE-RP or close after we
+    /// release or abort.
+    pub artim_timeout_secs: u64,
+    /// Connections still negotiating (no association yet) from hosts that are neither loopback
+    /// nor a listed peer's; further ones are closed at once. They do not take association slots.
+    pub max_pending: u32,
+    /// Connections still negotiating from one such host.
+    pub max_pending_per_host: u32,
     pub duplicate_policy: DuplicatePolicy,
     /// Most matches one C-FIND returns; beyond it the answer ends with 0xA700 and says so.
     pub max_find_results: u32,
@@ -87,6 +96,16 @@ pub struct HttpConfig {
     /// File holding the API token (`Authorization: Bearer …`); default `<data_dir>/admin-token`,
     /// created with a random token (printed once) on first start.
     pub admin_token_file: Option<PathBuf>,
+    /// Seconds a client has to send a complete request header, counted from the moment the
+    /// connection is ready for a request; an idle kept-alive connection is closed after it too.
+    pub header_timeout_secs: u64,
+    /// Connections open at once from hosts other than loopback; further ones are closed.
+    pub max_connections: u32,
+    /// Connections open at once from one host other than loopback (a reverse proxy on this
+    /// machine connects from loopback and is not capped by this).
+    pub max_connections_per_client: u32,
+    /// Largest request body read into memory (JSON, forms); larger ones get 413.
+    pub max_body_bytes: ByteSize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -159,6 +178,9 @@ impl Default for DicomConfig {
             max_pdu: 65536,
             max_associations: 64,
             idle_timeout_secs: 120,
+            artim_timeout_secs: 30,
+            max_pending: 128,
+            max_pending_per_host: 8,
             duplicate_policy: DuplicatePolicy::KeepFirst,
             max_find_results: 2000,
             accept_unknown_from_loopback: true,
@@ -172,6 +194,10 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
             admin_token_file: None,
+            header_timeout_secs: 10,
+            max_connections: 1024,
+            max_connections_per_client: 64,
+            max_body_bytes: ByteSize(1 << 20),
         }
     }
 }

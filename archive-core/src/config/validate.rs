@@ -64,6 +64,25 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        for (key, value) in [
+            ("dicom.artim_timeout_secs", self.dicom.artim_timeout_secs),
+            ("dicom.max_pending", self.dicom.max_pending.into()),
+            (
+                "dicom.max_pending_per_host",
+                self.dicom.max_pending_per_host.into(),
+            ),
+            ("http.header_timeout_secs", self.http.header_timeout_secs),
+            ("http.max_connections", self.http.max_connections.into()),
+            (
+                "http.max_connections_per_client",
+                self.http.max_connections_per_client.into(),
+            ),
+            ("http.max_body_bytes", self.http.max_body_bytes.0),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::key(key, "must be at least 1"));
+            }
+        }
         for (i, peer) in self.dicom.peers.iter().enumerate() {
             check_ae_title(&peer.ae_title)
                 .map_err(|m| ConfigError::key(format!("dicom.peers[{i}].ae_title"), m))?;
