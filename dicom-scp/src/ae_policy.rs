@@ -33,6 +33,15 @@ impl AePolicy {
         }
     }
 
+    /// The addresses of listed peers (not `*`): their connections keep their own capacity
+    /// while unlisted hosts flood the listener.
+    pub fn listed_hosts(&self) -> Vec<IpAddr> {
+        self.peers
+            .iter()
+            .filter_map(|peer| peer.host.parse().ok())
+            .collect()
+    }
+
     /// Why `calling_ae` from `address` is refused, or `None` when it may connect.
     pub fn refusal(&self, calling_ae: &str, address: IpAddr) -> Option<&'static str> {
         let calling_ae = calling_ae.trim();

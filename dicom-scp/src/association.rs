@@ -77,7 +77,7 @@ pub async fn serve(mut association: Association, context: &ScpContext, peer: Soc
             }
             Err(_) => {
                 tracing::info!(parent: &span, "association idle too long; aborting");
-                let _ = association.abort().await;
+                abort(association, context).await;
                 return;
             }
         };
@@ -94,7 +94,7 @@ pub async fn serve(mut association: Association, context: &ScpContext, peer: Soc
             }
             other => {
                 tracing::warn!(parent: &span, pdu = %other.short_description(), "unexpected PDU; aborting");
-                let _ = association.abort().await;
+                abort(association, context).await;
                 return;
             }
         };
@@ -123,7 +123,7 @@ pub async fn serve(mut association: Association, context: &ScpContext, peer: Soc
             };
             if let Flow::Stop = flow {
                 tracing::warn!(parent: &span, "protocol error; association aborted");
-                let _ = association.abort().await;
+                abort(association, context).await;
                 return;
             }
         }
@@ -281,6 +281,11 @@ async fn on_data(
         }
         None => Flow::Continue,
     }
+}
+
+/// A-ABORT, bounded by the ARTIM time: a peer that stopped reading cannot hold the task.
+async fn abort(association: Association, context: &ScpContext) {
+    let _ = tokio::time::timeout(context.artim_timeout, association.abort()).await;
 }
 
 async fn send_response(association: &mut Association, pc_id: u8, response: Response) -> Flow {

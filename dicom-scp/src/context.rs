@@ -20,6 +20,12 @@ pub struct ScpContext {
     pub max_pdu: u32,
     pub max_associations: usize,
     pub idle_timeout: Duration,
+    /// PS3.8's ARTIM timer: bounds the wait for a complete A-ASSOCIATE-RQ and for the peer
+    /// after we release or abort.
+    pub artim_timeout: Duration,
+    /// Connections still negotiating from unlisted hosts, in total and per host.
+    pub max_pending: usize,
+    pub max_pending_per_host: usize,
     pub max_find_results: usize,
 }
 
@@ -44,6 +50,9 @@ impl ScpContext {
             max_pdu: config.dicom.max_pdu,
             max_associations: config.dicom.max_associations as usize,
             idle_timeout: Duration::from_secs(config.dicom.idle_timeout_secs),
+            artim_timeout: Duration::from_secs(config.dicom.artim_timeout_secs),
+            max_pending: config.dicom.max_pending as usize,
+            max_pending_per_host: config.dicom.max_pending_per_host as usize,
             max_find_results: config.dicom.max_find_results as usize,
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod ae_policy;
 mod association;
+mod association_request;
 pub mod attributes;
 pub mod context;
 pub mod dimse;

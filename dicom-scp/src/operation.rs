@@ -55,6 +55,7 @@ pub async fn run_operation(
         retriever: &context.retriever,
         ae_title: &context.ae_title,
         max_pdu: context.max_pdu,
+        artim_timeout: context.artim_timeout,
     };
     match operation {
         Operation::Find(model) => {

@@ -2,26 +2,44 @@
 
 use crate::ae_policy::PeerAccess;
 use crate::association;
+use crate::association_request::{self, RequestStart};
 use crate::context::ScpContext;
 use crate::syntaxes::accepted_transfer_syntaxes;
 use crate::syntaxes::is_storage_sop_class;
+use archive_core::admission::{Admission, AdmissionLimits, AdmissionPermit};
 use dicom_dictionary_std::uids;
 use dicom_ul::association::server::{AccessControl, Negotiation, ServerAssociationOptions};
 use dicom_ul::pdu::{AssociationRJServiceUserReason, RequestorRoles, UserIdentity};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Serves associations until `shutdown` completes. Associations in progress keep running on
 /// their own tasks; the caller decides how long to wait for them.
+///
+/// A connection first takes a *pending* place (capped per host and in total, see
+/// [`Admission`]) for as long as it negotiates, bounded by the ARTIM timer; only an accepted
+/// A-ASSOCIATE-RQ takes one of the `max_associations` slots. Sockets that never finish a
+/// request therefore cannot lock modalities out.
 pub async fn run(
     listener: TcpListener,
     context: Arc<ScpContext>,
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(context.max_associations));
+    let pending = Admission::new(
+        "dicom",
+        AdmissionLimits {
+            max_total: context.max_pending,
+            max_per_host: context.max_pending_per_host,
+            // A listed modality may open as many at once as the whole shared pool.
+            max_per_trusted_host: context.max_pending,
+        },
+        context.ae_policy.listed_hosts(),
+        true,
+    );
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -37,25 +55,73 @@ pub async fn run(
                 continue;
             }
         };
+        // Over the cap: closed before anything is read or allocated (Admission logs it).
+        let Ok(pending_place) = pending.try_admit(peer.ip()) else {
+            association_request::close(socket);
+            continue;
+        };
         // DCMTK peers stall ~40 ms per message with Nagle on; every socket gets NODELAY.
         if let Err(error) = socket.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let slot = slots.clone().try_acquire_owned().ok();
         let context = context.clone();
-        tokio::spawn(async move { handle_connection(socket, peer, context, slot).await });
+        let slots = slots.clone();
+        tokio::spawn(async move {
+            handle_connection(socket, peer, context, slots, pending_place).await
+        });
     }
 }
 
 async fn handle_connection(
-    socket: TcpStream,
+    mut socket: TcpStream,
     peer: SocketAddr,
     context: Arc<ScpContext>,
-    slot: Option<OwnedSemaphorePermit>,
+    slots: Arc<Semaphore>,
+    pending_place: AdmissionPermit,
 ) {
+    let artim = context.artim_timeout;
+    let deadline = tokio::time::Instant::now() + artim;
+    let start = tokio::time::timeout_at(
+        deadline,
+        association_request::inspect(&socket, context.max_pdu),
+    )
+    .await;
+    let (called_ae, calling_ae) = match start {
+        Ok(Ok(RequestStart::Request {
+            called_ae,
+            calling_ae,
+        })) => (called_ae, calling_ae),
+        Ok(Ok(RequestStart::Invalid(reason))) => {
+            tracing::info!(%peer, reason, "connection aborted before association");
+            // Not a DICOM peer worth waiting for (a scanner, an HTTP client, garbage): no
+            // ARTIM wait for its close; the A-ABORT is followed by our FIN at once.
+            let _ = tokio::time::timeout(artim, association_request::abort(&mut socket)).await;
+            association_request::close(socket);
+            return;
+        }
+        Ok(Ok(RequestStart::Closed)) | Ok(Err(_)) => return,
+        Err(_) => {
+            tracing::debug!(%peer, "ARTIM timer expired before a complete A-ASSOCIATE-RQ; connection closed");
+            association_request::close(socket);
+            return;
+        }
+    };
+    // The allow-list check, as soon as the request's fixed part names the AE titles.
+    let peer_access = context.ae_policy.for_peer(peer.ip());
+    if let Err(reason) = peer_access.check_access(&context.ae_title, &calling_ae, &called_ae, None)
+    {
+        let _ = tokio::time::timeout(artim, async {
+            association_request::reject(&mut socket, reason).await;
+            association_request::drain_until_closed(&mut socket).await;
+        })
+        .await;
+        return;
+    }
+    let slot = Arc::new(Mutex::new(None));
     let access = Access {
-        peer: context.ae_policy.for_peer(peer.ip()),
-        over_limit: slot.is_none(),
+        peer: peer_access,
+        slots,
+        slot: slot.clone(),
     };
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(access)
@@ -70,24 +136,36 @@ async fn handle_connection(
     }
     // dicom-ul closes the socket as soon as it has written an A-ASSOCIATE-RJ; a second handle
     // keeps the connection open until the peer has read it and closed (the ARTIM wait).
-    let (socket, keeper) = match duplicate(socket) {
+    let (socket, mut keeper) = match duplicate(socket) {
         Ok(pair) => pair,
         Err(error) => {
             tracing::warn!(%peer, %error, "cannot duplicate socket");
             return;
         }
     };
-    match options.establish_async(socket).await {
-        Ok(established) => {
+    match tokio::time::timeout_at(deadline, options.establish_async(socket)).await {
+        Ok(Ok(established)) => {
             drop(keeper);
-            association::serve(established, &context, peer).await
+            drop(pending_place);
+            let slot = take_slot(&slot);
+            association::serve(established, &context, peer).await;
+            drop(slot);
         }
-        Err(error) => {
+        Ok(Err(error)) => {
             tracing::info!(%peer, %error, "association not established");
-            wait_for_peer_close(keeper).await;
+            let _ =
+                tokio::time::timeout(artim, association_request::drain_until_closed(&mut keeper))
+                    .await;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "ARTIM timer expired during association negotiation");
+            association_request::close(keeper);
         }
     }
-    drop(slot);
+}
+
+fn take_slot(slot: &Mutex<Option<OwnedSemaphorePermit>>) -> Option<OwnedSemaphorePermit> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 fn duplicate(socket: TcpStream) -> std::io::Result<(TcpStream, TcpStream)> {
@@ -96,21 +174,13 @@ fn duplicate(socket: TcpStream) -> std::io::Result<(TcpStream, TcpStream)> {
     Ok((TcpStream::from_std(std_socket)?, TcpStream::from_std(copy)?))
 }
 
-/// Reads and discards until the peer closes, for at most ARTIM_TIMEOUT.
-async fn wait_for_peer_close(mut socket: TcpStream) {
-    use tokio::io::AsyncReadExt;
-    const ARTIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-    let mut buffer = [0u8; 1024];
-    let _ = tokio::time::timeout(ARTIM_TIMEOUT, async {
-        while matches!(socket.read(&mut buffer).await, Ok(n) if n > 0) {}
-    })
-    .await;
-}
-
-/// The AE policy, plus refusal when every association slot is taken.
+/// The AE policy, then an association slot: taken only for a request that passed the policy,
+/// so slots count associations, not sockets.
 struct Access {
     peer: PeerAccess,
-    over_limit: bool,
+    slots: Arc<Semaphore>,
+    /// Where the slot is kept for the association's lifetime (dicom-ul owns `self`).
+    slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
 impl AccessControl for Access {
@@ -127,13 +197,14 @@ impl AccessControl for Access {
             called_ae_title,
             user_identity,
         )?;
-        if self.over_limit {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             tracing::warn!(
                 calling_ae = calling_ae_title.trim(),
                 "association rejected: dicom.max_associations reached"
             );
             return Err(AssociationRJServiceUserReason::NoReasonGiven);
-        }
+        };
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(permit);
         Ok(())
     }
 }

@@ -27,6 +27,8 @@ pub struct RetrieveContext<'a> {
     pub retriever: &'a Retriever,
     pub ae_title: &'a str,
     pub max_pdu: u32,
+    /// ARTIM: how long a sub-association's release or abort may wait for the destination.
+    pub artim_timeout: std::time::Duration,
 }
 
 pub fn move_model_of(abstract_syntax: &str) -> Option<Model> {

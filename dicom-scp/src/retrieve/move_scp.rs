@@ -102,7 +102,7 @@ pub async fn serve_move(
         let Ok(opened) =
             next_keeping_alive(&mut reader, association, pc_id, &progress, command).await
         else {
-            let _ = client.abort().await;
+            end_sub_association(client, false, context.artim_timeout).await;
             return false;
         };
         match check_for_cancel(association, command.message_id).await {
@@ -112,7 +112,7 @@ pub async fn serve_move(
                 break;
             }
             Interruption::Gone => {
-                let _ = client.abort().await;
+                end_sub_association(client, false, context.artim_timeout).await;
                 return false;
             }
         }
@@ -142,15 +142,11 @@ pub async fn serve_move(
                 .await
                 .is_err()
         {
-            let _ = client.abort().await;
+            end_sub_association(client, false, context.artim_timeout).await;
             return false;
         }
     }
-    if sub_association_ok {
-        let _ = client.release().await;
-    } else {
-        let _ = client.abort().await;
-    }
+    end_sub_association(client, sub_association_ok, context.artim_timeout).await;
     record_access(context, &locations).await;
     let (response, data) = progress.finish(command, cancelled, transfer_syntax);
     send_message(association, pc_id, &response, data.as_deref())
@@ -220,6 +216,25 @@ async fn open_sub_association(
     // DCMTK peers stall per message with Nagle on.
     let _ = client.inner_stream().set_nodelay(true);
     Ok(client)
+}
+
+/// Releases (or aborts) the sub-association, waiting for the destination's A-RELEASE-RP at
+/// most the ARTIM time: a destination that never answers must not hold the C-MOVE.
+async fn end_sub_association(
+    client: AsyncClientAssociation<TcpStream>,
+    release: bool,
+    artim: Duration,
+) {
+    let ended = if release {
+        tokio::time::timeout(artim, client.release()).await
+    } else {
+        tokio::time::timeout(artim, client.abort()).await
+    };
+    if ended.is_err() {
+        tracing::info!(
+            "C-MOVE: destination did not answer the release within the ARTIM time; closed"
+        );
+    }
 }
 
 async fn record_access(context: &RetrieveContext<'_>, locations: &[InstanceLocation]) {
