@@ -164,9 +164,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         online: online.clone(),
         token,
         max_attempts: config.lifecycle.max_attempts,
+        max_body_bytes: usize::try_from(config.http.max_body_bytes.0).unwrap_or(usize::MAX),
     });
     tokio::spawn(refresh_filesystems(index.clone(), online.clone()));
-    let http = axum::serve(http_listener, web).with_graceful_shutdown(shutdown_signal());
+    let http = web_admin::server::serve(
+        http_listener,
+        web,
+        web_admin::server::HttpLimits::from_config(&config.http),
+        shutdown_signal(),
+    );
     let dicom = dicom_scp::server::run(dicom_listener, context, shutdown_signal());
     let lifecycle = lifecycle::Lifecycle::start(
         index.clone(),
@@ -177,9 +183,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("cannot start the lifecycle services")?;
-    let (http_result, ()) = tokio::join!(http, dicom);
+    tokio::join!(http, dicom);
     lifecycle.shutdown().await;
-    http_result.context("HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -46,6 +46,18 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
     }
     /// 400 `invalid_request`, the message starting with the field it is about.
+    /// A JSON body axum could not take: keeps its status (413 over `http.max_body_bytes`,
+    /// 415 without a JSON content type, 400 otherwise) with the reason in our error shape.
+    pub fn from_json_rejection(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
+        let status = rejection.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            _ => "invalid_request",
+        };
+        ApiError::new(status, code, format!("body: {}", rejection.body_text()))
+    }
+
     pub fn bad_request(field: &str, message: impl std::fmt::Display) -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -158,7 +158,7 @@ async fn detail(State(state): State<WebState>, Path(id): Path<String>) -> ApiRes
 fn body_of(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<FilesystemBody> {
-    let Json(value) = body.map_err(|e| bad("body", e.body_text()))?;
+    let Json(value) = body.map_err(ApiError::from_json_rejection)?;
     serde_json::from_value(value).map_err(|e| bad("body", e))
 }
 

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 mod filesystems_api;
+pub mod server;
 mod settings_api;
 pub mod ui;
 
@@ -13,7 +14,7 @@ pub use auth::AdminToken;
 
 use archive_core::index::Index;
 use archive_core::online::OnlineStore;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
@@ -28,9 +29,12 @@ pub struct WebState {
     pub token: AdminToken,
     /// Attempts given to jobs queued through the API (`lifecycle.max_attempts`).
     pub max_attempts: u32,
+    /// Largest request body any handler reads into memory (`http.max_body_bytes`).
+    pub max_body_bytes: usize,
 }
 
 pub fn router(state: WebState) -> Router {
+    let body_limit = DefaultBodyLimit::max(state.max_body_bytes);
     let protected = Router::new()
         .route("/metrics", get(metrics))
         .nest(
@@ -48,6 +52,8 @@ pub fn router(state: WebState) -> Router {
         .fallback(|| async {
             api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
         })
+        // Every handler here reads whole bodies (JSON, forms); none streams.
+        .layer(body_limit)
         .with_state(state)
 }
 

@@ -62,8 +62,7 @@ fn body_with_name<T: DeserializeOwned>(body: Value, name: &str) -> ApiResult<T> 
 fn json_body(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Value> {
-    body.map(|Json(v)| v)
-        .map_err(|e| bad("body", e.body_text()))
+    body.map(|Json(v)| v).map_err(ApiError::from_json_rejection)
 }
 
 async fn stats(State(state): State<WebState>) -> ApiResult<Json<Value>> {
