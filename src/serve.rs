@@ -1,6 +1,7 @@
 //! `strata serve` and `strata migrate`: open the index, prepare storage, start the services.
 
 use anyhow::Context;
+use archive_core::accept::Acceptor;
 use archive_core::config::{redact_url, Config};
 use archive_core::index::Index;
 use archive_core::ingest::IngestQueue;
@@ -95,7 +96,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         targets: targets.clone(),
         cache,
     });
-    let mut scp = ScpContext::new(&config, index.clone(), online.clone(), ingest);
+    let acceptor = Acceptor::new(
+        online.clone(),
+        index.clone(),
+        ingest,
+        config.dicom.duplicate_policy,
+    );
+    let mut scp = ScpContext::new(&config, index.clone(), acceptor.clone());
     scp.retriever = retriever.clone();
     let context = Arc::new(scp);
 
@@ -178,7 +185,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         index.clone(),
         targets,
         retriever,
-        online,
+        acceptor,
         lifecycle::Settings::from_config(&config),
     )
     .await

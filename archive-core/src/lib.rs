@@ -1,8 +1,10 @@
 //! Strata's domain: configuration, the index, ONLINE storage and the ingest path.
 //! Every other crate depends on this one; it depends on none of them.
 
+pub mod accept;
 pub mod admission;
 pub mod config;
+pub mod dicom_header;
 pub mod index;
 pub mod ingest;
 pub mod jobs;

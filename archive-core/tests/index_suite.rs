@@ -568,6 +568,7 @@ async fn find_matches_like_pacs_users_expect(index: Index) {
             level,
             keys,
             limit: 100,
+            offset: None,
         }
     };
     let study_uids = |rows: Vec<archive_core::query::FindRow>| {

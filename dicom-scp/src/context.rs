@@ -1,10 +1,9 @@
 //! What the DICOM services need from the rest of the archive, built once by the binary.
 
 use crate::ae_policy::AePolicy;
-use archive_core::config::{Config, DuplicatePolicy};
+use archive_core::accept::Acceptor;
+use archive_core::config::Config;
 use archive_core::index::Index;
-use archive_core::ingest::IngestQueue;
-use archive_core::online::OnlineStore;
 use archive_core::retrieve::Retriever;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +12,8 @@ pub struct ScpContext {
     pub ae_title: String,
     pub index: Index,
     pub retriever: Retriever,
-    pub online: OnlineStore,
-    pub ingest: IngestQueue,
-    pub duplicate_policy: DuplicatePolicy,
+    /// The one accept path every C-STORE goes through.
+    pub acceptor: Acceptor,
     pub ae_policy: AePolicy,
     pub max_pdu: u32,
     pub max_associations: usize,
@@ -30,19 +28,12 @@ pub struct ScpContext {
 }
 
 impl ScpContext {
-    pub fn new(
-        config: &Config,
-        index: Index,
-        online: OnlineStore,
-        ingest: IngestQueue,
-    ) -> ScpContext {
+    pub fn new(config: &Config, index: Index, acceptor: Acceptor) -> ScpContext {
         ScpContext {
             ae_title: config.dicom.ae_title.clone(),
             index,
             retriever: Retriever::new(),
-            online,
-            ingest,
-            duplicate_policy: config.dicom.duplicate_policy,
+            acceptor,
             ae_policy: AePolicy {
                 peers: Arc::new(config.dicom.peers.clone()),
                 accept_unknown_from_local: config.dicom.accept_unknown_from_loopback,

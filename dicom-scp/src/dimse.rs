@@ -21,22 +21,12 @@ pub mod command_field {
 /// Status codes Strata answers with (PS3.4 Annex B, PS3.7 Annex C). Strata-specific codes
 /// use the "cannot understand" range Cxxx, which the standard leaves to implementations.
 pub mod status {
+    /// The C-STORE outcomes of archive-core's accept path (documented there and in the README):
+    /// out of resources 0xA700, data set does not match SOP class 0xA900, cannot understand
+    /// 0xC000, missing or inconsistent UID 0xC001, conflicts with stored hierarchy 0xC002
+    /// (dcm4chee's "forbidden coercion"), processing failure 0x0110, duplicate 0x0111.
+    pub use archive_core::accept::status::*;
     pub const SUCCESS: u16 = 0x0000;
-    /// Refused: out of resources (every ONLINE filesystem below its watermark, disk full).
-    pub const OUT_OF_RESOURCES: u16 = 0xA700;
-    /// Error: data set does not match SOP class (SOP Class UID differs from the command's).
-    pub const DATA_SET_DOES_NOT_MATCH_SOP_CLASS: u16 = 0xA900;
-    /// Error: the data set cannot be parsed.
-    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
-    /// Error: a required UID is missing or contradicts the command.
-    pub const MISSING_OR_INCONSISTENT_UID: u16 = 0xC001;
-    /// Error: the instance contradicts the stored hierarchy (series in another study,
-    /// study of another patient): dcm4chee's "forbidden coercion".
-    pub const CONFLICTS_WITH_STORED_HIERARCHY: u16 = 0xC002;
-    /// Failure: processing failure (database or filesystem error; the sender may retry).
-    pub const PROCESSING_FAILURE: u16 = 0x0110;
-    /// Failure: duplicate SOP instance (duplicate policy `reject`).
-    pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
     /// Refused: not authorized (a listed peer without the right to query or retrieve).
     pub const NOT_AUTHORIZED: u16 = 0x0124;
     /// Failure: SOP class not supported.

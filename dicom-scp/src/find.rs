@@ -4,8 +4,7 @@
 use crate::dimse::{status, text_element, Command, Response};
 use crate::identifier::Identifier;
 use crate::messaging::{check_for_cancel, send_message, Association, Interruption};
-use crate::query_keys::attribute_of;
-use archive_core::query::{FindQuery, FindRow, Matcher, Model, QueryKey};
+use archive_core::query::{attribute_of, FindQuery, FindRow, Matcher, Model, QueryKey};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_encoding::TransferSyntaxIndex;
@@ -154,6 +153,7 @@ fn parse_request(
         level,
         keys: query_keys,
         limit: max_results,
+        offset: None,
     };
     query
         .validate(model)

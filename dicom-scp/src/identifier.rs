@@ -1,8 +1,8 @@
 //! Reading the identifier of a C-FIND, C-MOVE or C-GET: the data set in the negotiated
 //! transfer syntax, and its QueryRetrieveLevel checked against the information model.
 
-use crate::attributes::text;
 use crate::dimse::status;
+use archive_core::dicom_header::text;
 use archive_core::query::{Level, Model};
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;

@@ -6,14 +6,12 @@
 pub mod ae_policy;
 mod association;
 mod association_request;
-pub mod attributes;
 pub mod context;
 pub mod dimse;
 pub mod find;
 mod identifier;
 pub mod messaging;
 pub mod operation;
-pub mod query_keys;
 pub mod retrieve;
 pub mod server;
 pub mod store;

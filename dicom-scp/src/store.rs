@@ -1,17 +1,15 @@
-//! C-STORE SCP: receive → persist → index → respond.
+//! C-STORE SCP: receive into the spool → hand to archive-core's accept path → respond.
 //!
-//! The data set is written exactly as it arrived behind a preamble and a file meta group we
-//! build (no re-encoding), made durable, then indexed through the group-commit queue. Only
-//! after the index commit does the caller send success. Every failure maps to a DIMSE status
-//! with an Error Comment; nothing here closes the association.
+//! The data set is spooled exactly as it arrived behind a preamble and a file meta group we
+//! build (no re-encoding). archive-core's [`Acceptor`] makes it durable and indexes it; this
+//! module only checks what the command and the presentation context say before any byte is
+//! kept, and maps the outcome to a DIMSE status with an Error Comment. Nothing here closes the
+//! association.
 
-use crate::attributes::{instance_record, parse_header};
 use crate::context::ScpContext;
 use crate::dimse::{status, Command, Response};
 use crate::syntaxes::is_storage_sop_class;
-use archive_core::index::{now_millis, NewInstance};
-use archive_core::model::StoreOutcome;
-use archive_core::online::{relative_path_for, ObjectWriter, StoreError};
+use archive_core::accept::{Acceptor, Arrival, Refusal, Spooled};
 use dicom_object::meta::FileMetaTableBuilder;
 
 /// Strata's DICOM implementation class UID (a UUID-derived 2.25 UID) and version name.
@@ -24,7 +22,7 @@ pub struct IncomingObject {
     transfer_syntax: String,
     calling_ae: String,
     /// `Err` once the object is known to fail: the rest of its data is read and dropped.
-    writer: Result<ObjectWriter, (u16, String)>,
+    spooled: Result<Spooled, (u16, String)>,
 }
 
 impl IncomingObject {
@@ -35,8 +33,8 @@ impl IncomingObject {
         transfer_syntax: &str,
         calling_ae: &str,
     ) -> IncomingObject {
-        let writer = Self::open_writer(
-            context,
+        let spooled = Self::open_spool(
+            &context.acceptor,
             &command,
             abstract_syntax,
             transfer_syntax,
@@ -47,17 +45,17 @@ impl IncomingObject {
             command,
             transfer_syntax: transfer_syntax.to_string(),
             calling_ae: calling_ae.to_string(),
-            writer,
+            spooled,
         }
     }
 
-    async fn open_writer(
-        context: &ScpContext,
+    async fn open_spool(
+        acceptor: &Acceptor,
         command: &Command,
         abstract_syntax: &str,
         transfer_syntax: &str,
         calling_ae: &str,
-    ) -> Result<ObjectWriter, (u16, String)> {
+    ) -> Result<Spooled, (u16, String)> {
         let sop_class = &command.affected_sop_class_uid;
         if !is_storage_sop_class(sop_class) {
             return Err((
@@ -77,17 +75,17 @@ impl IncomingObject {
                 "no Affected SOP Instance UID".into(),
             ));
         }
-        let mut writer = context.online.begin().map_err(store_failure)?;
+        let mut spooled = acceptor.begin().map_err(refusal_status)?;
         let header = part10_header(command, transfer_syntax, calling_ae)?;
-        writer.write(&header).await.map_err(store_failure)?;
-        Ok(writer)
+        spooled.write(&header).await.map_err(refusal_status)?;
+        Ok(spooled)
     }
 
     /// Appends one Data PDV's bytes.
     pub async fn receive(&mut self, bytes: &[u8]) {
-        if let Ok(writer) = &mut self.writer {
-            if let Err(error) = writer.write(bytes).await {
-                self.writer = Err(store_failure(error));
+        if let Ok(spooled) = &mut self.spooled {
+            if let Err(refusal) = spooled.write(bytes).await {
+                self.spooled = Err(refusal_status(refusal));
             }
         }
     }
@@ -95,10 +93,22 @@ impl IncomingObject {
     /// Called after the last Data PDV: makes the object durable, indexes it, and returns the
     /// response to send.
     pub async fn complete(self, context: &ScpContext) -> Response {
-        let command = self.command.clone();
-        let (code, comment) = match self.persist(context).await {
-            Ok(()) => return Response::to(&command, status::SUCCESS),
+        let command = self.command;
+        let (code, comment) = match self.spooled {
             Err(failure) => failure,
+            Ok(spooled) => {
+                let arrival = Arrival {
+                    transfer_syntax: Some(&self.transfer_syntax),
+                    source: &self.calling_ae,
+                    sop_instance_uid: Some(&command.affected_sop_instance_uid),
+                    sop_class_uid: Some(&command.affected_sop_class_uid),
+                    study_uid: None,
+                };
+                match context.acceptor.accept(spooled, arrival).await {
+                    Ok(_) => return Response::to(&command, status::SUCCESS),
+                    Err(refused) => refusal_status(refused.reason),
+                }
+            }
         };
         // The comment can name patient IDs (a study under another patient): debug level only.
         tracing::info!(
@@ -109,137 +119,11 @@ impl IncomingObject {
         tracing::debug!(sop_instance_uid = %command.affected_sop_instance_uid, reason = %comment, "C-STORE refusal reason");
         Response::to(&command, code).with_comment(comment)
     }
-
-    async fn persist(self, context: &ScpContext) -> Result<(), (u16, String)> {
-        let mut writer = self.writer?;
-        let object = {
-            let source = writer.parse_source().await.map_err(store_failure)?;
-            parse_header(source).map_err(|e| {
-                (
-                    status::CANNOT_UNDERSTAND,
-                    format!("cannot parse data set: {e}"),
-                )
-            })?
-        };
-        let record = instance_record(&object, &self.transfer_syntax, &self.calling_ae);
-        drop(object);
-        check_uids(&self.command, &record)?;
-
-        let rel_path = relative_path_for(
-            chrono::Utc::now().date_naive(),
-            &record.study.study_uid,
-            &record.series.series_uid,
-            &record.instance.sop_instance_uid,
-        );
-        let file = writer.finish(&rel_path).await.map_err(store_failure)?;
-        let new = NewInstance {
-            record,
-            file: file.clone(),
-            policy: context.duplicate_policy,
-            received_at: now_millis(),
-        };
-        let sop_uid = new.record.instance.sop_instance_uid.clone();
-        let study_uid = new.record.study.study_uid.clone();
-        let outcome = match context.ingest.store(new).await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                tracing::error!(%error, sop_instance_uid = %sop_uid, "indexing failed");
-                context.online.remove_unreferenced(&file).await;
-                return Err((
-                    status::PROCESSING_FAILURE,
-                    "index unavailable; retry later".into(),
-                ));
-            }
-        };
-        match outcome {
-            StoreOutcome::Stored => {
-                tracing::debug!(sop_instance_uid = %sop_uid, study_uid = %study_uid, size = file.size, "stored");
-                Ok(())
-            }
-            StoreOutcome::DuplicateKept => {
-                tracing::info!(sop_instance_uid = %sop_uid, "duplicate SOP instance: kept the stored copy, discarded the new one");
-                context.online.remove_unreferenced(&file).await;
-                Ok(())
-            }
-            StoreOutcome::Replaced { old_file } => {
-                tracing::info!(sop_instance_uid = %sop_uid, "duplicate SOP instance: replaced the stored copy");
-                context.online.remove_unreferenced(&old_file).await;
-                Ok(())
-            }
-            StoreOutcome::DuplicateRejected => {
-                context.online.remove_unreferenced(&file).await;
-                Err((
-                    status::DUPLICATE_SOP_INSTANCE,
-                    format!("SOP Instance {sop_uid} is already stored"),
-                ))
-            }
-            StoreOutcome::Conflict(conflict) => {
-                context.online.remove_unreferenced(&file).await;
-                tracing::warn!(kind = conflict.kind(), sop_instance_uid = %sop_uid, "instance conflicts with the stored hierarchy");
-                Err((
-                    status::CONFLICTS_WITH_STORED_HIERARCHY,
-                    conflict.to_string(),
-                ))
-            }
-        }
-    }
 }
 
-/// The data set must carry the UIDs the index is keyed on, and agree with the command.
-fn check_uids(
-    command: &Command,
-    record: &archive_core::model::InstanceRecord,
-) -> Result<(), (u16, String)> {
-    let missing = [
-        ("Study Instance UID", record.study.study_uid.as_str()),
-        ("Series Instance UID", record.series.series_uid.as_str()),
-        (
-            "SOP Instance UID",
-            record.instance.sop_instance_uid.as_str(),
-        ),
-    ]
-    .into_iter()
-    .find(|(_, value)| value.is_empty());
-    if let Some((name, _)) = missing {
-        return Err((
-            status::MISSING_OR_INCONSISTENT_UID,
-            format!("data set has no {name}"),
-        ));
-    }
-    if record.instance.sop_instance_uid != command.affected_sop_instance_uid {
-        return Err((
-            status::MISSING_OR_INCONSISTENT_UID,
-            format!(
-                "SOP Instance UID {} differs from the command's",
-                record.instance.sop_instance_uid
-            ),
-        ));
-    }
-    if !record.instance.sop_class_uid.is_empty()
-        && record.instance.sop_class_uid != command.affected_sop_class_uid
-    {
-        return Err((
-            status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-            format!(
-                "SOP Class UID {} differs from the command's",
-                record.instance.sop_class_uid
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn store_failure(error: StoreError) -> (u16, String) {
-    if error.is_out_of_space() {
-        tracing::warn!(%error, "ONLINE storage full");
-        (status::OUT_OF_RESOURCES, "ONLINE storage is full".into())
-    } else {
-        tracing::error!(%error, "ONLINE storage error");
-        (
-            status::PROCESSING_FAILURE,
-            "storage error; retry later".into(),
-        )
-    }
+/// The DIMSE status and Error Comment of a refusal.
+fn refusal_status(refusal: Refusal) -> (u16, String) {
+    (refusal.status(), refusal.to_string())
 }
 
 /// Preamble, `DICM`, and a file meta group describing the object as received.

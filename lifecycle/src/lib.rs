@@ -16,9 +16,9 @@ mod worker;
 pub use archive_core::jobs::{request_copy, request_delete, request_restore, request_verify};
 pub use settings::Settings;
 
+use archive_core::accept::Acceptor;
 use archive_core::index::Index;
 use archive_core::nearline::TargetCache;
-use archive_core::online::OnlineStore;
 use archive_core::retrieve::Retriever;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -30,8 +30,8 @@ pub(crate) struct Services {
     pub targets: Arc<TargetCache>,
     /// Reads NEARLINE packs through the retrieve cache (restore).
     pub retriever: Retriever,
-    /// Where restored instances are written.
-    pub online: OnlineStore,
+    /// The accept path restored instances go through.
+    pub acceptor: Acceptor,
     pub settings: Settings,
 }
 
@@ -49,7 +49,7 @@ impl Lifecycle {
         index: Index,
         targets: Arc<TargetCache>,
         retriever: Retriever,
-        online: OnlineStore,
+        acceptor: Acceptor,
         settings: Settings,
     ) -> archive_core::index::IndexResult<Lifecycle> {
         let now = archive_core::index::now_millis();
@@ -68,7 +68,7 @@ impl Lifecycle {
         let services = Arc::new(Services {
             targets,
             retriever,
-            online,
+            acceptor,
             index,
             settings,
         });

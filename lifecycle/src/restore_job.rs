@@ -1,14 +1,20 @@
 //! A restore job: brings a NEARLINE study back ONLINE. Its packs are fetched into the retrieve
-//! cache (shared with retrievals), each member is written to the ONLINE group like a received
-//! object (fsynced, renamed) and indexed; availability becomes ONLINE and the study counts as
-//! just accessed, so retention rules leave it alone for a while.
+//! cache (shared with retrievals), each member is streamed through archive-core's accept path
+//! like a received object (spooled, checked against its recorded SHA-256, fsynced, renamed,
+//! indexed); availability becomes ONLINE and the study counts as just accessed, so retention
+//! rules leave it alone for a while.
 
 use crate::worker::{JobError, Reporter};
 use crate::Services;
+use archive_core::accept::Spooled;
 use archive_core::index::now_millis;
 use archive_core::jobs::Job;
-use archive_core::online::relative_path_for;
 use archive_core::query::Level;
+use std::path::Path;
+use tokio::io::AsyncReadExt;
+
+/// Read size while streaming a pack member into the spool.
+const CHUNK: usize = 256 * 1024;
 
 pub(crate) async fn run(
     services: &Services,
@@ -33,37 +39,18 @@ pub(crate) async fn run(
             .await
             .map_err(|e| JobError::retry(e.to_string()))?;
         let source = pin.dir().join(&member.member_path);
-        let bytes = tokio::fs::read(&source)
+        let spooled = spool_file(services, &source).await?;
+        let file = services
+            .acceptor
+            .restore(spooled, location)
             .await
-            .map_err(|e| JobError::retry(format!("cannot read {}: {e}", source.display())))?;
-        let mut writer = services
-            .online
-            .begin()
-            .map_err(|e| JobError::retry(format!("ONLINE storage: {e}")))?;
-        writer
-            .write(&bytes)
-            .await
-            .map_err(|e| JobError::retry(format!("ONLINE storage: {e}")))?;
-        let rel_path = relative_path_for(
-            chrono::Utc::now().date_naive(),
-            &location.study_uid,
-            &location.series_uid,
-            &location.sop_uid,
-        );
-        let file = writer
-            .finish(&rel_path)
-            .await
-            .map_err(|e| JobError::retry(format!("ONLINE storage: {e}")))?;
-        if file.sha256 != location.sha256 {
-            services.online.remove_unreferenced(&file).await;
-            return Err(JobError::permanent(format!(
-                "SOP Instance {}: restored bytes have SHA-256 {}, the index records {}",
-                location.sop_uid, file.sha256, location.sha256
-            )));
-        }
-        index
-            .add_online_file(&location.sop_uid, &file, now_millis())
-            .await?;
+            .map_err(|refused| {
+                if refused.reason.is_transient() {
+                    JobError::retry(refused.reason.to_string())
+                } else {
+                    JobError::permanent(refused.reason.to_string())
+                }
+            })?;
         reporter.transfer.add_item();
         reporter.transfer.add_bytes(file.size);
     }
@@ -73,4 +60,26 @@ pub(crate) async fn run(
         .await?;
     tracing::info!(instances = nearline.len(), "study restored ONLINE");
     Ok(())
+}
+
+/// Streams an unpacked member into the ONLINE spool, never holding it whole in memory.
+async fn spool_file(services: &Services, source: &Path) -> Result<Spooled, JobError> {
+    let unreadable =
+        |e: std::io::Error| JobError::retry(format!("cannot read {}: {e}", source.display()));
+    let mut file = tokio::fs::File::open(source).await.map_err(unreadable)?;
+    let mut spooled = services
+        .acceptor
+        .begin()
+        .map_err(|e| JobError::retry(format!("ONLINE storage: {e}")))?;
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buffer).await.map_err(unreadable)?;
+        if n == 0 {
+            return Ok(spooled);
+        }
+        spooled
+            .write(&buffer[..n])
+            .await
+            .map_err(|e| JobError::retry(format!("ONLINE storage: {e}")))?;
+    }
 }

@@ -87,6 +87,7 @@ pub fn study_level_query() -> archive_core::query::FindQuery {
             matcher: Matcher::Universal,
         }],
         limit: 10_000,
+        offset: None,
     }
 }
 

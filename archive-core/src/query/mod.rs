@@ -3,10 +3,12 @@
 //! the index answers it with [`FindRow`]s without opening a single file.
 
 mod attribute;
+mod keys;
 mod matcher;
 mod sql;
 
 pub use attribute::{Attr, ValueKind};
+pub use keys::{attribute_of, tag_of};
 pub use matcher::{Matcher, MatcherError};
 pub(crate) use sql::{build_find_sql, Bind};
 
@@ -71,6 +73,9 @@ pub struct FindQuery {
     /// Rows wanted at most; the index returns up to `limit + 1` so callers can tell that the
     /// answer was cut short.
     pub limit: usize,
+    /// Rows to skip, in a stable order (QIDO-RS paging); `None`: no paging and no order, as
+    /// C-FIND wants.
+    pub offset: Option<usize>,
 }
 
 /// One match: the value of every attribute the query asked for (and the level's unique key).

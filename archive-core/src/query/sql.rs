@@ -65,10 +65,24 @@ pub(crate) fn build_find_sql(query: &FindQuery, dialect: Dialect) -> FindSql {
         text.push_str(" WHERE ");
         text.push_str(&builder.clauses.join(" AND "));
     }
-    // One more row than asked, so the caller can tell that the answer was limited. No ORDER
-    // BY: with one, PostgreSQL walks the primary key in order and filters (10,000 studies for
-    // two matches) instead of using the selective index; C-FIND answers have no order.
+    // Paged answers (QIDO-RS offset) need a stable order, or pages would overlap: the
+    // level's row id, which is insertion order. C-FIND has no paging and no ORDER BY: with one,
+    // PostgreSQL walks the primary key in order and filters (10,000 studies for two matches)
+    // instead of using the selective index.
+    if query.offset.is_some() {
+        let alias = match level {
+            Level::Patient => "p",
+            Level::Study => "st",
+            Level::Series => "se",
+            Level::Image => "i",
+        };
+        text.push_str(&format!(" ORDER BY {alias}.id"));
+    }
+    // One more row than asked, so the caller can tell that the answer was limited.
     text.push_str(&format!(" LIMIT {}", query.limit.saturating_add(1)));
+    if let Some(offset) = query.offset {
+        text.push_str(&format!(" OFFSET {offset}"));
+    }
     FindSql {
         text,
         binds: builder.binds,
@@ -195,6 +209,7 @@ mod tests {
                 .map(|(attr, matcher)| QueryKey { attr, matcher })
                 .collect(),
             limit: 10,
+            offset: None,
         }
     }
 

@@ -12,8 +12,8 @@ pub use sub_store::PeerContext;
 
 use crate::dimse::{status, text_element, Command, Response};
 use crate::identifier::Identifier;
-use crate::query_keys::tag_of;
 use archive_core::index::{Index, InstanceLocation};
+use archive_core::query::tag_of;
 use archive_core::query::{Attr, Model};
 use archive_core::retrieve::Retriever;
 use dicom_dictionary_std::{tags, uids};

@@ -1,7 +1,8 @@
 //! Reading the attributes the index needs from a received object, up to Pixel Data only.
+//! Every way in (C-STORE, STOW-RS, import) parses through here, so they index alike.
 
-use archive_core::model::{InstanceAttrs, InstanceRecord, PatientAttrs, SeriesAttrs, StudyAttrs};
-use archive_core::online::ParseSource;
+use crate::model::{InstanceAttrs, InstanceRecord, PatientAttrs, SeriesAttrs, StudyAttrs};
+use crate::online::ParseSource;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
@@ -26,7 +27,7 @@ pub fn parse_header(source: ParseSource<'_>) -> Result<DefaultDicomObject, Parse
 /// Uses `get`, not `element_opt`: the latter builds an error with a forced backtrace for
 /// every missing attribute (snafu), which cost more than the rest of C-STORE together.
 /// A text value trimmed of padding; empty when absent.
-pub(crate) fn text(object: &InMemDicomObject, tag: Tag) -> String {
+pub fn text(object: &InMemDicomObject, tag: Tag) -> String {
     object
         .get(tag)
         .and_then(|e| e.to_str().ok())

@@ -1,6 +1,7 @@
 //! Which DICOM attribute is which query attribute of the index, with the VR it is answered in.
+//! C-FIND and QIDO-RS both read keys through this table.
 
-use archive_core::query::Attr;
+use super::Attr;
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 
@@ -86,7 +87,7 @@ pub fn tag_of(attr: Attr) -> Tag {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use archive_core::query::Level;
+    use crate::query::Level;
 
     #[test]
     fn every_attribute_has_exactly_one_tag() {
