@@ -119,6 +119,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 token_file.display()
             )
         })?;
+    let dicomweb = web_admin::dicomweb::DicomWebSettings::from_config(&config.http)
+        .map_err(anyhow::Error::msg)?;
     let dicom_address = format!("{}:{}", config.dicom.bind, config.dicom.port);
     let dicom_listener = tokio::net::TcpListener::bind(&dicom_address)
         .await
@@ -172,6 +174,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         token,
         max_attempts: config.lifecycle.max_attempts,
         max_body_bytes: usize::try_from(config.http.max_body_bytes.0).unwrap_or(usize::MAX),
+        acceptor: acceptor.clone(),
+        retriever: retriever.clone(),
+        dicomweb,
     });
     tokio::spawn(refresh_filesystems(index.clone(), online.clone()));
     let http = web_admin::server::serve(

@@ -133,5 +133,6 @@ fn new_instance(study: u64, instance: u64, per_study: u64, fs_id: i64) -> NewIns
         },
         policy: DuplicatePolicy::KeepFirst,
         received_at: 1_700_000_000_000,
+        metadata: None,
     }
 }

@@ -245,7 +245,7 @@ impl Acceptor {
         arrival: Arrival<'_>,
     ) -> Result<Accepted, Refused> {
         let mut writer = spooled.writer;
-        let record = {
+        let (record, metadata) = {
             let source = writer.parse_source().await.map_err(Refusal::from)?;
             let object = parse_header(source).map_err(|e| Refusal::Unparseable(e.to_string()))?;
             let transfer_syntax = match arrival.transfer_syntax {
@@ -256,7 +256,18 @@ impl Acceptor {
                     .trim_end_matches('\0')
                     .to_string(),
             };
-            instance_record(&object, &transfer_syntax, arrival.source)
+            let metadata = match crate::metadata::encode(&object, &transfer_syntax) {
+                Ok(metadata) => Some(metadata),
+                Err(error) => {
+                    // The object is still stored and retrievable; only /metadata lacks it.
+                    tracing::warn!(%error, "cannot make the instance's WADO-RS metadata");
+                    None
+                }
+            };
+            (
+                instance_record(&object, &transfer_syntax, arrival.source),
+                metadata,
+            )
         };
         let identity = identity_of(&record);
         let refused = |reason: Refusal| Refused {
@@ -280,6 +291,7 @@ impl Acceptor {
             file: file.clone(),
             policy: self.duplicate_policy,
             received_at: now_millis(),
+            metadata,
         };
         let outcome = match self.ingest.store(new).await {
             Ok(outcome) => outcome,

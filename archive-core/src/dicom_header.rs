@@ -6,7 +6,39 @@ use crate::online::ParseSource;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
+use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+
+/// Strata's DICOM implementation class UID (a UUID-derived 2.25 UID) and version name.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.301225174053336555257649484838812991108";
+pub const IMPLEMENTATION_VERSION_NAME: &str = "STRATA_0_1";
+
+/// Preamble, `DICM`, and a file meta group for a data set in `transfer_syntax`: written in
+/// front of a received C-STORE data set, and of a stored one sent as a Part-10 file.
+pub fn part10_header(
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    transfer_syntax: &str,
+    source_ae: &str,
+) -> Result<Vec<u8>, String> {
+    let mut builder = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(sop_class_uid)
+        .media_storage_sop_instance_uid(sop_instance_uid)
+        .transfer_syntax(transfer_syntax)
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
+    if !source_ae.trim().is_empty() {
+        builder = builder.source_application_entity_title(source_ae.trim());
+    }
+    let meta = builder
+        .build()
+        .map_err(|e| format!("cannot build file meta: {e}"))?;
+    let mut header = vec![0u8; 128];
+    header.extend_from_slice(b"DICM");
+    meta.write(&mut header)
+        .map_err(|e| format!("cannot encode file meta: {e}"))?;
+    Ok(header)
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

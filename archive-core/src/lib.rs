@@ -8,6 +8,7 @@ pub mod dicom_header;
 pub mod index;
 pub mod ingest;
 pub mod jobs;
+pub mod metadata;
 pub mod metrics;
 pub mod model;
 pub mod nearline;

@@ -79,6 +79,7 @@ fn new_instance(
         },
         policy,
         received_at: 1_700_000_000_000,
+        metadata: None,
     }
 }
 

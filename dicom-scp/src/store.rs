@@ -10,11 +10,9 @@ use crate::context::ScpContext;
 use crate::dimse::{status, Command, Response};
 use crate::syntaxes::is_storage_sop_class;
 use archive_core::accept::{Acceptor, Arrival, Refusal, Spooled};
-use dicom_object::meta::FileMetaTableBuilder;
+use archive_core::dicom_header;
 
-/// Strata's DICOM implementation class UID (a UUID-derived 2.25 UID) and version name.
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.301225174053336555257649484838812991108";
-pub const IMPLEMENTATION_VERSION_NAME: &str = "STRATA_0_1";
+pub use archive_core::dicom_header::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 /// One C-STORE whose data set is arriving.
 pub struct IncomingObject {
@@ -132,29 +130,13 @@ fn part10_header(
     transfer_syntax: &str,
     calling_ae: &str,
 ) -> Result<Vec<u8>, (u16, String)> {
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(command.affected_sop_class_uid.as_str())
-        .media_storage_sop_instance_uid(command.affected_sop_instance_uid.as_str())
-        .transfer_syntax(transfer_syntax)
-        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-        .source_application_entity_title(calling_ae.trim())
-        .build()
-        .map_err(|e| {
-            (
-                status::MISSING_OR_INCONSISTENT_UID,
-                format!("cannot build file meta: {e}"),
-            )
-        })?;
-    let mut header = vec![0u8; 128];
-    header.extend_from_slice(b"DICM");
-    meta.write(&mut header).map_err(|e| {
-        (
-            status::PROCESSING_FAILURE,
-            format!("cannot encode file meta: {e}"),
-        )
-    })?;
-    Ok(header)
+    dicom_header::part10_header(
+        &command.affected_sop_class_uid,
+        &command.affected_sop_instance_uid,
+        transfer_syntax,
+        calling_ae,
+    )
+    .map_err(|e| (status::MISSING_OR_INCONSISTENT_UID, e))
 }
 
 /// Used by tests and tools: the offset where the received data set starts in a stored file.

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod dicomweb;
 mod filesystems_api;
 pub mod server;
 mod settings_api;
@@ -12,8 +13,10 @@ pub mod ui;
 
 pub use auth::AdminToken;
 
+use archive_core::accept::Acceptor;
 use archive_core::index::Index;
 use archive_core::online::OnlineStore;
+use archive_core::retrieve::Retriever;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
@@ -31,6 +34,11 @@ pub struct WebState {
     pub max_attempts: u32,
     /// Largest request body any handler reads into memory (`http.max_body_bytes`).
     pub max_body_bytes: usize,
+    /// STOW-RS stores through the same accept path as C-STORE.
+    pub acceptor: Acceptor,
+    /// WADO-RS reads through the same retriever (and retrieve cache) as C-MOVE.
+    pub retriever: Retriever,
+    pub dicomweb: dicomweb::DicomWebSettings,
 }
 
 pub fn router(state: WebState) -> Router {
@@ -49,6 +57,7 @@ pub fn router(state: WebState) -> Router {
         .route("/", get(|| async { axum::response::Redirect::to("/ui/") }))
         .merge(ui::routes(state.clone()))
         .merge(protected)
+        .merge(dicomweb::routes(&state))
         .fallback(|| async {
             api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
         })

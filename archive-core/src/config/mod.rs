@@ -106,6 +106,16 @@ pub struct HttpConfig {
     pub max_connections_per_client: u32,
     /// Largest request body read into memory (JSON, forms); larger ones get 413.
     pub max_body_bytes: ByteSize,
+    /// Where DICOMweb (QIDO-RS, WADO-RS, STOW-RS) is served.
+    pub dicomweb_base: String,
+    /// Largest STOW-RS request (all parts together); parts stream to disk, never to memory.
+    pub stow_max_bytes: ByteSize,
+    /// Files each holding one read-only token: it may use the GET routes of DICOMweb only.
+    pub viewer_token_files: Vec<PathBuf>,
+    /// Origins (`https://viewer.example.org`) whose pages may call DICOMweb from a browser.
+    pub cors_origins: Vec<String>,
+    /// An OHIF Viewer build (scripts/install-viewer.sh) to serve at `/viewer/`.
+    pub viewer_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -198,6 +208,11 @@ impl Default for HttpConfig {
             max_connections: 1024,
             max_connections_per_client: 64,
             max_body_bytes: ByteSize(1 << 20),
+            dicomweb_base: "/dicom-web".into(),
+            stow_max_bytes: ByteSize(4 << 30),
+            viewer_token_files: Vec::new(),
+            cors_origins: Vec::new(),
+            viewer_dir: None,
         }
     }
 }

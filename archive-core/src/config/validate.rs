@@ -78,9 +78,33 @@ impl Config {
                 self.http.max_connections_per_client.into(),
             ),
             ("http.max_body_bytes", self.http.max_body_bytes.0),
+            ("http.stow_max_bytes", self.http.stow_max_bytes.0),
         ] {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be at least 1"));
+            }
+        }
+        let base = &self.http.dicomweb_base;
+        if !base.starts_with('/')
+            || base.ends_with('/')
+            || base.contains(['?', '#', ' '])
+            || ["/api", "/ui", "/viewer", "/wado", "/metrics", "/healthz"]
+                .iter()
+                .any(|taken| base == taken || base.starts_with(&format!("{taken}/")))
+        {
+            return Err(ConfigError::key(
+                "http.dicomweb_base",
+                format!("`{base}` must be a path like /dicom-web: starting with /, not ending with /, and not under /api, /ui, /viewer, /wado, /metrics or /healthz"),
+            ));
+        }
+        for (i, origin) in self.http.cors_origins.iter().enumerate() {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.trim_end_matches('/').matches('/').count() != 2
+            {
+                return Err(ConfigError::key(
+                    format!("http.cors_origins[{i}]"),
+                    format!("`{origin}` must be an origin like https://viewer.example.org (scheme, host, optional port; no path)"),
+                ));
             }
         }
         for (i, peer) in self.dicom.peers.iter().enumerate() {

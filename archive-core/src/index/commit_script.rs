@@ -14,6 +14,7 @@ use sqlx::{AnyConnection, Executor};
 pub(super) enum Param {
     Int(i64),
     Text(String),
+    Bytes(Vec<u8>),
 }
 
 pub(super) struct CommitScript {
@@ -101,6 +102,7 @@ fn bind<'q>(
         query = match param {
             Param::Int(value) => query.bind(value),
             Param::Text(value) => query.bind(value),
+            Param::Bytes(value) => query.bind(value),
         };
     }
     query

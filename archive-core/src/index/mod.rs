@@ -58,6 +58,17 @@ pub struct NewInstance {
     pub policy: DuplicatePolicy,
     /// Unix milliseconds.
     pub received_at: i64,
+    /// WADO-RS metadata made at ingest (`crate::metadata`); `None` when it could not be made.
+    pub metadata: Option<Vec<u8>>,
+}
+
+/// One instance's stored WADO-RS metadata (deflated; see `crate::metadata`).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct StoredMetadata {
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_uid: String,
+    pub metadata: Vec<u8>,
 }
 
 /// The operations every index backend provides.
@@ -78,6 +89,14 @@ pub trait IndexBackend:
     async fn series_of_study(&self, study_uid: &str) -> IndexResult<Vec<SeriesRow>>;
     async fn instance_location(&self, sop_uid: &str) -> IndexResult<Option<InstanceLocation>>;
     async fn study_locations(&self, study_uid: &str) -> IndexResult<Vec<InstanceLocation>>;
+    /// Stored metadata of a study's instances (of one series, or one instance, when given),
+    /// in series and instance order.
+    async fn metadata(
+        &self,
+        study_uid: &str,
+        series_uid: Option<&str>,
+        sop_uid: Option<&str>,
+    ) -> IndexResult<Vec<StoredMetadata>>;
     async fn counts(&self) -> IndexResult<IndexCounts>;
     /// Answers a C-FIND query from the index alone: at most `query.limit + 1` rows (the extra
     /// one tells the caller the answer was limited).

@@ -44,6 +44,19 @@ pub const INSERT_INSTANCES_TAIL: &str = "ON CONFLICT (sop_uid) DO NOTHING RETURN
 pub const INSERT_FILES_HEAD: &str = "INSERT INTO file \
     (instance_fk, filesystem_fk, path, size_bytes, sha256, created_at) VALUES";
 
+pub const INSERT_METADATA_HEAD: &str =
+    "INSERT INTO instance_metadata (instance_fk, metadata) VALUES";
+pub const INSERT_METADATA_TAIL: &str =
+    "ON CONFLICT (instance_fk) DO UPDATE SET metadata = excluded.metadata";
+
+/// Stored metadata of the instances under a study, optionally one series or one instance:
+/// `$1` study UID, `$2` series UID or '', `$3` SOP Instance UID or ''.
+pub const SELECT_METADATA: &str = "SELECT st.study_uid, se.series_uid, i.sop_uid, m.metadata \
+    FROM instance_metadata m JOIN instance i ON i.id = m.instance_fk \
+    JOIN series se ON se.id = i.series_fk JOIN study st ON st.id = se.study_fk \
+    WHERE st.study_uid = $1 AND ($2 = '' OR se.series_uid = $2) AND ($3 = '' OR i.sop_uid = $3) \
+    ORDER BY se.series_number, se.id, i.instance_number, i.id";
+
 pub const FIND_FILE_OF_INSTANCE: &str = "SELECT id, filesystem_fk, path, size_bytes, sha256 \
     FROM file WHERE instance_fk = $1 AND status = 'OK'";
 

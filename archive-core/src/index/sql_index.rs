@@ -3,7 +3,7 @@
 use super::queries as q;
 use super::rows::{IndexCounts, InstanceLocation, SeriesRow, StudyRow};
 use super::store_tx::{BatchTx, HierarchyCache};
-use super::{Dialect, IndexBackend, IndexResult, NewInstance};
+use super::{Dialect, IndexBackend, IndexResult, NewInstance, StoredMetadata};
 use crate::config::FilesystemConfig;
 use crate::model::{AePeer, Filesystem, StoreOutcome};
 use crate::query::{build_find_sql, Bind, FindQuery, FindRow};
@@ -202,6 +202,20 @@ impl IndexBackend for SqlIndex {
             answers.push(answer);
         }
         Ok(answers)
+    }
+
+    async fn metadata(
+        &self,
+        study_uid: &str,
+        series_uid: Option<&str>,
+        sop_uid: Option<&str>,
+    ) -> IndexResult<Vec<StoredMetadata>> {
+        Ok(sqlx::query_as(q::SELECT_METADATA)
+            .bind(study_uid)
+            .bind(series_uid.unwrap_or(""))
+            .bind(sop_uid.unwrap_or(""))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn retrieve_locations(

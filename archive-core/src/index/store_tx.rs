@@ -179,12 +179,16 @@ impl<'a> BatchTx<'a> {
         }
         let mut inserted = self.insert_instances(batch, &to_insert).await?;
         let mut new_files = Vec::new();
+        let mut new_metadata = Vec::new();
         let mut already_stored = Vec::new();
         for &(position, series_id, study_id) in &to_insert {
             let new = &batch[position];
             match inserted.remove(&new.record.instance.sop_instance_uid) {
                 Some(instance_id) => {
                     new_files.push((instance_id, &new.file, new.received_at));
+                    if let Some(metadata) = &new.metadata {
+                        new_metadata.push((instance_id, metadata));
+                    }
                     self.count(
                         series_id,
                         study_id,
@@ -198,6 +202,7 @@ impl<'a> BatchTx<'a> {
             }
         }
         self.insert_files(&new_files);
+        self.insert_metadata(&new_metadata);
         for (position, series_id, study_id) in already_stored {
             let outcome = self
                 .existing_instance(&batch[position], Some((series_id, study_id)))
@@ -304,6 +309,24 @@ impl<'a> BatchTx<'a> {
                 Param::Text(file.sha256.clone()),
                 Param::Int(*now),
             ]);
+        }
+        self.tail.push(sql, params);
+    }
+
+    /// One multi-row upsert of metadata rows, queued with the file rows.
+    fn insert_metadata(&mut self, rows: &[(i64, &Vec<u8>)]) {
+        if rows.is_empty() {
+            return;
+        }
+        let sql = format!(
+            "{} {} {}",
+            q::INSERT_METADATA_HEAD,
+            q::values_placeholders_from(self.tail.first_placeholder(), rows.len(), 2),
+            q::INSERT_METADATA_TAIL
+        );
+        let mut params = Vec::with_capacity(rows.len() * 2);
+        for (instance_id, metadata) in rows {
+            params.extend([Param::Int(*instance_id), Param::Bytes((*metadata).clone())]);
         }
         self.tail.push(sql, params);
     }
@@ -518,6 +541,9 @@ impl<'a> BatchTx<'a> {
             .bind(instance_id)
             .fetch_optional(&mut *self.conn)
             .await?;
+        if let Some(metadata) = &new.metadata {
+            self.insert_metadata(&[(instance_id, metadata)]);
+        }
         let Some((file_id, filesystem_id, rel_path, size, sha256)) = old else {
             // The instance has no ONLINE file (e.g. only a nearline copy): give it this one.
             self.insert_files(&[(instance_id, &new.file, new.received_at)]);

@@ -1,0 +1,183 @@
+//! What WADO-RS `/metadata` answers, made once at ingest from the header the accept path has
+//! already parsed (nothing up to Pixel Data is read twice) and kept in the index: a study's
+//! metadata is then one query, whatever tier its files are on, and never touches a NEARLINE
+//! target or an ONLINE file.
+//!
+//! Stored form: the instance's DICOM JSON (PS3.18 F.2) without bulk data, deflated. Bulk data
+//! (binary values over [`BULK_THRESHOLD`], and Pixel Data) is replaced by a `BulkDataURI` that
+//! starts with [`BULK_PLACEHOLDER`]; the web layer puts the instance's own URL there when it
+//! answers, so stored metadata does not depend on the host name it is served under.
+
+use dicom_core::header::{HasLength, Header};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, InMemDicomObject};
+use flate2::read::DeflateDecoder;
+use flate2::write::DeflateEncoder;
+use flate2::Compression;
+use serde_json::{json, Map, Value};
+use std::io::{Read, Write};
+
+/// Binary values longer than this are bulk data: sent by reference, not inline.
+pub const BULK_THRESHOLD: u32 = 1024;
+/// Stands for the instance's URL (`…/studies/S/series/E/instances/I`) inside stored metadata.
+pub const BULK_PLACEHOLDER: &str = "@instance@";
+
+/// The deflated DICOM JSON of `object`'s data set (up to Pixel Data) with bulk data by
+/// reference. `transfer_syntax` decides Pixel Data's VR (OB when encapsulated).
+pub fn encode(object: &DefaultDicomObject, transfer_syntax: &str) -> Result<Vec<u8>, String> {
+    let mut inline = InMemDicomObject::new_empty();
+    let mut bulk: Vec<(Tag, VR)> = Vec::new();
+    for element in object.iter() {
+        let header = element.header();
+        let binary = matches!(
+            header.vr(),
+            VR::OB | VR::OW | VR::OD | VR::OF | VR::OL | VR::OV | VR::UN
+        );
+        if binary && header.length().get().is_none_or(|len| len > BULK_THRESHOLD) {
+            bulk.push((header.tag(), header.vr()));
+        } else {
+            inline.put(element.clone());
+        }
+    }
+    let mut json = match dicom_json::to_value(&inline).map_err(|e| e.to_string())? {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    numbers_as_numbers(&mut json);
+    for (tag, vr) in bulk {
+        insert_bulk(&mut json, tag, vr);
+    }
+    // The header was read up to Pixel Data, so its presence is inferred from the image
+    // attributes that must accompany it.
+    if object.get(tags::ROWS).is_some() && object.get(tags::COLUMNS).is_some() {
+        let bits = object
+            .get(tags::BITS_ALLOCATED)
+            .and_then(|e| e.to_int::<u16>().ok())
+            .unwrap_or(8);
+        let native = matches!(
+            transfer_syntax,
+            "1.2.840.10008.1.2"
+                | "1.2.840.10008.1.2.1"
+                | "1.2.840.10008.1.2.2"
+                | "1.2.840.10008.1.2.1.99"
+        );
+        let vr = if native && bits > 8 { VR::OW } else { VR::OB };
+        insert_bulk(&mut json, tags::PIXEL_DATA, vr);
+    }
+    let text = serde_json::to_vec(&Value::Object(json)).map_err(|e| e.to_string())?;
+    let mut encoder = DeflateEncoder::new(Vec::with_capacity(text.len() / 3), Compression::fast());
+    encoder.write_all(&text).map_err(|e| e.to_string())?;
+    encoder.finish().map_err(|e| e.to_string())
+}
+
+/// PS3.18 F.2.3: IS and DS values are JSON numbers (dicom-json keeps the text it read).
+/// Values that are not numbers stay strings rather than being lost.
+fn numbers_as_numbers(json: &mut Map<String, Value>) {
+    for attribute in json.values_mut() {
+        let Some(object) = attribute.as_object_mut() else {
+            continue;
+        };
+        let vr = object
+            .get("vr")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let Some(Value::Array(values)) = object.get_mut("Value") else {
+            continue;
+        };
+        for value in values.iter_mut() {
+            match (vr.as_str(), &*value) {
+                ("IS", Value::String(text)) => {
+                    if let Ok(number) = text.trim().parse::<i64>() {
+                        *value = Value::from(number);
+                    }
+                }
+                ("DS", Value::String(text)) => {
+                    if let Some(number) = text
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                    {
+                        *value = Value::Number(number);
+                    }
+                }
+                ("SQ", Value::Object(_)) => {
+                    if let Value::Object(item) = value {
+                        numbers_as_numbers(item);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn insert_bulk(json: &mut Map<String, Value>, tag: Tag, vr: VR) {
+    let key = format!("{:04X}{:04X}", tag.group(), tag.element());
+    let uri = format!("{BULK_PLACEHOLDER}/bulkdata/{key}");
+    json.insert(key, json!({ "vr": vr.to_string(), "BulkDataURI": uri }));
+}
+
+/// The stored JSON text, with bulk data URIs under `instance_url`.
+pub fn decode(stored: &[u8], instance_url: &str) -> std::io::Result<String> {
+    let mut text = String::with_capacity(stored.len() * 4);
+    DeflateDecoder::new(stored).read_to_string(&mut text)?;
+    Ok(text.replace(BULK_PLACEHOLDER, instance_url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::{DataElement, PrimitiveValue};
+    use dicom_object::meta::FileMetaTableBuilder;
+
+    #[test]
+    fn bulk_data_goes_by_reference_and_the_rest_inline() {
+        let mut data = InMemDicomObject::new_empty();
+        data.put(DataElement::new(
+            tags::PATIENT_NAME,
+            VR::PN,
+            PrimitiveValue::from("DOE^JANE"),
+        ));
+        data.put(DataElement::new(
+            tags::ROWS,
+            VR::US,
+            PrimitiveValue::from(64u16),
+        ));
+        data.put(DataElement::new(
+            tags::COLUMNS,
+            VR::US,
+            PrimitiveValue::from(64u16),
+        ));
+        data.put(DataElement::new(
+            tags::BITS_ALLOCATED,
+            VR::US,
+            PrimitiveValue::from(16u16),
+        ));
+        data.put(DataElement::new(
+            tags::ICC_PROFILE,
+            VR::OB,
+            PrimitiveValue::from(vec![7u8; 4000]),
+        ));
+        let meta = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.2")
+            .media_storage_sop_instance_uid("1.2.3")
+            .transfer_syntax("1.2.840.10008.1.2.1")
+            .build()
+            .expect("meta");
+        let object = data.with_exact_meta(meta);
+        let stored = encode(&object, "1.2.840.10008.1.2.1").expect("encode");
+        let text =
+            decode(&stored, "http://h/dicom-web/studies/1/series/2/instances/3").expect("decode");
+        let json: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(json["00100010"]["Value"][0]["Alphabetic"], "DOE^JANE");
+        assert_eq!(
+            json["00282000"]["BulkDataURI"],
+            "http://h/dicom-web/studies/1/series/2/instances/3/bulkdata/00282000"
+        );
+        assert_eq!(json["7FE00010"]["vr"], "OW");
+        assert!(json["00282000"].get("InlineBinary").is_none());
+    }
+}

@@ -1,0 +1,325 @@
+//! STOW-RS (PS3.18 §10.5): `multipart/related; type="application/dicom"` parts streamed one
+//! by one into archive-core's accept path, so a 2 GB part never sits in memory and every part
+//! gets exactly what a C-STORE of it would (durability, duplicate policy, hierarchy checks).
+//!
+//! Answer: 200 when every part was stored, 202 when some failed (each in FailedSOPSequence with
+//! its PS3.4 FailureReason), 409 when none was stored, 415 for another media type, 413 above
+//! `http.stow_max_bytes`. A request cut off mid-part leaves nothing of that part behind.
+
+use super::json::{attribute, key};
+use super::{bad_request, Links, DICOM_JSON};
+use crate::api::ApiError;
+use crate::WebState;
+use archive_core::accept::{status, Arrival, Identity, Refusal};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, WARNING};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dicom_core::VR;
+use dicom_dictionary_std::tags;
+use futures_util::StreamExt;
+use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Recorded as the source of instances stored over DICOMweb (the AE title column).
+const SOURCE: &str = "STOW-RS";
+
+pub async fn store(
+    State(state): State<WebState>,
+    links: Links,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    stow(&state, &links, &headers, None, body).await
+}
+
+pub async fn store_in_study(
+    State(state): State<WebState>,
+    links: Links,
+    headers: HeaderMap,
+    Path(study): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    stow(&state, &links, &headers, Some(study), body).await
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("STOW-RS requests may hold at most {limit} bytes (http.stow_max_bytes)"),
+    )
+}
+
+/// The boundary of a `multipart/related; type="application/dicom"` body, or 415 / 400.
+fn boundary_of(headers: &HeaderMap) -> Result<String, ApiError> {
+    let unsupported = |message: String| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    };
+    let text = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            unsupported("Content-Type must be multipart/related; type=\"application/dicom\"".into())
+        })?;
+    let mime: mime::Mime = text
+        .parse()
+        .map_err(|_| unsupported(format!("unreadable Content-Type `{text}`")))?;
+    if mime.essence_str() != "multipart/related" {
+        return Err(unsupported(format!(
+            "{} is not accepted: send multipart/related; type=\"application/dicom\"",
+            mime.essence_str()
+        )));
+    }
+    if let Some(part_type) = mime.get_param("type") {
+        if part_type.as_str() != "application/dicom" {
+            return Err(unsupported(format!(
+                "parts of type {part_type} are not accepted: only application/dicom (Part-10 files)"
+            )));
+        }
+    }
+    mime.get_param(mime::BOUNDARY)
+        .map(|b| b.as_str().to_string())
+        .ok_or_else(|| bad_request("Content-Type has no boundary"))
+}
+
+/// What became of one part.
+enum PartOutcome {
+    Stored(Identity),
+    Failed(Option<Identity>, u16, String),
+}
+
+async fn stow(
+    state: &WebState,
+    links: &Links,
+    headers: &HeaderMap,
+    study: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let boundary = boundary_of(headers)?;
+    let limit = state.dicomweb.stow_max_bytes;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large(limit));
+    }
+    // Bodies without a length are counted as they arrive.
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let stream = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        let total = counter.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+        if total > limit {
+            return Err(std::io::Error::other(
+                "request larger than http.stow_max_bytes",
+            ));
+        }
+        Ok::<Bytes, std::io::Error>(chunk)
+    });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut outcomes = Vec::new();
+    loop {
+        let mut field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(error) => return Err(broken_request(error, &received, limit)),
+        };
+        let declared_type = field.content_type().map(|m| m.essence_str().to_string());
+        if declared_type
+            .as_deref()
+            .is_some_and(|t| t != "application/dicom")
+        {
+            // Read past it; it is reported, not stored.
+            while let Ok(Some(_)) = field.chunk().await {}
+            outcomes.push(PartOutcome::Failed(
+                None,
+                status::CANNOT_UNDERSTAND,
+                format!(
+                    "part of type {} is not application/dicom",
+                    declared_type.unwrap_or_default()
+                ),
+            ));
+            continue;
+        }
+        let mut spooled = match state.acceptor.begin() {
+            Ok(spooled) => Some(spooled),
+            Err(refusal) => {
+                outcomes.push(PartOutcome::Failed(
+                    None,
+                    refusal.status(),
+                    refusal.kind().into(),
+                ));
+                None
+            }
+        };
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    if let Some(writer) = spooled.as_mut() {
+                        if let Err(refusal) = writer.write(&chunk).await {
+                            outcomes.push(PartOutcome::Failed(
+                                None,
+                                refusal.status(),
+                                refusal.kind().into(),
+                            ));
+                            spooled = None;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                // Cut off mid-part: what was spooled of it is dropped (and removed) here.
+                Err(error) => return Err(broken_request(error, &received, limit)),
+            }
+        }
+        let Some(spooled) = spooled else { continue };
+        let arrival = Arrival {
+            transfer_syntax: None,
+            source: SOURCE,
+            study_uid: study.as_deref(),
+            ..Arrival::default()
+        };
+        outcomes.push(match state.acceptor.accept(spooled, arrival).await {
+            Ok(accepted) => PartOutcome::Stored(accepted.identity),
+            Err(refused) => {
+                tracing::info!(
+                    kind = refused.reason.kind(),
+                    status = format_args!("{:#06X}", refused.reason.status()),
+                    "STOW-RS part refused"
+                );
+                PartOutcome::Failed(
+                    refused.identity,
+                    refused.reason.status(),
+                    public_reason(&refused.reason),
+                )
+            }
+        });
+    }
+    if outcomes.is_empty() {
+        return Err(bad_request("the request holds no parts"));
+    }
+    Ok(answer(links, study.as_deref(), outcomes))
+}
+
+/// The reason as a client may read it: conflicts name patient IDs, so they are told by kind.
+fn public_reason(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Conflict(conflict) => {
+            format!("conflicts with the stored hierarchy ({})", conflict.kind())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A malformed or cut-off body: 413 when it was the size limit, 400 otherwise.
+fn broken_request(error: multer::Error, received: &AtomicU64, limit: u64) -> ApiError {
+    if received.load(Ordering::Relaxed) > limit {
+        return too_large(limit);
+    }
+    tracing::info!(%error, "STOW-RS request broken off or malformed");
+    bad_request(format!("malformed or incomplete multipart body: {error}"))
+}
+
+fn answer(links: &Links, study: Option<&str>, outcomes: Vec<PartOutcome>) -> Response {
+    let mut referenced = Vec::new();
+    let mut failed = Vec::new();
+    let mut warnings = Vec::new();
+    for (position, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            PartOutcome::Stored(identity) => {
+                let mut item = sop_reference(identity);
+                item.insert(
+                    key(tags::RETRIEVE_URL.group(), tags::RETRIEVE_URL.element()),
+                    attribute(
+                        VR::UR,
+                        &links.instance(
+                            &identity.study_uid,
+                            &identity.series_uid,
+                            &identity.sop_instance_uid,
+                        ),
+                    ),
+                );
+                referenced.push(Value::Object(item));
+            }
+            PartOutcome::Failed(identity, reason, message) => {
+                let mut item = identity.as_ref().map(sop_reference).unwrap_or_default();
+                item.insert(
+                    key(tags::FAILURE_REASON.group(), tags::FAILURE_REASON.element()),
+                    json!({ "vr": "US", "Value": [reason] }),
+                );
+                failed.push(Value::Object(item));
+                warnings.push(format!("part {}: {message}", position + 1));
+            }
+        }
+    }
+    let status = match (referenced.is_empty(), failed.is_empty()) {
+        (false, true) => StatusCode::OK,
+        (false, false) => StatusCode::ACCEPTED,
+        (true, _) => StatusCode::CONFLICT,
+    };
+    let mut object = Map::new();
+    if let Some(study) = study {
+        object.insert(
+            key(tags::RETRIEVE_URL.group(), tags::RETRIEVE_URL.element()),
+            attribute(VR::UR, &links.study(study)),
+        );
+    }
+    if !failed.is_empty() {
+        object.insert(
+            key(
+                tags::FAILED_SOP_SEQUENCE.group(),
+                tags::FAILED_SOP_SEQUENCE.element(),
+            ),
+            json!({ "vr": "SQ", "Value": failed }),
+        );
+    }
+    if !referenced.is_empty() {
+        object.insert(
+            key(
+                tags::REFERENCED_SOP_SEQUENCE.group(),
+                tags::REFERENCED_SOP_SEQUENCE.element(),
+            ),
+            json!({ "vr": "SQ", "Value": referenced }),
+        );
+    }
+    let mut response = (
+        status,
+        [(CONTENT_TYPE, DICOM_JSON)],
+        Value::Object(object).to_string(),
+    )
+        .into_response();
+    for warning in warnings {
+        let text = warning.replace(['"', '\r', '\n'], " ");
+        if let Ok(value) = HeaderValue::from_str(&format!("299 strata \"{text}\"")) {
+            response.headers_mut().append(WARNING, value);
+        }
+    }
+    response
+}
+
+fn sop_reference(identity: &Identity) -> Map<String, Value> {
+    let mut item = Map::new();
+    item.insert(
+        key(
+            tags::REFERENCED_SOP_CLASS_UID.group(),
+            tags::REFERENCED_SOP_CLASS_UID.element(),
+        ),
+        attribute(VR::UI, &identity.sop_class_uid),
+    );
+    item.insert(
+        key(
+            tags::REFERENCED_SOP_INSTANCE_UID.group(),
+            tags::REFERENCED_SOP_INSTANCE_UID.element(),
+        ),
+        attribute(VR::UI, &identity.sop_instance_uid),
+    );
+    item
+}
