@@ -57,6 +57,8 @@ install_missing() {
         log "installing playwright-core (npm, exact version from tests/ui/package-lock.json; no browser download)"
         (cd tests/ui && npm ci --no-audit --no-fund --loglevel=error)
     fi
+    # The OHIF viewer Strata serves at /viewer/ (pinned, checked; npm registry only here).
+    bash scripts/install-viewer.sh target/viewer
     if ! python3 -c 'import pynetdicom' 2>/dev/null; then
         log "installing pynetdicom (PyPI)"
         python3 -m pip install -q pynetdicom
@@ -64,6 +66,10 @@ install_missing() {
     if ! python3 -c 'import schemathesis, openapi_spec_validator' 2>/dev/null; then
         log "installing schemathesis and openapi-spec-validator (PyPI): the API's fuzz test"
         python3 -m pip install -q schemathesis openapi-spec-validator
+    fi
+    if ! python3 -c 'import dicomweb_client, pydicom' 2>/dev/null; then
+        log "installing dicomweb-client and pydicom (PyPI): the DICOMweb tests' clients"
+        python3 -m pip install -q dicomweb-client pydicom
     fi
     if ! python3 -c 'import boto3' 2>/dev/null; then
         log "installing boto3 (PyPI): the tests' independent S3 reader"

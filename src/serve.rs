@@ -121,6 +121,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         })?;
     let dicomweb = web_admin::dicomweb::DicomWebSettings::from_config(&config.http)
         .map_err(anyhow::Error::msg)?;
+    let viewer = match &config.http.viewer_dir {
+        Some(dir) => Some(
+            web_admin::viewer::Viewer::load(dir, &config.http.dicomweb_base)
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
     let dicom_address = format!("{}:{}", config.dicom.bind, config.dicom.port);
     let dicom_listener = tokio::net::TcpListener::bind(&dicom_address)
         .await
@@ -146,6 +153,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "  Admin: http://{}/ui/ (log in with the API token below); REST API under /api",
         config.http.listen
     );
+    println!(
+        "  DICOMweb: http://{}{} (QIDO-RS, WADO-RS, STOW-RS; WADO-URI at /wado){}",
+        config.http.listen,
+        config.http.dicomweb_base,
+        if viewer.is_some() {
+            format!("; viewer at http://{}/viewer/", config.http.listen)
+        } else {
+            String::new()
+        }
+    );
     println!("  Index: {url}");
     println!(
         "  Node:  {} (NEARLINE targets: {})",
@@ -168,16 +185,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     println!("  Press Ctrl-C to stop.");
     tracing::info!(ae_title = %config.dicom.ae_title, dicom = %dicom_address, http = %config.http.listen, index = %url, "started");
 
-    let web = web_admin::router(web_admin::WebState {
-        index: index.clone(),
-        online: online.clone(),
-        token,
-        max_attempts: config.lifecycle.max_attempts,
-        max_body_bytes: usize::try_from(config.http.max_body_bytes.0).unwrap_or(usize::MAX),
-        acceptor: acceptor.clone(),
-        retriever: retriever.clone(),
-        dicomweb,
-    });
+    let web = web_admin::router(
+        web_admin::WebState {
+            index: index.clone(),
+            online: online.clone(),
+            token,
+            max_attempts: config.lifecycle.max_attempts,
+            max_body_bytes: usize::try_from(config.http.max_body_bytes.0).unwrap_or(usize::MAX),
+            acceptor: acceptor.clone(),
+            retriever: retriever.clone(),
+            dicomweb,
+            viewer_enabled: viewer.is_some(),
+        },
+        viewer,
+    );
     tokio::spawn(refresh_filesystems(index.clone(), online.clone()));
     let http = web_admin::server::serve(
         http_listener,

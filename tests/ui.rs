@@ -204,8 +204,6 @@ async fn sessions_and_csrf_protect_every_change(backend: Backend) {
     assert!(header(&head, "set-cookie").is_some_and(|c| c.contains("Max-Age=0")));
 }
 
-on_both_backends!(sessions_and_csrf_protect_every_change);
-
 fn screenshots_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
     std::fs::create_dir_all(&dir).expect("screenshot dir");
@@ -301,3 +299,63 @@ async fn an_admin_runs_the_archive_from_the_browser() {
         );
     }
 }
+
+/// The OHIF build that scripts/install-viewer.sh installs (scripts/test.sh runs it).
+fn viewer_dir() -> PathBuf {
+    let dir = std::env::var("STRATA_TEST_VIEWER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/viewer"));
+    assert!(
+        dir.join(".ohif-version").is_file(),
+        "the OHIF viewer is missing from {}: run scripts/install-viewer.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// OHIF served by Strata at /viewer/, in headless chromium: the study list lists the CT study
+/// and the viewer draws its image (canvas pixels checked), with no page error, no failed
+/// DICOMweb request and nothing fetched from another origin (tests/ui/ohif.mjs).
+async fn the_ohif_viewer_lists_and_draws_a_ct_study(backend: Backend) {
+    let (ui, chromium) = browser_tools();
+    let viewer = viewer_dir();
+    let strata = Strata::start(
+        backend,
+        &format!("[http]\nviewer_dir = \"{}\"\n", viewer.display()),
+    )
+    .await;
+    let study = ingest(&strata, 1, 5, 128).await.remove(0);
+    let shots = screenshots_dir().join(format!("ohif-{backend:?}").to_lowercase());
+    let output = Command::new("node")
+        .arg(ui.join("ohif.mjs"))
+        .current_dir(&ui)
+        .env(
+            "VIEWER_URL",
+            format!("http://127.0.0.1:{}/viewer/", strata.http_port),
+        )
+        .env("STUDY_UID", &study)
+        .env("SCREENSHOT_DIR", &shots)
+        .env("LOGIN_TOKEN", strata.api_token())
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node runs (Debian's nodejs)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "OHIF test failed\n{stdout}\n{stderr}\n--- strata log\n{}",
+        strata.log()
+    );
+    assert!(stdout.contains("ohif: passed"), "{stdout}");
+    for name in ["study-list", "viewer"] {
+        let size = std::fs::metadata(shots.join(format!("{name}.png")))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(size > 5_000, "screenshot {name}.png missing or empty");
+    }
+}
+
+on_both_backends!(
+    sessions_and_csrf_protect_every_change,
+    the_ohif_viewer_lists_and_draws_a_ct_study,
+);

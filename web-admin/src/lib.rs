@@ -10,6 +10,7 @@ mod filesystems_api;
 pub mod server;
 mod settings_api;
 pub mod ui;
+pub mod viewer;
 
 pub use auth::AdminToken;
 
@@ -39,9 +40,11 @@ pub struct WebState {
     /// WADO-RS reads through the same retriever (and retrieve cache) as C-MOVE.
     pub retriever: Retriever,
     pub dicomweb: dicomweb::DicomWebSettings,
+    /// The OHIF viewer is served at /viewer/ (study pages link to it).
+    pub viewer_enabled: bool,
 }
 
-pub fn router(state: WebState) -> Router {
+pub fn router(state: WebState, viewer: Option<viewer::Viewer>) -> Router {
     let body_limit = DefaultBodyLimit::max(state.max_body_bytes);
     let protected = Router::new()
         .route("/metrics", get(metrics))
@@ -58,6 +61,7 @@ pub fn router(state: WebState) -> Router {
         .merge(ui::routes(state.clone()))
         .merge(protected)
         .merge(dicomweb::routes(&state))
+        .merge(viewer.map(viewer::Viewer::routes).unwrap_or_default())
         .fallback(|| async {
             api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
         })

@@ -75,6 +75,9 @@ pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
+/// Keys whose default is "not set" (`Option`), settable from the environment and flags too.
+const OPTIONAL_TEXT_KEYS: &[&str] = &["http.admin_token_file", "http.viewer_dir"];
+
 /// Puts `raw` at `key`, converted to the type the default config has there, so that
 /// `STRATA_DICOM__PORT=11113` becomes an integer and `STRATA_DICOM__AE_TITLE=123` stays text.
 fn set_key(
@@ -89,6 +92,9 @@ fn set_key(
     for part in &parts {
         expected = expected.and_then(|v| v.get(part));
     }
+    // Optional keys are absent from the serialized defaults; they take text (a path).
+    let text = Value::String(String::new());
+    let expected = expected.or(OPTIONAL_TEXT_KEYS.contains(&key).then_some(&text));
     let Some(expected) = expected else {
         return Err(ConfigError::key(
             key,
@@ -219,6 +225,23 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(load(&sources).expect("loads").dicom.ae_title, "1234");
+    }
+
+    #[test]
+    fn env_sets_optional_paths() {
+        let sources = ConfigSources {
+            env: env(&[
+                ("STRATA_HTTP__VIEWER_DIR", "/srv/ohif"),
+                ("STRATA_HTTP__ADMIN_TOKEN_FILE", "/etc/strata/token"),
+            ]),
+            ..Default::default()
+        };
+        let config = load(&sources).expect("loads");
+        assert_eq!(config.http.viewer_dir, Some(PathBuf::from("/srv/ohif")));
+        assert_eq!(
+            config.http.admin_token_file,
+            Some(PathBuf::from("/etc/strata/token"))
+        );
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub fn session_of(token: &AdminToken, headers: &HeaderMap) -> Option<Session> {
 
 pub fn set_cookie_header(value: &str, max_age_seconds: i64) -> HeaderValue {
     let cookie = format!(
-        "{COOKIE_NAME}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}"
+        "{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}"
     );
     HeaderValue::from_str(&cookie).unwrap_or(HeaderValue::from_static(""))
 }

@@ -207,6 +207,9 @@ async fn detail_content(state: &WebState, session: &Session, uid: &str) -> ApiRe
                     dt { "Instances" } dd { (study.num_instances) " in " (study.num_series) " series, " (bytes(study.size_bytes)) }
                     dt { "Study Instance UID" } dd.uid { (study.study_uid) }
                 }
+                @if state.viewer_enabled {
+                    p { a.button href=(format!("{}/viewer?StudyInstanceUIDs={}", crate::viewer::MOUNT, study.study_uid)) target="_blank" { "Open in viewer" } }
+                }
             }
             section.card.actions-card {
                 h2 { "Actions" }
