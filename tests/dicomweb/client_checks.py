@@ -170,6 +170,16 @@ def read_checks(url, token, stored_dir):
         for n, frame in enumerate(frames):
             if bytes(frame) != ds.PixelData[n * length:(n + 1) * length]:
                 fail(f"frame {n + 1} of {uid} differs from the pixel data")
+        if checked == 0:
+            # The metadata's BulkDataURI for Pixel Data leads to the same bytes.
+            metadata = dw.retrieve_instance_metadata(ds.StudyInstanceUID, ds.SeriesInstanceUID, uid)
+            uri = metadata["7FE00010"]["BulkDataURI"]
+            # dicomweb-client sends `Host` without the port (web.py: headers['Host'] = self.host),
+            # so absolute URIs built from it lack the port: point it back at the server asked.
+            uri = url + uri[uri.index("/studies/"):]
+            pieces = dw.retrieve_bulkdata(uri)
+            if b"".join(bytes(p) for p in pieces) != ds.PixelData[: count * length]:
+                fail(f"the Pixel Data BulkDataURI of {uid} does not give its pixel data")
         checked += 1
     if checked == 0:
         fail("no uncompressed instance to check frames on")

@@ -104,6 +104,10 @@ pub fn routes(state: &WebState) -> Router<WebState> {
             "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
             get(wado::frames),
         )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
+            get(wado::bulkdata),
+        )
         .route_layer(from_fn_with_state(state.clone(), require_access));
     let legacy = Router::new()
         .route("/wado", get(wado::wado_uri))

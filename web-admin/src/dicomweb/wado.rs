@@ -466,3 +466,95 @@ pub async fn wado_uri(
     }
     Ok(([(CONTENT_TYPE, "application/dicom")], bytes).into_response())
 }
+
+/// `…/instances/{instance}/bulkdata/{tag}`: what a metadata BulkDataURI points at. Pixel Data
+/// comes frame by frame as `/frames` would send it; other values as one
+/// `application/octet-stream` part in Little Endian.
+pub async fn bulkdata(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path((study, series, instance, tag_text)): Path<(String, String, String, String)>,
+) -> Result<Response, ApiError> {
+    let tag = u32::from_str_radix(&tag_text, 16)
+        .ok()
+        .filter(|_| tag_text.len() == 8)
+        .map(|n| dicom_core::Tag((n >> 16) as u16, (n & 0xFFFF) as u16))
+        .ok_or_else(|| {
+            bad_request(format!(
+                "bulk data tag `{tag_text}`: must be 8 hexadecimal digits"
+            ))
+        })?;
+    if tag == tags::PIXEL_DATA {
+        let location = locations(&state, &study, Some(&series), Some(&instance))
+            .await?
+            .remove(0);
+        let count = location.number_of_frames.unwrap_or(1).max(1);
+        let all = (1..=count)
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        return frames(State(state), headers, Path((study, series, instance, all))).await;
+    }
+    let location = locations(&state, &study, Some(&series), Some(&instance))
+        .await?
+        .remove(0);
+    let opened = state.retriever.open_single(&location).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+    })?;
+    let data_set = opened.read_all().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+    })?;
+    let syntax = location.transfer_syntax.clone();
+    let value = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+        let ts = TransferSyntaxRegistry
+            .get(&syntax)
+            .ok_or_else(|| bad_request(format!("unknown transfer syntax {syntax}")))?;
+        let object = InMemDicomObject::read_dataset_with_ts(&data_set[..], ts).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unreadable",
+                format!("cannot read the stored object: {e}"),
+            )
+        })?;
+        let element = object
+            .get(tag)
+            .ok_or_else(|| not_found(format!("the instance has no attribute {tag_text}")))?;
+        element
+            .value()
+            .to_bytes()
+            .map(|bytes| bytes.into_owned())
+            .map_err(|e| bad_request(format!("attribute {tag_text} has no binary value: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    let boundary = new_boundary();
+    let (mut writer, body) = PartWriter::new(boundary.clone());
+    tokio::spawn(async move {
+        if writer
+            .begin_part(&format!(
+                "application/octet-stream; transfer-syntax={}",
+                accept::EXPLICIT_LE
+            ))
+            .await
+            && writer.send(Bytes::from(value)).await
+        {
+            writer.finish().await;
+        }
+    });
+    Ok((
+        [(
+            CONTENT_TYPE,
+            content_type("application/octet-stream", &boundary),
+        )],
+        body,
+    )
+        .into_response())
+}
