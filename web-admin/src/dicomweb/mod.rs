@@ -70,6 +70,7 @@ impl DicomWebSettings {
 
 pub fn routes(state: &WebState) -> Router<WebState> {
     let studies = Router::new()
+        .route("/openapi.json", get(openapi))
         .route("/studies", get(qido::studies).post(stow::store))
         .route("/series", get(qido::series))
         .route("/instances", get(qido::instances))
@@ -229,6 +230,17 @@ impl FromRequestParts<WebState> for Links {
         };
         Ok(Links { root })
     }
+}
+
+/// The DICOMweb routes as OpenAPI 3 (hand-written next to them).
+async fn openapi() -> (
+    [(axum::http::header::HeaderName, &'static str); 1],
+    &'static str,
+) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
 }
 
 /// PS3.18's media type of DICOM JSON.
