@@ -11,7 +11,10 @@
 #   --rounds N  send each workload to each receiver N times, interleaved (default 3); the
 #               table shows medians, every run is listed (fsync times on a VM are noisy)
 # Environment: BENCH_DIR (default target/bench), BENCH_PG_URL (admin URL, default
-#   postgres://root@127.0.0.1:5432/postgres; Strata-PG is skipped when unreachable).
+#   postgres://root@127.0.0.1:5432/postgres; Strata-PG is skipped when unreachable),
+#   BENCH_BASELINE_BIN (another strata binary, e.g. a release build of an earlier commit:
+#   measured in the same rounds as baseline-sqlite / baseline-postgres, to show what a change
+#   costs ingest beside the noise of the machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -105,9 +108,9 @@ JSON
     wait_port "$port"; seconds[orthanc,$1]=$(send_parallel "$port" "$1" 4)
     kill "$pid"; wait "$pid" 2>/dev/null || true
 }
-start_strata() { # data-dir db-url -> sets STRATA_PID STRATA_PORT
+start_strata() { # data-dir db-url [binary] -> sets STRATA_PID STRATA_PORT
     STRATA_PORT=$(free_port)
-    "$strata" serve --data-dir "$1" --database-url "$2" --dicom-port "$STRATA_PORT" \
+    "${3:-$strata}" serve --data-dir "$1" --database-url "$2" --dicom-port "$STRATA_PORT" \
         --http-listen "127.0.0.1:$(free_port)" >"$1.log" 2>&1 & STRATA_PID=$!
     wait_port "$STRATA_PORT"
 }
@@ -117,12 +120,13 @@ fresh_pg_url() {
     local name; name="strata_bench_$(date +%s)_$RANDOM"
     psql "$pg_admin" -qc "CREATE DATABASE $name" >/dev/null && echo "${pg_admin%/*}/$name"
 }
-run_strata() { # backend workload
-    local dir=$run_root/strata-$1-$2-$round url; mkdir -p "$dir"
+run_strata() { # backend workload [binary label]
+    local label=${4:-strata}
+    local dir=$run_root/$label-$1-$2-$round url; mkdir -p "$dir"
     if [ "$1" = sqlite ]; then url="sqlite://$dir/index.db"; else url=$(fresh_pg_url); fi
-    start_strata "$dir" "$url"
-    seconds[strata-$1,$2]=$(send_parallel "$STRATA_PORT" "$2" 4)
-    rss[strata-$1,$2]=$(peak_rss_mb "$STRATA_PID")
+    start_strata "$dir" "$url" "${3:-$strata}"
+    seconds[$label-$1,$2]=$(send_parallel "$STRATA_PORT" "$2" 4)
+    rss[$label-$1,$2]=$(peak_rss_mb "$STRATA_PID")
     stop_strata
 }
 declare -A rss
@@ -143,6 +147,10 @@ for round in $(seq 1 "$rounds"); do
         run_floor "$workload"; record durable-floor "$workload"
         run_strata sqlite "$workload"; record strata-sqlite "$workload"
         if [ -n "$pg_ok" ]; then run_strata postgres "$workload"; record strata-postgres "$workload"; fi
+        if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+            run_strata sqlite "$workload" "$BENCH_BASELINE_BIN" baseline; record baseline-sqlite "$workload"
+            if [ -n "$pg_ok" ]; then run_strata postgres "$workload" "$BENCH_BASELINE_BIN" baseline; record baseline-postgres "$workload"; fi
+        fi
     done
 done
 for key in "${!runs[@]}"; do seconds[$key]=$(echo "${runs[$key]}" | median); done
@@ -181,7 +189,7 @@ echo "| workload | receiver | seconds (median) | instances/s | vs storescp | vs 
 echo "|---|---|---:|---:|---:|---:|---|"
 for workload in small ct; do
     n=$(count "$workload")
-    for target in storescp orthanc durable-floor strata-sqlite strata-postgres; do
+    for target in storescp orthanc durable-floor strata-sqlite strata-postgres baseline-sqlite baseline-postgres; do
         s=${seconds[$target,$workload]:-}; [ -z "$s" ] && continue
         ips=$(calc "$n / $s")
         vs_scp=$(calc "${seconds[storescp,$workload]} / $s")

@@ -11,11 +11,11 @@
 use dicom_core::header::{HasLength, Header};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, InMemDicomObject};
+use dicom_object::DefaultDicomObject;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::io::{Read, Write};
 
 /// Binary values longer than this are bulk data: sent by reference, not inline.
@@ -25,28 +25,40 @@ pub const BULK_PLACEHOLDER: &str = "@instance@";
 
 /// The deflated DICOM JSON of `object`'s data set (up to Pixel Data) with bulk data by
 /// reference. `transfer_syntax` decides Pixel Data's VR (OB when encapsulated).
+///
+/// Written element by element straight into the deflater: nothing of the object is cloned
+/// and no JSON tree of the whole data set is built (this runs for every stored instance).
 pub fn encode(object: &DefaultDicomObject, transfer_syntax: &str) -> Result<Vec<u8>, String> {
-    let mut inline = InMemDicomObject::new_empty();
-    let mut bulk: Vec<(Tag, VR)> = Vec::new();
+    let mut out = DeflateEncoder::new(Vec::with_capacity(2048), Compression::fast());
+    let io = |e: std::io::Error| e.to_string();
+    out.write_all(b"{").map_err(io)?;
+    let mut first = true;
     for element in object.iter() {
         let header = element.header();
         let binary = matches!(
             header.vr(),
             VR::OB | VR::OW | VR::OD | VR::OF | VR::OL | VR::OV | VR::UN
         );
-        if binary && header.length().get().is_none_or(|len| len > BULK_THRESHOLD) {
-            bulk.push((header.tag(), header.vr()));
-        } else {
-            inline.put(element.clone());
+        if !first {
+            out.write_all(b",").map_err(io)?;
         }
-    }
-    let mut json = match dicom_json::to_value(&inline).map_err(|e| e.to_string())? {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    numbers_as_numbers(&mut json);
-    for (tag, vr) in bulk {
-        insert_bulk(&mut json, tag, vr);
+        first = false;
+        if binary && header.length().get().is_none_or(|len| len > BULK_THRESHOLD) {
+            write_bulk(&mut out, header.tag(), header.vr()).map_err(io)?;
+            continue;
+        }
+        let tag = header.tag();
+        write!(out, "\"{:04X}{:04X}\":", tag.group(), tag.element()).map_err(io)?;
+        if matches!(header.vr(), VR::IS | VR::DS | VR::SQ) {
+            // Rare enough to afford a small tree: numbers need fixing, items may nest them.
+            let mut value = serde_json::to_value(dicom_json::DicomJson::from(element))
+                .map_err(|e| e.to_string())?;
+            fix_numbers(&mut value);
+            serde_json::to_writer(&mut out, &value).map_err(|e| e.to_string())?;
+        } else {
+            serde_json::to_writer(&mut out, &dicom_json::DicomJson::from(element))
+                .map_err(|e| e.to_string())?;
+        }
     }
     // The header was read up to Pixel Data, so its presence is inferred from the image
     // attributes that must accompany it.
@@ -63,12 +75,33 @@ pub fn encode(object: &DefaultDicomObject, transfer_syntax: &str) -> Result<Vec<
                 | "1.2.840.10008.1.2.1.99"
         );
         let vr = if native && bits > 8 { VR::OW } else { VR::OB };
-        insert_bulk(&mut json, tags::PIXEL_DATA, vr);
+        if !first {
+            out.write_all(b",").map_err(io)?;
+        }
+        write_bulk(&mut out, tags::PIXEL_DATA, vr).map_err(io)?;
     }
-    let text = serde_json::to_vec(&Value::Object(json)).map_err(|e| e.to_string())?;
-    let mut encoder = DeflateEncoder::new(Vec::with_capacity(text.len() / 3), Compression::fast());
-    encoder.write_all(&text).map_err(|e| e.to_string())?;
-    encoder.finish().map_err(|e| e.to_string())
+    out.write_all(b"}").map_err(io)?;
+    out.finish().map_err(io)
+}
+
+fn write_bulk(out: &mut impl Write, tag: Tag, vr: VR) -> std::io::Result<()> {
+    let key = format!("{:04X}{:04X}", tag.group(), tag.element());
+    write!(
+        out,
+        "\"{key}\":{{\"vr\":\"{vr}\",\"BulkDataURI\":\"{BULK_PLACEHOLDER}/bulkdata/{key}\"}}"
+    )
+}
+
+/// One attribute's JSON with IS and DS values as numbers, in nested items too.
+fn fix_numbers(attribute: &mut Value) {
+    if let Some(object) = attribute.as_object_mut() {
+        let mut single = Map::new();
+        single.insert(String::new(), Value::Object(std::mem::take(object)));
+        numbers_as_numbers(&mut single);
+        if let Some(Value::Object(fixed)) = single.remove("") {
+            *object = fixed;
+        }
+    }
 }
 
 /// PS3.18 F.2.3: IS and DS values are JSON numbers (dicom-json keeps the text it read).
@@ -114,12 +147,6 @@ fn numbers_as_numbers(json: &mut Map<String, Value>) {
     }
 }
 
-fn insert_bulk(json: &mut Map<String, Value>, tag: Tag, vr: VR) {
-    let key = format!("{:04X}{:04X}", tag.group(), tag.element());
-    let uri = format!("{BULK_PLACEHOLDER}/bulkdata/{key}");
-    json.insert(key, json!({ "vr": vr.to_string(), "BulkDataURI": uri }));
-}
-
 /// The stored JSON text, with bulk data URIs under `instance_url`.
 pub fn decode(stored: &[u8], instance_url: &str) -> std::io::Result<String> {
     let mut text = String::with_capacity(stored.len() * 4);
@@ -132,6 +159,7 @@ mod tests {
     use super::*;
     use dicom_core::{DataElement, PrimitiveValue};
     use dicom_object::meta::FileMetaTableBuilder;
+    use dicom_object::InMemDicomObject;
 
     #[test]
     fn bulk_data_goes_by_reference_and_the_rest_inline() {

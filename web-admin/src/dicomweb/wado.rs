@@ -138,6 +138,10 @@ async fn retrieve(
         .into_response())
 }
 
+/// Instances opened ahead of the one being sent: opening (a file read, or waiting for a pack
+/// member) overlaps with sending, and memory stays bounded by this many opened instances.
+const OPEN_AHEAD: usize = 4;
+
 async fn stream_objects(
     state: &WebState,
     found: Vec<InstanceLocation>,
@@ -145,12 +149,22 @@ async fn stream_objects(
     mut writer: PartWriter,
     single: bool,
 ) {
-    for location in &found {
-        let opened = if single {
-            state.retriever.open_single(location).await
-        } else {
-            state.retriever.open(location).await
-        };
+    use futures_util::StreamExt;
+    let retriever = state.retriever.clone();
+    let mut opened_in_order = futures_util::stream::iter(found)
+        .map(move |location| {
+            let retriever = retriever.clone();
+            async move {
+                let opened = if single {
+                    retriever.open_single(&location).await
+                } else {
+                    retriever.open(&location).await
+                };
+                (location, opened)
+            }
+        })
+        .buffered(OPEN_AHEAD);
+    while let Some((location, opened)) = opened_in_order.next().await {
         let opened = match opened {
             Ok(opened) => opened,
             Err(error) => {
@@ -163,12 +177,6 @@ async fn stream_objects(
             .0
             .clone()
             .unwrap_or_else(|| location.transfer_syntax.clone());
-        if !writer
-            .begin_part(&format!("application/dicom; transfer-syntax={syntax}"))
-            .await
-        {
-            return;
-        }
         if let Err(error) = send_object(&mut writer, opened, &syntax).await {
             tracing::warn!(%error, sop_instance_uid = %location.sop_uid, "WADO-RS: answer broken off");
             writer.fail(error).await;
@@ -178,8 +186,8 @@ async fn stream_objects(
     writer.finish().await;
 }
 
-/// One Part-10 object: a file meta group for the syntax sent, then the data set as stored or
-/// converted. `Err` ends the answer.
+/// One part: its header and a file meta group for the syntax sent, then the data set as
+/// stored or converted. `Err` ends the answer.
 async fn send_object(
     writer: &mut PartWriter,
     mut opened: OpenedInstance,
@@ -187,7 +195,13 @@ async fn send_object(
 ) -> Result<(), String> {
     let location = opened.location.clone();
     let header = part10_header(&location.sop_class_uid, &location.sop_uid, syntax, "")?;
-    if !writer.send(Bytes::from(header)).await {
+    if !writer
+        .begin_part_with(
+            &format!("application/dicom; transfer-syntax={syntax}"),
+            &header,
+        )
+        .await
+    {
         return Err("client gone".into());
     }
     if syntax == location.transfer_syntax {
