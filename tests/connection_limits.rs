@@ -21,27 +21,11 @@ const HALF_REQUEST: [u8; 6] = [0x01, 0x00, 0x00, 0x00, 0x01, 0x00];
 const VERIFICATION: &str = "1.2.840.10008.1.1";
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 
-/// A connection to 127.0.0.1:`port` from the loopback address `source`.
+/// A connection to 127.0.0.1:`port` from the loopback address `source`, without the read
+/// timeout the shared helper sets (each check here sets its own).
 fn connect_from(source: &str, port: u16) -> TcpStream {
-    let source: std::net::SocketAddr = format!("{source}:0").parse().expect("address");
-    let socket = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-            socket.bind(source).expect("bind source address");
-            let stream = socket
-                .connect(([127, 0, 0, 1], port).into())
-                .await
-                .expect("connect");
-            stream.into_std().expect("std stream")
-        })
-    })
-    .join()
-    .expect("connect thread");
-    socket.set_nonblocking(false).expect("blocking");
+    let socket = common::scu::socket2_bound(source, port);
+    socket.set_read_timeout(None).expect("no timeout");
     socket
 }
 

@@ -275,7 +275,7 @@ pub fn associate_from(source: &str, port: u16, calling_ae: &str) -> Pdu {
 
 /// A TCP connection to 127.0.0.1:`port` from `source` (std has no bind-before-connect, so a
 /// private tokio runtime on its own thread does the connect).
-fn socket2_bound(source: &str, port: u16) -> std::net::TcpStream {
+pub fn socket2_bound(source: &str, port: u16) -> std::net::TcpStream {
     let source: std::net::SocketAddr = format!("{source}:0").parse().expect("address");
     let stream = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()

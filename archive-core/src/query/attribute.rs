@@ -58,6 +58,42 @@ pub enum Attr {
 }
 
 impl Attr {
+    /// Every attribute, in declaration order (patient → image).
+    pub const ALL: [Attr; 29] = {
+        use Attr::*;
+        [
+            PatientId,
+            IssuerOfPatientId,
+            PatientName,
+            PatientBirthDate,
+            PatientSex,
+            NumberOfPatientRelatedStudies,
+            NumberOfPatientRelatedSeries,
+            NumberOfPatientRelatedInstances,
+            StudyInstanceUid,
+            StudyDate,
+            StudyTime,
+            AccessionNumber,
+            StudyId,
+            StudyDescription,
+            ReferringPhysicianName,
+            ModalitiesInStudy,
+            NumberOfStudyRelatedSeries,
+            NumberOfStudyRelatedInstances,
+            SeriesInstanceUid,
+            Modality,
+            SeriesNumber,
+            SeriesDescription,
+            BodyPartExamined,
+            NumberOfSeriesRelatedInstances,
+            SopInstanceUid,
+            SopClassUid,
+            InstanceNumber,
+            NumberOfFrames,
+            InstanceAvailability,
+        ]
+    };
+
     /// The level the attribute belongs to. `InstanceAvailability` exists at every level but
     /// is reported as the query level's (see `column`), so it counts as a patient-level key.
     pub fn level(self) -> Level {

@@ -60,40 +60,22 @@ fn default_attributes(level: Level) -> &'static [Attr] {
     }
 }
 
-/// Every attribute the index keeps at `level` and above (`includefield=all`).
+/// Every attribute the index keeps at `level` and above (`includefield=all`); the patient
+/// counts are left out, as QIDO-RS has no patient level to count at.
 fn all_attributes(level: Level) -> Vec<Attr> {
     use Attr::*;
-    [
-        PatientId,
-        IssuerOfPatientId,
-        PatientName,
-        PatientBirthDate,
-        PatientSex,
-        StudyInstanceUid,
-        StudyDate,
-        StudyTime,
-        AccessionNumber,
-        StudyId,
-        StudyDescription,
-        ReferringPhysicianName,
-        ModalitiesInStudy,
-        NumberOfStudyRelatedSeries,
-        NumberOfStudyRelatedInstances,
-        SeriesInstanceUid,
-        Modality,
-        SeriesNumber,
-        SeriesDescription,
-        BodyPartExamined,
-        NumberOfSeriesRelatedInstances,
-        SopInstanceUid,
-        SopClassUid,
-        InstanceNumber,
-        NumberOfFrames,
-        InstanceAvailability,
-    ]
-    .into_iter()
-    .filter(|attr| attr.level() <= level)
-    .collect()
+    Attr::ALL
+        .into_iter()
+        .filter(|attr| {
+            attr.level() <= level
+                && !matches!(
+                    attr,
+                    NumberOfPatientRelatedStudies
+                        | NumberOfPatientRelatedSeries
+                        | NumberOfPatientRelatedInstances
+                )
+        })
+        .collect()
 }
 
 /// A parsed search: the index query, the attributes to answer with, and the page.

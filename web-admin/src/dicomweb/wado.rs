@@ -242,6 +242,24 @@ fn convert(data_set: &[u8], from: &str, to: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// The whole data set of one instance (a NEARLINE one by a ranged read): what frames, bulk
+/// data and WADO-URI work on. 503 when the copy cannot be read now.
+async fn read_data_set(state: &WebState, location: &InstanceLocation) -> Result<Vec<u8>, ApiError> {
+    let unavailable = |e: archive_core::retrieve::RetrieveError| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+    };
+    let opened = state
+        .retriever
+        .open_single(location)
+        .await
+        .map_err(unavailable)?;
+    opened.read_all().await.map_err(unavailable)
+}
+
 /// `…/instances/{instance}/frames/{list}`: uncompressed frames as `application/octet-stream`,
 /// compressed ones as stored when the request accepts that.
 pub async fn frames(
@@ -279,20 +297,7 @@ pub async fn frames(
             format!("the frames are stored compressed ({syntax}) and served as stored: accept {stored_media} or transfer-syntax=*"),
         ));
     }
-    let opened = state.retriever.open_single(&location).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-    })?;
-    let data_set = opened.read_all().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-    })?;
+    let data_set = read_data_set(&state, &location).await?;
     let wanted = numbers.clone();
     let stored_syntax = syntax.clone();
     let frames =
@@ -449,22 +454,9 @@ pub async fn wado_uri(
             ))
         }
     };
-    let opened = state.retriever.open_single(&location).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-    })?;
     let mut bytes = part10_header(&location.sop_class_uid, &location.sop_uid, &target, "")
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
-    let data_set = opened.read_all().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-    })?;
+    let data_set = read_data_set(&state, &location).await?;
     if target == location.transfer_syntax {
         bytes.extend_from_slice(&data_set);
     } else {
@@ -512,20 +504,7 @@ pub async fn bulkdata(
     let location = locations(&state, &study, Some(&series), Some(&instance))
         .await?
         .remove(0);
-    let opened = state.retriever.open_single(&location).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-    })?;
-    let data_set = opened.read_all().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-    })?;
+    let data_set = read_data_set(&state, &location).await?;
     let syntax = location.transfer_syntax.clone();
     let value = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
         let ts = TransferSyntaxRegistry
