@@ -15,7 +15,7 @@ use dicom_object::DefaultDicomObject;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::io::{Read, Write};
 
 /// Binary values longer than this are bulk data: sent by reference, not inline.
@@ -96,57 +96,40 @@ fn write_bulk(out: &mut impl Write, tag: Tag, vr: VR) -> std::io::Result<()> {
     )
 }
 
-/// One attribute's JSON with IS and DS values as numbers, in nested items too.
+/// PS3.18 F.2.3: one attribute's IS and DS values as JSON numbers (dicom-json keeps the
+/// text it read), in nested items too. Values that are not numbers stay strings rather than
+/// being lost.
 fn fix_numbers(attribute: &mut Value) {
-    if let Some(object) = attribute.as_object_mut() {
-        let mut single = Map::new();
-        single.insert(String::new(), Value::Object(std::mem::take(object)));
-        numbers_as_numbers(&mut single);
-        if let Some(Value::Object(fixed)) = single.remove("") {
-            *object = fixed;
-        }
-    }
-}
-
-/// PS3.18 F.2.3: IS and DS values are JSON numbers (dicom-json keeps the text it read).
-/// Values that are not numbers stay strings rather than being lost.
-fn numbers_as_numbers(json: &mut Map<String, Value>) {
-    for attribute in json.values_mut() {
-        let Some(object) = attribute.as_object_mut() else {
-            continue;
-        };
-        let vr = object
-            .get("vr")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let Some(Value::Array(values)) = object.get_mut("Value") else {
-            continue;
-        };
-        for value in values.iter_mut() {
-            match (vr.as_str(), &*value) {
-                ("IS", Value::String(text)) => {
-                    if let Ok(number) = text.trim().parse::<i64>() {
-                        *value = Value::from(number);
-                    }
+    let Some(object) = attribute.as_object_mut() else {
+        return;
+    };
+    let vr = object
+        .get("vr")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let Some(Value::Array(values)) = object.get_mut("Value") else {
+        return;
+    };
+    for value in values.iter_mut() {
+        match (vr.as_str(), &mut *value) {
+            ("IS", Value::String(text)) => {
+                if let Ok(number) = text.trim().parse::<i64>() {
+                    *value = Value::from(number);
                 }
-                ("DS", Value::String(text)) => {
-                    if let Some(number) = text
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                        .and_then(serde_json::Number::from_f64)
-                    {
-                        *value = Value::Number(number);
-                    }
-                }
-                ("SQ", Value::Object(_)) => {
-                    if let Value::Object(item) = value {
-                        numbers_as_numbers(item);
-                    }
-                }
-                _ => {}
             }
+            ("DS", Value::String(text)) => {
+                if let Some(number) = text
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                {
+                    *value = Value::Number(number);
+                }
+            }
+            ("SQ", Value::Object(item)) => item.values_mut().for_each(fix_numbers),
+            _ => {}
         }
     }
 }
