@@ -138,7 +138,11 @@ async fn dicomweb_client_reads_what_c_store_stored(backend: Backend) {
         None,
     );
     let said = String::from_utf8_lossy(&output.stdout);
-    assert!(said.contains("read checks passed"), "{said}");
+    assert!(
+        said.contains("read checks passed") && said.contains("rendered"),
+        "{said}"
+    );
+    println!("{said}");
 }
 
 /// store_instances of a corpus in several transfer syntaxes; C-FIND then finds every one.
@@ -510,10 +514,27 @@ async fn a_nearline_only_study_over_dicomweb(backend: Backend) {
     );
     assert_eq!(status, 200);
     assert!(frame.len() > 64 * 64, "a 64x64 16-bit frame");
+    let (status, head, image) = get(
+        &strata,
+        &format!(
+            "/dicom-web/studies/{study}/series/{}/instances/{}/rendered",
+            one.series_uid, one.sop_uid
+        ),
+        Some(&token),
+        "image/png",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&image));
+    assert!(head
+        .to_ascii_lowercase()
+        .contains("content-type: image/png"));
+    assert!(
+        image.starts_with(b"\x89PNG"),
+        "a PNG rendered from the pack member"
+    );
     assert_eq!(
         strata.metric("strata_nearline_member_range_reads_total"),
-        ranges + 2,
-        "instance and frame by ranged reads"
+        ranges + 3,
+        "instance, frame and rendered image by ranged reads"
     );
     assert_eq!(
         strata.metric("strata_nearline_pack_fetches_total"),

@@ -183,7 +183,111 @@ def read_checks(url, token, stored_dir):
         checked += 1
     if checked == 0:
         fail("no uncompressed instance to check frames on")
-    print(f"read checks passed: {len(stored)} instances, {len(studies)} studies, frames of {checked}")
+    rendered = rendered_checks(url, token, stored)
+    print(f"read checks passed: {len(stored)} instances, {len(studies)} studies, frames of {checked}, {rendered} rendered")
+
+
+# Pixels pydicom decodes without plugins: native syntaxes and RLE. JPEG Lossless (Process 14)
+# is lossless too, so its rendering is compared with its twin's (the corpus gives instances of
+# the same series and instance number the same pixels in every transfer syntax).
+DECODED_BY_PYDICOM = NATIVE | {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.5"}
+LOSSLESS = DECODED_BY_PYDICOM | {"1.2.840.10008.1.2.4.70"}
+NOT_DECODABLE_HERE = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
+
+
+def windowed(pixels, center, width):
+    """PS3.3 C.11.2.1.2.1, linear function, to 8 bits."""
+    import numpy as np
+    x = pixels.astype(np.float64)
+    y = ((x - (center - 0.5)) / (width - 1) + 0.5) * 255.0
+    return np.clip(y, 0, 255)
+
+
+def rendered_checks(url, token, stored):
+    """/rendered and /thumbnail: PNG pixels equal the stored pixels through the asked window."""
+    import numpy as np
+    from PIL import Image
+    auth = {"Authorization": f"Bearer {token}"}
+    twins = {}
+    for _, ds in stored.values():
+        if ds.file_meta.TransferSyntaxUID in DECODED_BY_PYDICOM and "PixelData" in ds:
+            twins[(ds.SOPClassUID, ds.SeriesNumber, ds.InstanceNumber)] = ds
+    center, width = 1500, 3000
+    compared = refused = 0
+    for uid, (_, ds) in stored.items():
+        if "PixelData" not in ds:
+            continue
+        syntax = ds.file_meta.TransferSyntaxUID
+        base = f"{url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{uid}"
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        frame = frames  # the last frame: shows that the frame number is honoured
+        path = f"{base}/frames/{frame}/rendered" if frames > 1 else f"{base}/rendered"
+        answer = requests.get(path, params={"window": f"{center},{width},linear"}, headers={**auth, "Accept": "image/png"}, timeout=60)
+        if syntax in NOT_DECODABLE_HERE:
+            if answer.status_code != 406:
+                fail(f"rendering {uid} ({syntax}) gave {answer.status_code}, 406 expected")
+            refused += 1
+            continue
+        if answer.status_code != 200 or answer.headers.get("Content-Type") != "image/png":
+            fail(f"rendering {uid} ({syntax}): {answer.status_code} {answer.headers.get('Content-Type')} {answer.text[:200]}")
+        image = np.asarray(Image.open(io.BytesIO(answer.content)))
+        if image.shape != (ds.Rows, ds.Columns):
+            fail(f"rendering {uid}: shape {image.shape}, the instance is {ds.Rows}x{ds.Columns}")
+        if syntax not in LOSSLESS:
+            continue
+        source = ds if syntax in DECODED_BY_PYDICOM else twins.get((ds.SOPClassUID, ds.SeriesNumber, ds.InstanceNumber))
+        if source is None:
+            fail(f"no uncompressed twin of {uid} to compare its rendering with")
+        pixels = source.pixel_array
+        if frames > 1:
+            pixels = pixels[frame - 1]
+        expected = windowed(pixels, center, width)
+        worst = np.abs(image.astype(np.float64) - expected).max()
+        if worst > 1.0:
+            fail(f"rendering {uid} ({syntax}) differs from the windowed pixels by up to {worst}")
+        compared += 1
+    if compared == 0 or refused == 0:
+        fail(f"rendered: {compared} compared, {refused} refused; the corpus should give both")
+
+    # JPEG by default, scaled to a viewport, the frame's aspect kept; thumbnails at every level.
+    ds = next(ds for _, ds in stored.values() if "PixelData" in ds and ds.file_meta.TransferSyntaxUID in NATIVE)
+    base = f"{url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    answer = requests.get(f"{base}/rendered", params={"viewport": "16,8", "quality": "80"}, headers=auth, timeout=60)
+    if answer.status_code != 200 or answer.headers.get("Content-Type") != "image/jpeg":
+        fail(f"default rendering: {answer.status_code} {answer.headers.get('Content-Type')}")
+    if Image.open(io.BytesIO(answer.content)).size != (8, 8):
+        fail(f"viewport 16,8 of a square frame gave {Image.open(io.BytesIO(answer.content)).size}")
+    for level in (f"{url}/studies/{ds.StudyInstanceUID}", f"{url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}", base):
+        answer = requests.get(f"{level}/thumbnail", headers={**auth, "Accept": "image/png"}, timeout=60)
+        if answer.status_code != 200:
+            fail(f"thumbnail of {level}: {answer.status_code} {answer.text[:200]}")
+        if Image.open(io.BytesIO(answer.content)).size != (128, 128):
+            fail(f"thumbnail of {level} is {Image.open(io.BytesIO(answer.content)).size}, 128x128 expected")
+    answer = requests.get(f"{url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/rendered", headers=auth, timeout=60)
+    series_count = sum(1 for _, d in stored.values() if d.SeriesInstanceUID == ds.SeriesInstanceUID)
+    parts = multipart_parts(answer)
+    if answer.status_code != 200 or len(parts) != series_count or not all(c.startswith(b"\xff\xd8") for _, c in parts):
+        fail(f"series rendered: {answer.status_code}, {len(parts)} parts for {series_count} instances")
+    for params, name in (({"window": "40"}, "window"), ({"viewport": "0,0"}, "viewport"), ({"quality": "101"}, "quality")):
+        answer = requests.get(f"{base}/rendered", params=params, headers=auth, timeout=60)
+        if answer.status_code != 400 or name not in answer.text:
+            fail(f"bad {name}: {answer.status_code} {answer.text[:200]}")
+    # WADO-URI renders too (its default contentType is image/jpeg), with its own parameter names.
+    root = url[: url.rindex("/dicom-web")]
+    wado = {"requestType": "WADO", "studyUID": ds.StudyInstanceUID, "seriesUID": ds.SeriesInstanceUID, "objectUID": ds.SOPInstanceUID}
+    answer = requests.get(f"{root}/wado", params={**wado, "contentType": "image/png", "windowCenter": center, "windowWidth": width}, headers=auth, timeout=60)
+    if answer.status_code != 200 or answer.headers.get("Content-Type") != "image/png":
+        fail(f"WADO-URI image/png: {answer.status_code} {answer.text[:200]}")
+    pixels = ds.pixel_array[0] if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 else ds.pixel_array
+    if np.abs(np.asarray(Image.open(io.BytesIO(answer.content))).astype(np.float64) - windowed(pixels, center, width)).max() > 1.0:
+        fail("WADO-URI rendering differs from the windowed pixels")
+    answer = requests.get(f"{root}/wado", params={**wado, "rows": "8"}, headers=auth, timeout=60)
+    if answer.status_code != 200 or not answer.content.startswith(b"\xff\xd8") or Image.open(io.BytesIO(answer.content)).size[1] != 8:
+        fail(f"WADO-URI default (image/jpeg, rows=8): {answer.status_code} {answer.headers.get('Content-Type')}")
+    answer = requests.get(f"{base}/rendered", headers={**auth, "Accept": "image/gif"}, timeout=60)
+    if answer.status_code != 406:
+        fail(f"rendered as image/gif: {answer.status_code}, 406 expected")
+    return compared
 
 
 def store_checks(url, token, send_dir):

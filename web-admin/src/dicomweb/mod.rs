@@ -10,6 +10,8 @@ mod json;
 mod metadata;
 mod multipart;
 pub mod qido;
+mod render_params;
+mod rendered;
 mod stow;
 mod wado;
 
@@ -108,6 +110,28 @@ pub fn routes(state: &WebState) -> Router<WebState> {
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
             get(wado::bulkdata),
+        )
+        .route("/studies/{study}/rendered", get(rendered::study))
+        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
+        .route(
+            "/studies/{study}/series/{series}/rendered",
+            get(rendered::series),
+        )
+        .route(
+            "/studies/{study}/series/{series}/thumbnail",
+            get(rendered::series_thumbnail),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(rendered::instance),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+            get(rendered::instance_thumbnail),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+            get(rendered::frame),
         )
         .route_layer(from_fn_with_state(state.clone(), require_access));
     let legacy = Router::new()

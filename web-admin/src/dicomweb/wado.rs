@@ -5,6 +5,7 @@
 
 use super::accept::{self, Wanted};
 use super::multipart::{content_type, new_boundary, PartWriter};
+use super::render_params::RenderParams;
 use super::{bad_request, not_found};
 use crate::api::ApiError;
 use crate::WebState;
@@ -244,7 +245,10 @@ fn convert(data_set: &[u8], from: &str, to: &str) -> Result<Vec<u8>, String> {
 
 /// The whole data set of one instance (a NEARLINE one by a ranged read): what frames, bulk
 /// data and WADO-URI work on. 503 when the copy cannot be read now.
-async fn read_data_set(state: &WebState, location: &InstanceLocation) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn read_data_set(
+    state: &WebState,
+    location: &InstanceLocation,
+) -> Result<Vec<u8>, ApiError> {
     let unavailable = |e: archive_core::retrieve::RetrieveError| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -410,7 +414,8 @@ fn split_frames(data_set: &[u8], syntax: &str, wanted: &[usize]) -> Result<Vec<V
     }
 }
 
-/// WADO-URI for legacy viewers: one object as `application/dicom`.
+/// WADO-URI for legacy viewers: one object as `application/dicom`, or one frame rendered as
+/// `image/jpeg` (the default) or `image/png`.
 pub async fn wado_uri(
     State(state): State<WebState>,
     Query(params): Query<HashMap<String, String>>,
@@ -426,23 +431,37 @@ pub async fn wado_uri(
         return Err(bad_request("query parameter `requestType`: must be WADO"));
     }
     let (study, series, object) = (param("studyUID")?, param("seriesUID")?, param("objectUID")?);
+    // The first type of `contentType` served wins; image/jpeg is the standard's default.
     let content_type_param = params
         .get("contentType")
         .map(String::as_str)
         .unwrap_or("image/jpeg");
-    if !content_type_param
+    let served = content_type_param
         .split(',')
-        .any(|t| t.trim() == "application/dicom")
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "not_acceptable",
-            format!("query parameter `contentType`: {content_type_param} is not served; use application/dicom"),
-        ));
-    }
+        .map(|t| t.trim())
+        .find(|t| matches!(*t, "application/dicom" | "image/jpeg" | "image/png"))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "not_acceptable",
+                format!("query parameter `contentType`: {content_type_param} is not served; use application/dicom, image/jpeg or image/png"),
+            )
+        })?;
     let location = locations(&state, study, Some(series), Some(object))
         .await?
         .remove(0);
+    if served != "application/dicom" {
+        let render = RenderParams::for_wado_uri(&params, served)?;
+        let frame = match params.get("frameNumber").map(|n| n.trim()) {
+            None | Some("") => 1,
+            Some(n) => n.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                bad_request(format!(
+                    "query parameter `frameNumber`: `{n}` is not a number from 1"
+                ))
+            })?,
+        };
+        return super::rendered::render_one(&state, location, frame, render).await;
+    }
     let target = match params.get("transferSyntax").map(|t| t.trim()) {
         None | Some("") | Some("*") => location.transfer_syntax.clone(),
         Some(uid) if uid == location.transfer_syntax || (is_native(uid) && is_native(&location.transfer_syntax)) => uid.to_string(),
