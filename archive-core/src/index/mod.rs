@@ -1,36 +1,46 @@
 //! The index: patient / study / series / instance / file rows in PostgreSQL or SQLite.
 //!
-//! Callers hold an [`Index`], a cheap clonable handle over the backend chosen from the database
-//! URL's scheme. Both backends share [`SqlIndex`] (sqlx's `Any` driver, `$n` placeholders,
-//! SQL both dialects accept); what differs — connection setup, migrations, and later job
-//! claiming — is in [`Dialect`]. Jobs ([`JobQueue`]) and NEARLINE bookkeeping
-//! ([`NearlineIndex`]) are part of every backend.
+//! [`Index`] is one concrete, cheaply cloned type over sqlx's `Any` driver (`$n`
+//! placeholders, SQL both dialects accept); what differs between the engines (connection
+//! setup, migrations, row locking when claiming jobs) is in [`Dialect`]. Its methods live next
+//! to their SQL, one file per domain:
+//!
+//! | file | what |
+//! |---|---|
+//! | `ingest.rs`, `ingest_tx.rs`, `commit_script.rs` | storing received instances (one transaction per batch) |
+//! | `query.rs` | C-FIND, retrieval locations, studies, series, metadata, counts |
+//! | `nearline.rs` | targets, packs and their members, copy rules |
+//! | `retention.rs` | deletion candidates, ONLINE removal, NEARLINE locations |
+//! | `jobs.rs` | the jobs table: queue, claim, lease, finish; schedule firings |
+//! | `admin.rs`, `filesystems.rs` | the admin UI/API's searches and removals, AE peers, ONLINE filesystems |
+//!
+//! Convention: SQL text sits in the file whose method runs it, inline in the call or as a
+//! `const` at the top of that file when several methods share it; `placeholders.rs` only
+//! builds `$n` lists.
 
-mod admin_sql;
+mod admin;
 mod commit_script;
 mod dialect;
-mod filesystem_sql;
-mod jobs_sql;
-mod nearline_sql;
-mod queries;
-mod retention_sql;
+mod filesystems;
+mod ingest;
+mod ingest_tx;
+mod jobs;
+mod nearline;
+mod placeholders;
+mod query;
+mod retention;
 mod rows;
-mod sql_index;
-mod store_tx;
 
-pub use admin_sql::{AdminIndex, OnlineCopy, Removal, Setting, StudySearch};
+pub use admin::{OnlineCopy, Removal, Setting, StudySearch};
 pub use dialect::Dialect;
-pub use filesystem_sql::{FilesystemAdmin, FilesystemChange, FilesystemEdit, FilesystemRow};
-pub use jobs_sql::JobQueue;
-pub use nearline_sql::{CopyRule, NearlineIndex};
-pub use retention_sql::{DeletionStart, NearlineMember, RetentionCandidate, RetentionIndex};
+pub use filesystems::{FilesystemChange, FilesystemEdit, FilesystemRow};
+pub use nearline::CopyRule;
+pub use retention::{DeletionStart, NearlineMember, RetentionCandidate};
 pub use rows::{IndexCounts, InstanceLocation, SeriesRow, StudyRow};
-pub use sql_index::SqlIndex;
 
-use crate::config::{DuplicatePolicy, FilesystemConfig};
-use crate::model::{AePeer, Filesystem, InstanceRecord, StoreOutcome, StoredFile};
-use crate::query::{FindQuery, FindRow};
-use async_trait::async_trait;
+use crate::config::DuplicatePolicy;
+use crate::model::{InstanceRecord, StoredFile};
+use sqlx::AnyPool;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,74 +81,36 @@ pub struct StoredMetadata {
     pub metadata: Vec<u8>,
 }
 
-/// The operations every index backend provides.
-#[async_trait]
-pub trait IndexBackend:
-    JobQueue + NearlineIndex + RetentionIndex + AdminIndex + FilesystemAdmin + Send + Sync + 'static
-{
-    fn dialect(&self) -> Dialect;
-    async fn migrate(&self) -> IndexResult<()>;
-    /// Makes the filesystem table match the configuration (by path) and returns every row.
-    async fn sync_filesystems(&self, wanted: &[FilesystemConfig]) -> IndexResult<Vec<Filesystem>>;
-    async fn filesystems(&self) -> IndexResult<Vec<Filesystem>>;
-    /// Indexes a batch, in one transaction when it can. One result per input, in order; an
-    /// integrity conflict is an `Ok(StoreOutcome::Conflict)` and does not affect the others,
-    /// and a database error on one instance does not fail the rest.
-    async fn store_batch(&self, batch: &[NewInstance]) -> Vec<IndexResult<StoreOutcome>>;
-    async fn study(&self, study_uid: &str) -> IndexResult<Option<StudyRow>>;
-    async fn series_of_study(&self, study_uid: &str) -> IndexResult<Vec<SeriesRow>>;
-    async fn instance_location(&self, sop_uid: &str) -> IndexResult<Option<InstanceLocation>>;
-    async fn study_locations(&self, study_uid: &str) -> IndexResult<Vec<InstanceLocation>>;
-    /// Stored metadata of a study's instances (of one series, or one instance, when given),
-    /// in series and instance order.
-    async fn metadata(
-        &self,
-        study_uid: &str,
-        series_uid: Option<&str>,
-        sop_uid: Option<&str>,
-    ) -> IndexResult<Vec<StoredMetadata>>;
-    async fn counts(&self) -> IndexResult<IndexCounts>;
-    /// Answers a C-FIND query from the index alone: at most `query.limit + 1` rows (the extra
-    /// one tells the caller the answer was limited).
-    async fn find(&self, query: &FindQuery) -> IndexResult<Vec<FindRow>>;
-    /// Every instance under the given unique keys of `level`, in study / series /
-    /// instance-number order: what a C-MOVE or C-GET sends. Read from its ONLINE file, or,
-    /// where it has none, from its newest ARCHIVED pack (`InstanceLocation::nearline`).
-    async fn retrieve_locations(
-        &self,
-        level: crate::query::Level,
-        uids: &[String],
-    ) -> IndexResult<Vec<InstanceLocation>>;
-    /// Records that these studies were just retrieved (one statement for all of them).
-    async fn touch_studies(&self, study_uids: &[String], at: i64) -> IndexResult<()>;
-    /// Adds a peer, or updates the one with the same AE title.
-    async fn ae_upsert(&self, peer: &AePeer) -> IndexResult<()>;
-    async fn ae_list(&self) -> IndexResult<Vec<AePeer>>;
-    async fn ae_get(&self, ae_title: &str) -> IndexResult<Option<AePeer>>;
-    /// Returns whether a peer was removed.
-    async fn ae_remove(&self, ae_title: &str) -> IndexResult<bool>;
-}
-
-/// Shared handle to the index.
+/// Shared handle to the index: clones share the connection pool and the ingest writer.
 #[derive(Clone)]
-pub struct Index(Arc<dyn IndexBackend>);
+pub struct Index {
+    pool: AnyPool,
+    dialect: Dialect,
+    writer: Arc<tokio::sync::Mutex<ingest::Writer>>,
+}
 
 impl Index {
     /// Connects to the database named by `url` (`sqlite://…` or `postgres://…`).
     pub async fn open(url: &str) -> IndexResult<Index> {
-        Ok(Index(Arc::new(SqlIndex::connect(url).await?)))
+        let dialect = Dialect::from_url(url)?;
+        let pool = dialect.connect(url).await?;
+        Ok(Index {
+            pool,
+            dialect,
+            writer: Arc::default(),
+        })
     }
 
-    pub fn from_backend(backend: Arc<dyn IndexBackend>) -> Index {
-        Index(backend)
+    fn pool(&self) -> &AnyPool {
+        &self.pool
     }
-}
 
-impl std::ops::Deref for Index {
-    type Target = dyn IndexBackend;
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
 
-    fn deref(&self) -> &Self::Target {
-        &*self.0
+    pub async fn migrate(&self) -> IndexResult<()> {
+        self.dialect.migrate(&self.pool).await
     }
 }
 

@@ -1,11 +1,10 @@
 //! NEARLINE bookkeeping over SQL: targets, copy rules, packs and their members.
 
-use super::{IndexError, IndexResult, SqlIndex};
+use super::{Index, IndexError, IndexResult};
 use crate::config::{CopyRuleConfig, TargetSpec};
 use crate::nearline::{
     pack_status, MemberPlacement, PackMemberRow, PackRow, PackSource, TargetRow,
 };
-use async_trait::async_trait;
 use std::path::Path;
 
 /// A copy rule as stored (config rules are mirrored here at start).
@@ -13,80 +12,6 @@ use std::path::Path;
 pub struct CopyRule {
     pub rule: CopyRuleConfig,
     pub from_config: bool,
-}
-
-/// NEARLINE operations every index backend provides.
-#[async_trait]
-pub trait NearlineIndex: Send + Sync {
-    /// Records the configured targets (by name); targets added at run time are kept.
-    async fn sync_targets(&self, specs: &[TargetSpec], now: i64) -> IndexResult<()>;
-    /// Adds a target or replaces the settings of the one with the same name.
-    async fn upsert_target(&self, spec: &TargetSpec, now: i64) -> IndexResult<()>;
-    async fn targets(&self) -> IndexResult<Vec<TargetRow>>;
-    async fn target(&self, name: &str) -> IndexResult<Option<TargetRow>>;
-    /// Records the configured copy rules (by name); rules added at run time are kept.
-    async fn sync_copy_rules(&self, rules: &[CopyRuleConfig], now: i64) -> IndexResult<()>;
-    async fn copy_rules(&self) -> IndexResult<Vec<CopyRule>>;
-    /// Adds a copy rule or replaces the one with the same name (REST API).
-    async fn save_copy_rule(&self, rule: &CopyRuleConfig, now: i64) -> IndexResult<()>;
-    /// Studies the rule selects that have ONLINE instances without a live copy on the target.
-    async fn copy_candidates(
-        &self,
-        rule: &CopyRuleConfig,
-        target_id: i64,
-        now: i64,
-        limit: i64,
-    ) -> IndexResult<Vec<String>>;
-    /// The study's ONLINE instances that have no copy on the target yet (none UPLOADING,
-    /// TO_ARCHIVE or ARCHIVED), in series / instance order.
-    async fn unpacked_instances(
-        &self,
-        study_uid: &str,
-        target_id: i64,
-    ) -> IndexResult<Vec<PackSource>>;
-    /// Marks the study's UPLOADING packs on the target ABANDONED, and returns (id, key) of
-    /// every ABANDONED pack whose leftovers were not removed yet: the caller removes them
-    /// and calls [`NearlineIndex::mark_pack_discarded`]. An upload cut off by an outage
-    /// could not be cleaned up then; it is cleaned up by the attempt that finds S3 back.
-    async fn abandon_unfinished_packs(
-        &self,
-        study_uid: &str,
-        target_id: i64,
-        now: i64,
-    ) -> IndexResult<Vec<(i64, String)>>;
-    async fn mark_pack_discarded(&self, pack_id: i64, now: i64) -> IndexResult<()>;
-    /// Records a pack about to be uploaded (UPLOADING) and returns its id.
-    async fn begin_pack(
-        &self,
-        study_uid: &str,
-        target_id: i64,
-        object_key: &str,
-        job_id: i64,
-        now: i64,
-    ) -> IndexResult<i64>;
-    /// Records a finished upload: the members with their placements, status TO_ARCHIVE.
-    /// `false` if the pack was no longer UPLOADING (abandoned by another node meanwhile).
-    #[allow(clippy::too_many_arguments)]
-    async fn complete_pack(
-        &self,
-        pack_id: i64,
-        size: u64,
-        sha256: &str,
-        members: &[(PackSource, MemberPlacement)],
-        now: i64,
-    ) -> IndexResult<bool>;
-    async fn packs_of_study(&self, study_uid: &str) -> IndexResult<Vec<PackRow>>;
-    async fn pack_members(&self, pack_id: i64) -> IndexResult<Vec<PackMemberRow>>;
-    /// Sets a pack's status after verification (`verified_at` for ARCHIVED).
-    async fn set_pack_status(
-        &self,
-        pack_id: i64,
-        status: &str,
-        error: &str,
-        now: i64,
-    ) -> IndexResult<()>;
-    /// (study UID, target name) of every pack waiting for verification.
-    async fn packs_to_verify(&self, limit: i64) -> IndexResult<Vec<(String, String)>>;
 }
 
 type TargetTuple = (i64, String, i64);
@@ -111,7 +36,7 @@ fn spec_json(spec: &TargetSpec) -> IndexResult<String> {
 
 /// Deletes the rows of `table` that came from the config file and are not named any more.
 pub(super) async fn delete_config_rows_except<'a>(
-    index: &SqlIndex,
+    index: &Index,
     table: &str,
     names: impl Iterator<Item = &'a str>,
 ) -> IndexResult<()> {
@@ -121,7 +46,7 @@ pub(super) async fn delete_config_rows_except<'a>(
     } else {
         format!(
             "DELETE FROM {table} WHERE from_config = 1 AND name NOT IN ({})",
-            super::queries::placeholder_list(1, names.len())
+            super::placeholders::placeholder_list(1, names.len())
         )
     };
     let mut query = sqlx::query(&sql);
@@ -136,7 +61,7 @@ const PACK_COLUMNS: &str = "p.id, s.study_uid, p.target_fk AS target_id, t.name 
     p.object_key, p.status, p.size_bytes, p.sha256, p.member_count, p.error, p.created_at, \
     p.verified_at";
 
-impl SqlIndex {
+impl Index {
     async fn upsert_copy_rule_row(
         &self,
         rule: &CopyRuleConfig,
@@ -189,20 +114,22 @@ impl SqlIndex {
     }
 }
 
-#[async_trait]
-impl NearlineIndex for SqlIndex {
-    async fn sync_targets(&self, specs: &[TargetSpec], now: i64) -> IndexResult<()> {
+/// NEARLINE bookkeeping: targets, packs, their members and copy rules.
+impl Index {
+    /// Records the configured targets (by name); targets added at run time are kept.
+    pub async fn sync_targets(&self, specs: &[TargetSpec], now: i64) -> IndexResult<()> {
         for spec in specs {
             self.upsert_target_row(spec, true, now).await?;
         }
         Ok(())
     }
 
-    async fn upsert_target(&self, spec: &TargetSpec, now: i64) -> IndexResult<()> {
+    /// Adds a target or replaces the settings of the one with the same name.
+    pub async fn upsert_target(&self, spec: &TargetSpec, now: i64) -> IndexResult<()> {
         self.upsert_target_row(spec, false, now).await
     }
 
-    async fn targets(&self) -> IndexResult<Vec<TargetRow>> {
+    pub async fn targets(&self) -> IndexResult<Vec<TargetRow>> {
         let rows: Vec<TargetTuple> =
             sqlx::query_as("SELECT id, spec, from_config FROM nearline_target ORDER BY name")
                 .fetch_all(self.pool())
@@ -210,7 +137,7 @@ impl NearlineIndex for SqlIndex {
         rows.into_iter().map(target_row).collect()
     }
 
-    async fn target(&self, name: &str) -> IndexResult<Option<TargetRow>> {
+    pub async fn target(&self, name: &str) -> IndexResult<Option<TargetRow>> {
         let row: Option<TargetTuple> =
             sqlx::query_as("SELECT id, spec, from_config FROM nearline_target WHERE name = $1")
                 .bind(name)
@@ -219,7 +146,8 @@ impl NearlineIndex for SqlIndex {
         row.map(target_row).transpose()
     }
 
-    async fn sync_copy_rules(&self, rules: &[CopyRuleConfig], now: i64) -> IndexResult<()> {
+    /// Records the configured copy rules (by name); rules added at run time are kept.
+    pub async fn sync_copy_rules(&self, rules: &[CopyRuleConfig], now: i64) -> IndexResult<()> {
         // A rule removed from the config file stops: its row goes (rules added at run time stay).
         delete_config_rows_except(self, "copy_rule", rules.iter().map(|r| r.name.as_str())).await?;
         for rule in rules {
@@ -228,11 +156,12 @@ impl NearlineIndex for SqlIndex {
         Ok(())
     }
 
-    async fn save_copy_rule(&self, rule: &CopyRuleConfig, now: i64) -> IndexResult<()> {
+    /// Adds a copy rule or replaces the one with the same name (REST API).
+    pub async fn save_copy_rule(&self, rule: &CopyRuleConfig, now: i64) -> IndexResult<()> {
         self.upsert_copy_rule_row(rule, false, now).await
     }
 
-    async fn copy_rules(&self) -> IndexResult<Vec<CopyRule>> {
+    pub async fn copy_rules(&self) -> IndexResult<Vec<CopyRule>> {
         type RuleTuple = (String, String, String, i64, i64, String, String, i64, i64);
         let rows: Vec<RuleTuple> = sqlx::query_as(
             "SELECT name, target_name, schedule, stable_minutes, min_age_days, modalities, \
@@ -240,7 +169,7 @@ impl NearlineIndex for SqlIndex {
         )
         .fetch_all(self.pool())
         .await?;
-        let split = super::queries::split_list;
+        let split = super::placeholders::split_list;
         Ok(rows
             .into_iter()
             .map(
@@ -263,7 +192,8 @@ impl NearlineIndex for SqlIndex {
             .collect())
     }
 
-    async fn copy_candidates(
+    /// Studies the rule selects that have ONLINE instances without a live copy on the target.
+    pub async fn copy_candidates(
         &self,
         rule: &CopyRuleConfig,
         target_id: i64,
@@ -271,7 +201,7 @@ impl NearlineIndex for SqlIndex {
         limit: i64,
     ) -> IndexResult<Vec<String>> {
         let (series_filter, binds) =
-            super::queries::series_filter("se", &rule.modalities, &rule.calling_aes, 4);
+            super::placeholders::series_filter("se", &rule.modalities, &rule.calling_aes, 4);
         let sql = format!(
             "SELECT s.study_uid FROM study s WHERE s.updated_at <= $1 AND s.received_at <= $2 \
              AND EXISTS (SELECT 1 FROM series se JOIN instance i ON i.series_fk = se.id \
@@ -299,7 +229,9 @@ impl NearlineIndex for SqlIndex {
             .collect())
     }
 
-    async fn unpacked_instances(
+    /// The study's ONLINE instances that have no copy on the target yet (none UPLOADING,
+    /// TO_ARCHIVE or ARCHIVED), in series / instance order.
+    pub async fn unpacked_instances(
         &self,
         study_uid: &str,
         target_id: i64,
@@ -351,7 +283,11 @@ impl NearlineIndex for SqlIndex {
             .collect())
     }
 
-    async fn abandon_unfinished_packs(
+    /// Marks the study's UPLOADING packs on the target ABANDONED, and returns (id, key) of
+    /// every ABANDONED pack whose leftovers were not removed yet: the caller removes them
+    /// and calls [`Index::mark_pack_discarded`]. An upload cut off by an outage
+    /// could not be cleaned up then; it is cleaned up by the attempt that finds S3 back.
+    pub async fn abandon_unfinished_packs(
         &self,
         study_uid: &str,
         target_id: i64,
@@ -379,7 +315,7 @@ impl NearlineIndex for SqlIndex {
         .await?)
     }
 
-    async fn mark_pack_discarded(&self, pack_id: i64, now: i64) -> IndexResult<()> {
+    pub async fn mark_pack_discarded(&self, pack_id: i64, now: i64) -> IndexResult<()> {
         sqlx::query("UPDATE pack SET discarded_at = $1 WHERE id = $2")
             .bind(now)
             .bind(pack_id)
@@ -388,7 +324,8 @@ impl NearlineIndex for SqlIndex {
         Ok(())
     }
 
-    async fn begin_pack(
+    /// Records a pack about to be uploaded (UPLOADING) and returns its id.
+    pub async fn begin_pack(
         &self,
         study_uid: &str,
         target_id: i64,
@@ -410,7 +347,9 @@ impl NearlineIndex for SqlIndex {
         Ok(id)
     }
 
-    async fn complete_pack(
+    /// Records a finished upload: the members with their placements, status TO_ARCHIVE.
+    /// `false` if the pack was no longer UPLOADING (abandoned by another node meanwhile).
+    pub async fn complete_pack(
         &self,
         pack_id: i64,
         size: u64,
@@ -439,7 +378,7 @@ impl NearlineIndex for SqlIndex {
             let sql = format!(
                 "INSERT INTO pack_member (pack_fk, instance_fk, member_path, data_offset, \
                  size_bytes, sha256, blake3) VALUES {}",
-                super::queries::values_placeholders(chunk.len(), 7)
+                super::placeholders::values_placeholders(chunk.len(), 7)
             );
             let mut query = sqlx::query(&sql);
             for (source, placement) in chunk {
@@ -458,7 +397,7 @@ impl NearlineIndex for SqlIndex {
         Ok(true)
     }
 
-    async fn packs_of_study(&self, study_uid: &str) -> IndexResult<Vec<PackRow>> {
+    pub async fn packs_of_study(&self, study_uid: &str) -> IndexResult<Vec<PackRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {PACK_COLUMNS} FROM pack p JOIN study s ON s.id = p.study_fk \
              JOIN nearline_target t ON t.id = p.target_fk WHERE s.study_uid = $1 ORDER BY p.id"
@@ -468,7 +407,7 @@ impl NearlineIndex for SqlIndex {
         .await?)
     }
 
-    async fn pack_members(&self, pack_id: i64) -> IndexResult<Vec<PackMemberRow>> {
+    pub async fn pack_members(&self, pack_id: i64) -> IndexResult<Vec<PackMemberRow>> {
         Ok(sqlx::query_as(
             "SELECT i.sop_uid, pm.member_path, pm.data_offset, pm.size_bytes, pm.sha256, \
              pm.blake3 FROM pack_member pm JOIN instance i ON i.id = pm.instance_fk \
@@ -479,7 +418,8 @@ impl NearlineIndex for SqlIndex {
         .await?)
     }
 
-    async fn set_pack_status(
+    /// Sets a pack's status after verification (`verified_at` for ARCHIVED).
+    pub async fn set_pack_status(
         &self,
         pack_id: i64,
         status: &str,
@@ -501,7 +441,8 @@ impl NearlineIndex for SqlIndex {
         Ok(())
     }
 
-    async fn packs_to_verify(&self, limit: i64) -> IndexResult<Vec<(String, String)>> {
+    /// (study UID, target name) of every pack waiting for verification.
+    pub async fn packs_to_verify(&self, limit: i64) -> IndexResult<Vec<(String, String)>> {
         Ok(sqlx::query_as(&format!(
             "SELECT DISTINCT s.study_uid, t.name FROM pack p JOIN study s ON s.id = p.study_fk \
              JOIN nearline_target t ON t.id = p.target_fk WHERE p.status = 'TO_ARCHIVE' \

@@ -7,12 +7,103 @@
 //! batch instead of once per instance.
 
 use super::commit_script::{CommitScript, Param};
-use super::queries as q;
+use super::placeholders::{values_placeholders, values_placeholders_from};
 use super::{Dialect, IndexResult, NewInstance};
 use crate::config::DuplicatePolicy;
 use crate::model::{IntegrityConflict, StoreOutcome, StoredFile};
 use sqlx::{AnyConnection, Executor};
 use std::collections::HashMap;
+
+const FIND_PATIENT: &str = "SELECT id FROM patient WHERE patient_id = $1 AND issuer = $2";
+
+const INSERT_PATIENT: &str = "INSERT INTO patient \
+    (patient_id, issuer, patient_name, patient_name_norm, birth_date, sex, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+
+const FIND_STUDY: &str = "SELECT s.id, s.patient_fk, p.patient_id \
+    FROM study s JOIN patient p ON p.id = s.patient_fk WHERE s.study_uid = $1";
+
+const INSERT_STUDY: &str = "INSERT INTO study \
+    (study_uid, patient_fk, study_date, study_time, accession_number, study_id, description, \
+     referring_physician, referring_physician_norm, received_at, updated_at, last_accessed_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
+
+const FIND_SERIES: &str = "SELECT se.id, se.study_fk, st.study_uid \
+    FROM series se JOIN study st ON st.id = se.study_fk WHERE se.series_uid = $1";
+
+const INSERT_SERIES: &str = "INSERT INTO series \
+    (series_uid, study_fk, modality, series_number, description, body_part, source_ae, \
+     received_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+
+/// Counts a new series and adds its modality ($1) to the backslash-separated list unless it
+/// is already there.
+const STUDY_ADD_SERIES: &str = "UPDATE study SET num_series = num_series + 1, modalities = \
+    CASE WHEN $1 = '' THEN modalities WHEN modalities = '' THEN $1 \
+    WHEN ('\\' || modalities || '\\') LIKE ('%\\' || $1 || '\\%') ESCAPE '!' THEN modalities \
+    ELSE modalities || '\\' || $1 END WHERE id = $2";
+
+const FIND_INSTANCE: &str = "SELECT i.id, i.series_fk, se.series_uid \
+    FROM instance i JOIN series se ON se.id = i.series_fk WHERE i.sop_uid = $1";
+
+/// Multi-row insert: HEAD, `(…), (…)` with 7 values per instance, TAIL. Instances already
+/// stored return no row.
+const INSERT_INSTANCES_HEAD: &str = "INSERT INTO instance \
+    (sop_uid, series_fk, sop_class_uid, instance_number, transfer_syntax, number_of_frames, \
+     received_at) VALUES";
+const INSERT_INSTANCES_TAIL: &str = "ON CONFLICT (sop_uid) DO NOTHING RETURNING id, sop_uid";
+
+/// Multi-row insert: HEAD, then `(…), (…)` with 6 values per file (status defaults to OK).
+const INSERT_FILES_HEAD: &str = "INSERT INTO file \
+    (instance_fk, filesystem_fk, path, size_bytes, sha256, created_at) VALUES";
+
+const INSERT_METADATA_HEAD: &str = "INSERT INTO instance_metadata (instance_fk, metadata) VALUES";
+const INSERT_METADATA_TAIL: &str =
+    "ON CONFLICT (instance_fk) DO UPDATE SET metadata = excluded.metadata";
+
+const FIND_FILE_OF_INSTANCE: &str = "SELECT id, filesystem_fk, path, size_bytes, sha256 \
+    FROM file WHERE instance_fk = $1 AND status = 'OK'";
+
+const REPLACE_FILE: &str = "UPDATE file SET filesystem_fk = $1, path = $2, size_bytes = $3, \
+    sha256 = $4, created_at = $5 WHERE id = $6";
+
+/// Which counters a batch adds to: the series and the study tables have the same columns.
+#[derive(Clone, Copy)]
+enum CountedTable {
+    Series,
+    Study,
+}
+
+/// One UPDATE adding (instances, bytes) to `rows` rows of `table`: binds are `rows` triples
+/// (id, instances, bytes), then the update time. One statement per table and batch instead of
+/// one per series and study, because every statement is a round trip to the database (for
+/// SQLite, to sqlx's worker thread and back). The casts tell PostgreSQL the VALUES' types.
+/// Placeholders are numbered from `$first`.
+fn add_counts(table: CountedTable, rows: usize, first: usize) -> String {
+    let table = match table {
+        CountedTable::Series => "series",
+        CountedTable::Study => "study",
+    };
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let first = first + row * 3;
+            format!(
+                "(CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                first,
+                first + 1,
+                first + 2
+            )
+        })
+        .collect();
+    format!(
+        "WITH delta (id, instances, bytes) AS (VALUES {}) \
+        UPDATE {table} SET num_instances = {table}.num_instances + delta.instances, \
+        size_bytes = {table}.size_bytes + delta.bytes, updated_at = ${}, availability = 'ONLINE' \
+        FROM delta WHERE {table}.id = delta.id",
+        values.join(", "),
+        first + rows * 3
+    )
+}
 
 #[derive(Clone)]
 struct CachedStudy {
@@ -130,13 +221,13 @@ impl<'a> BatchTx<'a> {
         }
         self.begin_now().await?;
         for (table, deltas) in [
-            (q::CountedTable::Series, &self.series_delta),
-            (q::CountedTable::Study, &self.study_delta),
+            (CountedTable::Series, &self.series_delta),
+            (CountedTable::Study, &self.study_delta),
         ] {
             if deltas.is_empty() {
                 continue;
             }
-            let sql = q::add_counts(table, deltas.len(), self.tail.first_placeholder());
+            let sql = add_counts(table, deltas.len(), self.tail.first_placeholder());
             let mut params = Vec::with_capacity(deltas.len() * 3 + 1);
             for (id, (instances, bytes)) in deltas {
                 params.extend([Param::Int(*id), Param::Int(*instances), Param::Int(*bytes)]);
@@ -296,8 +387,8 @@ impl<'a> BatchTx<'a> {
         }
         let sql = format!(
             "{} {}",
-            q::INSERT_FILES_HEAD,
-            q::values_placeholders_from(self.tail.first_placeholder(), files.len(), 6)
+            INSERT_FILES_HEAD,
+            values_placeholders_from(self.tail.first_placeholder(), files.len(), 6)
         );
         let mut params = Vec::with_capacity(files.len() * 6);
         for (instance_id, file, now) in files {
@@ -320,9 +411,9 @@ impl<'a> BatchTx<'a> {
         }
         let sql = format!(
             "{} {} {}",
-            q::INSERT_METADATA_HEAD,
-            q::values_placeholders_from(self.tail.first_placeholder(), rows.len(), 2),
-            q::INSERT_METADATA_TAIL
+            INSERT_METADATA_HEAD,
+            values_placeholders_from(self.tail.first_placeholder(), rows.len(), 2),
+            INSERT_METADATA_TAIL
         );
         let mut params = Vec::with_capacity(rows.len() * 2);
         for (instance_id, metadata) in rows {
@@ -344,9 +435,9 @@ impl<'a> BatchTx<'a> {
         let sql = self
             .with_begin(format!(
                 "{} {} {}",
-                q::INSERT_INSTANCES_HEAD,
-                q::values_placeholders(rows.len(), 7),
-                q::INSERT_INSTANCES_TAIL
+                INSERT_INSTANCES_HEAD,
+                values_placeholders(rows.len(), 7),
+                INSERT_INSTANCES_TAIL
             ))
             .await?;
         let mut query = sqlx::query_as::<_, (i64, String)>(&sql);
@@ -374,7 +465,7 @@ impl<'a> BatchTx<'a> {
         series: Option<(i64, i64)>,
     ) -> IndexResult<Option<StoreOutcome>> {
         let record = &new.record;
-        let found: Option<(i64, i64, String)> = sqlx::query_as(q::FIND_INSTANCE)
+        let found: Option<(i64, i64, String)> = sqlx::query_as(FIND_INSTANCE)
             .bind(&record.instance.sop_instance_uid)
             .fetch_optional(&mut *self.conn)
             .await?;
@@ -401,7 +492,7 @@ impl<'a> BatchTx<'a> {
     }
 
     async fn find_patient(&mut self, key: &(String, String)) -> IndexResult<Option<i64>> {
-        let id: Option<i64> = sqlx::query_scalar(q::FIND_PATIENT)
+        let id: Option<i64> = sqlx::query_scalar(FIND_PATIENT)
             .bind(&key.0)
             .bind(&key.1)
             .fetch_optional(&mut *self.conn)
@@ -413,7 +504,7 @@ impl<'a> BatchTx<'a> {
     }
 
     async fn find_study(&mut self, uid: &str) -> IndexResult<Option<CachedStudy>> {
-        let row: Option<(i64, i64, String)> = sqlx::query_as(q::FIND_STUDY)
+        let row: Option<(i64, i64, String)> = sqlx::query_as(FIND_STUDY)
             .bind(uid)
             .fetch_optional(&mut *self.conn)
             .await?;
@@ -429,7 +520,7 @@ impl<'a> BatchTx<'a> {
     }
 
     async fn find_series(&mut self, uid: &str) -> IndexResult<Option<CachedSeries>> {
-        let row: Option<(i64, i64, String)> = sqlx::query_as(q::FIND_SERIES)
+        let row: Option<(i64, i64, String)> = sqlx::query_as(FIND_SERIES)
             .bind(uid)
             .fetch_optional(&mut *self.conn)
             .await?;
@@ -450,7 +541,7 @@ impl<'a> BatchTx<'a> {
         key: (String, String),
     ) -> IndexResult<i64> {
         let patient = &new.record.patient;
-        let id = sqlx::query_scalar(q::INSERT_PATIENT)
+        let id = sqlx::query_scalar(INSERT_PATIENT)
             .bind(&patient.patient_id)
             .bind(&patient.issuer_of_patient_id)
             .bind(&patient.patient_name)
@@ -470,7 +561,7 @@ impl<'a> BatchTx<'a> {
         patient_id: i64,
     ) -> IndexResult<CachedStudy> {
         let study = &new.record.study;
-        let id = sqlx::query_scalar(q::INSERT_STUDY)
+        let id = sqlx::query_scalar(INSERT_STUDY)
             .bind(&study.study_uid)
             .bind(patient_id)
             .bind(&study.study_date)
@@ -498,7 +589,7 @@ impl<'a> BatchTx<'a> {
 
     async fn insert_series(&mut self, new: &NewInstance, study: &CachedStudy) -> IndexResult<i64> {
         let series = &new.record.series;
-        let id = sqlx::query_scalar(q::INSERT_SERIES)
+        let id = sqlx::query_scalar(INSERT_SERIES)
             .bind(&series.series_uid)
             .bind(study.id)
             .bind(&series.modality)
@@ -511,7 +602,7 @@ impl<'a> BatchTx<'a> {
             .fetch_one(&mut *self.conn)
             .await?;
         // The modality list is extended in SQL: another node may have added a series too.
-        sqlx::query(q::STUDY_ADD_SERIES)
+        sqlx::query(STUDY_ADD_SERIES)
             .bind(&series.modality)
             .bind(study.id)
             .execute(&mut *self.conn)
@@ -537,7 +628,7 @@ impl<'a> BatchTx<'a> {
     ) -> IndexResult<StoreOutcome> {
         // The batch's queued file rows include the first copy when one batch holds two.
         self.tail.flush(self.conn).await?;
-        let old: Option<(i64, i64, String, i64, String)> = sqlx::query_as(q::FIND_FILE_OF_INSTANCE)
+        let old: Option<(i64, i64, String, i64, String)> = sqlx::query_as(FIND_FILE_OF_INSTANCE)
             .bind(instance_id)
             .fetch_optional(&mut *self.conn)
             .await?;
@@ -556,7 +647,7 @@ impl<'a> BatchTx<'a> {
             );
             return Ok(StoreOutcome::Stored);
         };
-        sqlx::query(q::REPLACE_FILE)
+        sqlx::query(REPLACE_FILE)
             .bind(new.file.filesystem_id)
             .bind(&new.file.rel_path)
             .bind(new.file.size as i64)

@@ -2,10 +2,17 @@
 //! add, change, remove. Filesystems from the config file are re-applied at every start, so
 //! they can only be changed there.
 
-use super::{IndexResult, Removal, SqlIndex};
+use super::{Index, IndexResult, Removal};
+use crate::config::FilesystemConfig;
 use crate::model::Filesystem;
-use async_trait::async_trait;
 use serde::Serialize;
+
+const SELECT_FILESYSTEMS: &str =
+    "SELECT id, group_name, path, mode, min_free_bytes FROM filesystem ORDER BY id";
+
+const UPSERT_FILESYSTEM: &str = "INSERT INTO filesystem (group_name, path, mode, min_free_bytes) \
+    VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO UPDATE SET group_name = excluded.group_name, \
+    mode = excluded.mode, min_free_bytes = excluded.min_free_bytes, from_config = 1";
 
 /// A filesystem with where it came from and what it holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -37,20 +44,6 @@ pub enum FilesystemEdit {
     PathTaken(i64),
 }
 
-#[async_trait]
-pub trait FilesystemAdmin: Send + Sync {
-    async fn filesystem_rows(&self) -> IndexResult<Vec<FilesystemRow>>;
-    async fn add_filesystem(&self, change: &FilesystemChange) -> IndexResult<FilesystemEdit>;
-    /// Changes group, mode and watermark of a run-time filesystem (its path stays).
-    async fn update_filesystem(
-        &self,
-        id: i64,
-        change: &FilesystemChange,
-    ) -> IndexResult<FilesystemEdit>;
-    /// Removes a run-time filesystem the index no longer points at.
-    async fn remove_filesystem(&self, id: i64) -> IndexResult<Removal>;
-}
-
 type Tuple = (i64, String, String, String, i64, i64, i64, i64);
 
 const SELECT_ROWS: &str = "SELECT f.id, f.group_name, f.path, f.mode, f.min_free_bytes, \
@@ -73,7 +66,7 @@ fn row((id, group, path, mode, min_free, from_config, files, bytes): Tuple) -> F
     }
 }
 
-impl SqlIndex {
+impl Index {
     async fn filesystem_row(&self, id: i64) -> IndexResult<Option<FilesystemRow>> {
         let found: Option<Tuple> = sqlx::query_as(&format!("{SELECT_ROWS} WHERE f.id = $1"))
             .bind(id)
@@ -91,16 +84,15 @@ impl SqlIndex {
     }
 }
 
-#[async_trait]
-impl FilesystemAdmin for SqlIndex {
-    async fn filesystem_rows(&self) -> IndexResult<Vec<FilesystemRow>> {
+impl Index {
+    pub async fn filesystem_rows(&self) -> IndexResult<Vec<FilesystemRow>> {
         let rows: Vec<Tuple> = sqlx::query_as(&format!("{SELECT_ROWS} ORDER BY f.id"))
             .fetch_all(self.pool())
             .await?;
         Ok(rows.into_iter().map(row).collect())
     }
 
-    async fn add_filesystem(&self, change: &FilesystemChange) -> IndexResult<FilesystemEdit> {
+    pub async fn add_filesystem(&self, change: &FilesystemChange) -> IndexResult<FilesystemEdit> {
         if let Some(id) = self.filesystem_with_path(&change.path).await? {
             return Ok(FilesystemEdit::PathTaken(id));
         }
@@ -125,7 +117,8 @@ impl FilesystemAdmin for SqlIndex {
         }
     }
 
-    async fn update_filesystem(
+    /// Changes group, mode and watermark of a run-time filesystem (its path stays).
+    pub async fn update_filesystem(
         &self,
         id: i64,
         change: &FilesystemChange,
@@ -154,7 +147,8 @@ impl FilesystemAdmin for SqlIndex {
             }))
     }
 
-    async fn remove_filesystem(&self, id: i64) -> IndexResult<Removal> {
+    /// Removes a run-time filesystem the index no longer points at.
+    pub async fn remove_filesystem(&self, id: i64) -> IndexResult<Removal> {
         let Some(existing) = self.filesystem_row(id).await? else {
             return Ok(Removal::NotFound);
         };
@@ -177,5 +171,43 @@ impl FilesystemAdmin for SqlIndex {
             "the index points at {files} file(s) on it; switch it to read-only and let \
              retention rules empty it first"
         )))
+    }
+}
+
+/// Filesystems from the configuration file.
+impl Index {
+    /// Makes the filesystem table match the configuration (by path) and returns every row.
+    pub async fn sync_filesystems(
+        &self,
+        wanted: &[FilesystemConfig],
+    ) -> IndexResult<Vec<Filesystem>> {
+        let mut tx = self.pool.begin().await?;
+        for fs in wanted {
+            sqlx::query(UPSERT_FILESYSTEM)
+                .bind(&fs.group)
+                .bind(fs.path.display().to_string())
+                .bind(fs.mode.as_str())
+                .bind(fs.min_free.0 as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.filesystems().await
+    }
+
+    pub async fn filesystems(&self) -> IndexResult<Vec<Filesystem>> {
+        let rows: Vec<(i64, String, String, String, i64)> = sqlx::query_as(SELECT_FILESYSTEMS)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, group, path, mode, min_free)| Filesystem {
+                id,
+                group,
+                path,
+                mode,
+                min_free_bytes: min_free.max(0) as u64,
+            })
+            .collect())
     }
 }

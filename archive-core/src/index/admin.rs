@@ -1,9 +1,29 @@
 //! What the REST API asks the index beyond C-FIND: study search with paging, where a study's
 //! ONLINE copies are, and retrying a job.
 
-use super::{IndexResult, SqlIndex, StudyRow};
-use async_trait::async_trait;
+use super::{Index, IndexResult, StudyRow};
+use crate::model::AePeer;
 use serde::Serialize;
+
+const UPSERT_AE: &str = "INSERT INTO ae_peer \
+    (ae_title, host, port, can_query, can_retrieve, can_store, description, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (ae_title) DO UPDATE SET \
+    host = excluded.host, port = excluded.port, can_query = excluded.can_query, \
+    can_retrieve = excluded.can_retrieve, can_store = excluded.can_store, \
+    description = excluded.description";
+
+const AE_COLUMNS: &str =
+    "SELECT ae_title, host, port, can_query, can_retrieve, can_store, description FROM ae_peer";
+
+fn select_aes() -> String {
+    format!("{AE_COLUMNS} ORDER BY ae_title")
+}
+
+fn select_ae() -> String {
+    format!("{AE_COLUMNS} WHERE ae_title = $1")
+}
+
+const DELETE_AE: &str = "DELETE FROM ae_peer WHERE ae_title = $1";
 
 /// Filters of a study search; every given one must hold.
 #[derive(Clone, Debug, Default)]
@@ -63,22 +83,6 @@ pub struct OnlineCopy {
     pub bytes: i64,
 }
 
-#[async_trait]
-pub trait AdminIndex: Send + Sync {
-    /// Studies matching `search`, newest study date first.
-    async fn search_studies(&self, search: &StudySearch) -> IndexResult<Vec<StudyRow>>;
-    async fn online_copies(&self, study_uid: &str) -> IndexResult<Vec<OnlineCopy>>;
-    /// Removes a target or rule added at run time.
-    async fn remove_setting(&self, setting: Setting, name: &str) -> IndexResult<Removal>;
-    /// (availability, studies, instances, bytes) for each availability that occurs.
-    async fn availability_totals(&self) -> IndexResult<Vec<(String, i64, i64, i64)>>;
-    /// (state, jobs) for each job state that occurs.
-    async fn job_totals(&self) -> IndexResult<Vec<(String, i64)>>;
-    /// Puts a FAILED or CANCELLED job back in the queue with fresh attempts; `false` if it is
-    /// not in one of those states.
-    async fn retry_job(&self, id: i64, now: i64) -> IndexResult<bool>;
-}
-
 /// `*` → `%`, with `%`, `_` and `!` escaped (`ESCAPE '!'`).
 fn like_pattern(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -95,9 +99,9 @@ fn like_pattern(text: &str) -> String {
     out
 }
 
-#[async_trait]
-impl AdminIndex for SqlIndex {
-    async fn search_studies(&self, search: &StudySearch) -> IndexResult<Vec<StudyRow>> {
+impl Index {
+    /// Studies matching `search`, newest study date first.
+    pub async fn search_studies(&self, search: &StudySearch) -> IndexResult<Vec<StudyRow>> {
         let mut conditions: Vec<String> = Vec::new();
         let mut binds: Vec<String> = Vec::new();
         let mut add = |condition: &str, value: String| {
@@ -138,7 +142,7 @@ impl AdminIndex for SqlIndex {
         };
         let sql = format!(
             "{} WHERE 1 = 1{filter} ORDER BY s.study_date DESC, s.id DESC LIMIT {} OFFSET {}",
-            super::queries::SELECT_STUDY_COLUMNS,
+            super::query::SELECT_STUDY_COLUMNS,
             search.limit.clamp(1, 1000),
             search.offset.max(0)
         );
@@ -149,7 +153,7 @@ impl AdminIndex for SqlIndex {
         Ok(query.fetch_all(self.pool()).await?)
     }
 
-    async fn online_copies(&self, study_uid: &str) -> IndexResult<Vec<OnlineCopy>> {
+    pub async fn online_copies(&self, study_uid: &str) -> IndexResult<Vec<OnlineCopy>> {
         Ok(sqlx::query_as(
             "SELECT fs.id AS filesystem_id, fs.group_name, fs.path, COUNT(*) AS instances, \
              CAST(SUM(f.size_bytes) AS BIGINT) AS bytes \
@@ -163,7 +167,8 @@ impl AdminIndex for SqlIndex {
         .await?)
     }
 
-    async fn remove_setting(&self, setting: Setting, name: &str) -> IndexResult<Removal> {
+    /// Removes a target or rule added at run time.
+    pub async fn remove_setting(&self, setting: Setting, name: &str) -> IndexResult<Removal> {
         let table = setting.table();
         let row: Option<(i64, i64)> = sqlx::query_as(&format!(
             "SELECT id, from_config FROM {table} WHERE name = $1"
@@ -201,7 +206,8 @@ impl AdminIndex for SqlIndex {
         Ok(Removal::Removed)
     }
 
-    async fn availability_totals(&self) -> IndexResult<Vec<(String, i64, i64, i64)>> {
+    /// (availability, studies, instances, bytes) for each availability that occurs.
+    pub async fn availability_totals(&self) -> IndexResult<Vec<(String, i64, i64, i64)>> {
         Ok(sqlx::query_as(
             "SELECT availability, COUNT(*), CAST(COALESCE(SUM(num_instances), 0) AS BIGINT), \
              CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM study GROUP BY availability \
@@ -211,7 +217,8 @@ impl AdminIndex for SqlIndex {
         .await?)
     }
 
-    async fn job_totals(&self) -> IndexResult<Vec<(String, i64)>> {
+    /// (state, jobs) for each job state that occurs.
+    pub async fn job_totals(&self) -> IndexResult<Vec<(String, i64)>> {
         Ok(
             sqlx::query_as("SELECT state, COUNT(*) FROM job GROUP BY state ORDER BY state")
                 .fetch_all(self.pool())
@@ -219,7 +226,9 @@ impl AdminIndex for SqlIndex {
         )
     }
 
-    async fn retry_job(&self, id: i64, now: i64) -> IndexResult<bool> {
+    /// Puts a FAILED or CANCELLED job back in the queue with fresh attempts; `false` if it is
+    /// not in one of those states.
+    pub async fn retry_job(&self, id: i64, now: i64) -> IndexResult<bool> {
         // ON CONFLICT: a live job for the same work may exist meanwhile; then nothing changes.
         let result = sqlx::query(
             "UPDATE job SET state = 'QUEUED', attempts = 0, next_run_at = $1, updated_at = $1, \
@@ -233,5 +242,64 @@ impl AdminIndex for SqlIndex {
         .execute(self.pool())
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+}
+
+/// AE peers (the DICOM nodes C-MOVE sends to and the AE policy knows).
+impl Index {
+    /// Adds a peer, or updates the one with the same AE title.
+    pub async fn ae_upsert(&self, peer: &AePeer) -> IndexResult<()> {
+        sqlx::query(UPSERT_AE)
+            .bind(&peer.ae_title)
+            .bind(&peer.host)
+            .bind(i64::from(peer.port))
+            .bind(i64::from(peer.can_query))
+            .bind(i64::from(peer.can_retrieve))
+            .bind(i64::from(peer.can_store))
+            .bind(&peer.description)
+            .bind(super::now_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ae_list(&self) -> IndexResult<Vec<AePeer>> {
+        let rows: Vec<AeRow> = sqlx::query_as(&select_aes()).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(AePeer::from).collect())
+    }
+
+    pub async fn ae_get(&self, ae_title: &str) -> IndexResult<Option<AePeer>> {
+        let row: Option<AeRow> = sqlx::query_as(&select_ae())
+            .bind(ae_title)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(AePeer::from))
+    }
+
+    /// Returns whether a peer was removed.
+    pub async fn ae_remove(&self, ae_title: &str) -> IndexResult<bool> {
+        let result = sqlx::query(DELETE_AE)
+            .bind(ae_title)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+}
+
+type AeRow = (String, String, i64, i64, i64, i64, String);
+
+impl From<AeRow> for AePeer {
+    fn from(
+        (ae_title, host, port, can_query, can_retrieve, can_store, description): AeRow,
+    ) -> AePeer {
+        AePeer {
+            ae_title,
+            host,
+            port: u16::try_from(port).unwrap_or(0),
+            can_query: can_query != 0,
+            can_retrieve: can_retrieve != 0,
+            can_store: can_store != 0,
+            description,
+        }
     }
 }

@@ -2,69 +2,18 @@
 //! `FOR UPDATE SKIP LOCKED`, so nodes never wait on each other's claims; SQLite serializes
 //! writers anyway (one node), and the same single UPDATE is atomic there.
 
-use super::{Dialect, IndexResult, SqlIndex};
+use super::{Dialect, Index, IndexResult};
 use crate::jobs::{job_state, Enqueued, Job, JobFilter, JobOutcome, JobProgress, NewJob};
-use async_trait::async_trait;
 
 const JOB_COLUMNS: &str = "id, job_type, study_uid, target_name, state, attempts, max_attempts, \
     next_run_at, owner_node, lease_expires_at, done_items, total_items, done_bytes, total_bytes, \
     last_error, created_by, created_at, updated_at, finished_at";
 
-/// Job operations every index backend provides.
-#[async_trait]
-pub trait JobQueue: Send + Sync {
+/// The jobs table: every node sees every job; claiming with a lease makes each run once.
+impl Index {
     /// Queues a job unless a live (QUEUED or RUNNING) one of the same type, study and target
     /// exists; either way returns the live job's id.
-    async fn enqueue_job(&self, new: &NewJob, now: i64) -> IndexResult<Enqueued>;
-    /// Queues a COPY job for a copy rule, in one statement that re-checks what the rule's
-    /// candidate list saw: no live COPY job for the study and target, and at least one ONLINE
-    /// instance of the study without an UPLOADING, TO_ARCHIVE or ARCHIVED pack on the target.
-    /// `None` when either check fails. Why one statement: a candidate listed while another
-    /// node's copy was running would otherwise be queued again just after that copy finished
-    /// (the one-live-job index no longer stops it), as a job with nothing to copy. The copy
-    /// job records its pack's members before it ends, so any snapshot sees either the live
-    /// job or the members.
-    async fn enqueue_rule_copy(
-        &self,
-        new: &NewJob,
-        target_id: i64,
-        now: i64,
-    ) -> IndexResult<Option<i64>>;
-    /// Takes the next due job (or one whose owner's lease expired) for `node`.
-    async fn claim_job(&self, node: &str, now: i64, lease_ms: i64) -> IndexResult<Option<Job>>;
-    /// Extends the lease and records progress. `false`: the job is no longer ours (cancelled,
-    /// or taken over after our lease expired) and the caller must stop working on it.
-    async fn renew_job(
-        &self,
-        id: i64,
-        node: &str,
-        now: i64,
-        lease_ms: i64,
-        progress: JobProgress,
-    ) -> IndexResult<bool>;
-    /// Records how a run ended; `false` if the job was no longer ours.
-    async fn finish_job(
-        &self,
-        id: i64,
-        node: &str,
-        now: i64,
-        outcome: &JobOutcome,
-    ) -> IndexResult<bool>;
-    /// Puts this node's RUNNING jobs back in the queue (at start: whatever we were running
-    /// when we died; at shutdown: what we stop running).
-    async fn requeue_jobs_of_node(&self, node: &str, now: i64) -> IndexResult<u64>;
-    async fn job(&self, id: i64) -> IndexResult<Option<Job>>;
-    /// Newest first.
-    async fn list_jobs(&self, filter: &JobFilter) -> IndexResult<Vec<Job>>;
-    /// Cancels a QUEUED or RUNNING job; `false` if it had already ended.
-    async fn cancel_job(&self, id: i64, now: i64) -> IndexResult<bool>;
-    /// Claims one firing of a named schedule for `node`: `true` for exactly one caller.
-    async fn claim_schedule_fire(&self, name: &str, fire_at: i64, node: &str) -> IndexResult<bool>;
-}
-
-#[async_trait]
-impl JobQueue for SqlIndex {
-    async fn enqueue_job(&self, new: &NewJob, now: i64) -> IndexResult<Enqueued> {
+    pub async fn enqueue_job(&self, new: &NewJob, now: i64) -> IndexResult<Enqueued> {
         let inserted: Option<(i64,)> = sqlx::query_as(
             "INSERT INTO job (job_type, study_uid, target_name, state, max_attempts, next_run_at, \
              created_by, created_at, updated_at) VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $5, $5) \
@@ -99,7 +48,15 @@ impl JobQueue for SqlIndex {
         })
     }
 
-    async fn enqueue_rule_copy(
+    /// Queues a COPY job for a copy rule, in one statement that re-checks what the rule's
+    /// candidate list saw: no live COPY job for the study and target, and at least one ONLINE
+    /// instance of the study without an UPLOADING, TO_ARCHIVE or ARCHIVED pack on the target.
+    /// `None` when either check fails. Why one statement: a candidate listed while another
+    /// node's copy was running would otherwise be queued again just after that copy finished
+    /// (the one-live-job index no longer stops it), as a job with nothing to copy. The copy
+    /// job records its pack's members before it ends, so any snapshot sees either the live
+    /// job or the members.
+    pub async fn enqueue_rule_copy(
         &self,
         new: &NewJob,
         target_id: i64,
@@ -131,8 +88,9 @@ impl JobQueue for SqlIndex {
         Ok(inserted.map(|(id,)| id))
     }
 
-    async fn claim_job(&self, node: &str, now: i64, lease_ms: i64) -> IndexResult<Option<Job>> {
-        let lock = match super::IndexBackend::dialect(self) {
+    /// Takes the next due job (or one whose owner's lease expired) for `node`.
+    pub async fn claim_job(&self, node: &str, now: i64, lease_ms: i64) -> IndexResult<Option<Job>> {
+        let lock = match self.dialect {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         };
@@ -152,7 +110,9 @@ impl JobQueue for SqlIndex {
             .await?)
     }
 
-    async fn renew_job(
+    /// Extends the lease and records progress. `false`: the job is no longer ours (cancelled,
+    /// or taken over after our lease expired) and the caller must stop working on it.
+    pub async fn renew_job(
         &self,
         id: i64,
         node: &str,
@@ -178,7 +138,8 @@ impl JobQueue for SqlIndex {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn finish_job(
+    /// Records how a run ended; `false` if the job was no longer ours.
+    pub async fn finish_job(
         &self,
         id: i64,
         node: &str,
@@ -207,7 +168,9 @@ impl JobQueue for SqlIndex {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn requeue_jobs_of_node(&self, node: &str, now: i64) -> IndexResult<u64> {
+    /// Puts this node's RUNNING jobs back in the queue (at start: whatever we were running
+    /// when we died; at shutdown: what we stop running).
+    pub async fn requeue_jobs_of_node(&self, node: &str, now: i64) -> IndexResult<u64> {
         let result = sqlx::query(
             "UPDATE job SET state = 'QUEUED', next_run_at = $1, updated_at = $1, \
              lease_expires_at = 0 WHERE owner_node = $2 AND state = 'RUNNING'",
@@ -219,7 +182,7 @@ impl JobQueue for SqlIndex {
         Ok(result.rows_affected())
     }
 
-    async fn job(&self, id: i64) -> IndexResult<Option<Job>> {
+    pub async fn job(&self, id: i64) -> IndexResult<Option<Job>> {
         Ok(
             sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM job WHERE id = $1"))
                 .bind(id)
@@ -228,7 +191,8 @@ impl JobQueue for SqlIndex {
         )
     }
 
-    async fn list_jobs(&self, filter: &JobFilter) -> IndexResult<Vec<Job>> {
+    /// Newest first.
+    pub async fn list_jobs(&self, filter: &JobFilter) -> IndexResult<Vec<Job>> {
         let mut sql = format!("SELECT {JOB_COLUMNS} FROM job WHERE 1 = 1");
         let mut binds: Vec<&str> = Vec::new();
         for (column, value) in [
@@ -250,7 +214,8 @@ impl JobQueue for SqlIndex {
         Ok(query.fetch_all(self.pool()).await?)
     }
 
-    async fn cancel_job(&self, id: i64, now: i64) -> IndexResult<bool> {
+    /// Cancels a QUEUED or RUNNING job; `false` if it had already ended.
+    pub async fn cancel_job(&self, id: i64, now: i64) -> IndexResult<bool> {
         let result = sqlx::query(
             "UPDATE job SET state = 'CANCELLED', finished_at = $1, updated_at = $1, \
              last_error = 'cancelled by an administrator' \
@@ -263,7 +228,13 @@ impl JobQueue for SqlIndex {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn claim_schedule_fire(&self, name: &str, fire_at: i64, node: &str) -> IndexResult<bool> {
+    /// Claims one firing of a named schedule for `node`: `true` for exactly one caller.
+    pub async fn claim_schedule_fire(
+        &self,
+        name: &str,
+        fire_at: i64,
+        node: &str,
+    ) -> IndexResult<bool> {
         let result = sqlx::query(
             "INSERT INTO schedule_fire (schedule_name, fire_at, node) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",

@@ -2,10 +2,9 @@
 //! the crash-safe deletion steps, and where an instance can be read from when its ONLINE copy
 //! is gone.
 
-use super::{IndexResult, InstanceLocation, SqlIndex};
+use super::{Index, IndexResult, InstanceLocation};
 use crate::config::RetentionRuleConfig;
 use crate::query::{Attr, Level};
-use async_trait::async_trait;
 use std::path::PathBuf;
 
 /// A study a retention rule could free, with what the hard constraint needs to know.
@@ -46,56 +45,8 @@ pub struct DeletionStart {
     pub kept_unverified: i64,
 }
 
-#[async_trait]
-pub trait RetentionIndex: Send + Sync {
-    /// Records the configured retention rules (by name); rules added at run time are kept.
-    async fn sync_retention_rules(
-        &self,
-        rules: &[RetentionRuleConfig],
-        now: i64,
-    ) -> IndexResult<()>;
-    async fn retention_rules(&self) -> IndexResult<Vec<RetentionRuleConfig>>;
-    /// Adds a retention rule or replaces the one with the same name (REST API).
-    async fn save_retention_rule(&self, rule: &RetentionRuleConfig, now: i64) -> IndexResult<()>;
-    /// Studies with ONLINE files on `rule.group` that match the rule's filters, least
-    /// recently accessed first.
-    async fn retention_candidates(
-        &self,
-        rule: &RetentionRuleConfig,
-        limit: i64,
-    ) -> IndexResult<Vec<RetentionCandidate>>;
-    /// Step 1 of a deletion, one transaction: marks DELETING the study's ONLINE files whose
-    /// instance has an ARCHIVED copy (on `require_target` if not empty) and updates
-    /// availability. From here on retrievals use the NEARLINE copy.
-    async fn begin_online_deletion(
-        &self,
-        study_uid: &str,
-        require_target: &str,
-    ) -> IndexResult<DeletionStart>;
-    /// The study's DELETING files (step 2 unlinks them, step 3 drops their rows).
-    async fn deleting_files(&self, study_uid: &str) -> IndexResult<Vec<(i64, PathBuf)>>;
-    async fn remove_file_rows(&self, file_ids: &[i64]) -> IndexResult<()>;
-    /// Every study with DELETING files: deletions a crash interrupted.
-    async fn studies_with_deleting_files(&self) -> IndexResult<Vec<String>>;
-    /// Recomputes ONLINE / NEARLINE / OFFLINE for the study's instances, series and itself.
-    async fn recompute_availability(&self, study_uid: &str) -> IndexResult<()>;
-    /// Records a restored ONLINE file for an instance (restore from NEARLINE).
-    async fn add_online_file(
-        &self,
-        sop_uid: &str,
-        file: &crate::model::StoredFile,
-        now: i64,
-    ) -> IndexResult<()>;
-    /// Instances under the given unique keys that have no ONLINE file but an ARCHIVED copy.
-    async fn nearline_locations(
-        &self,
-        level: Level,
-        uids: &[String],
-    ) -> IndexResult<Vec<InstanceLocation>>;
-}
-
 async fn upsert_retention_rule_row(
-    index: &SqlIndex,
+    index: &Index,
     rule: &RetentionRuleConfig,
     from_config: bool,
     now: i64,
@@ -135,15 +86,15 @@ const VERIFIED: &str = "EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id
     JOIN nearline_target t ON t.id = p.target_fk WHERE pm.instance_fk = i.id \
     AND p.status = 'ARCHIVED' AND ($2 = '' OR t.name = $2))";
 
-#[async_trait]
-impl RetentionIndex for SqlIndex {
-    async fn sync_retention_rules(
+impl Index {
+    /// Records the configured retention rules (by name); rules added at run time are kept.
+    pub async fn sync_retention_rules(
         &self,
         rules: &[RetentionRuleConfig],
         now: i64,
     ) -> IndexResult<()> {
         // A rule removed from the config file stops: its row goes (rules added at run time stay).
-        super::nearline_sql::delete_config_rows_except(
+        super::nearline::delete_config_rows_except(
             self,
             "retention_rule",
             rules.iter().map(|r| r.name.as_str()),
@@ -155,11 +106,16 @@ impl RetentionIndex for SqlIndex {
         Ok(())
     }
 
-    async fn save_retention_rule(&self, rule: &RetentionRuleConfig, now: i64) -> IndexResult<()> {
+    /// Adds a retention rule or replaces the one with the same name (REST API).
+    pub async fn save_retention_rule(
+        &self,
+        rule: &RetentionRuleConfig,
+        now: i64,
+    ) -> IndexResult<()> {
         upsert_retention_rule_row(self, rule, false, now).await
     }
 
-    async fn retention_rules(&self) -> IndexResult<Vec<RetentionRuleConfig>> {
+    pub async fn retention_rules(&self) -> IndexResult<Vec<RetentionRuleConfig>> {
         type Tuple = (
             String,
             String,
@@ -180,7 +136,7 @@ impl RetentionIndex for SqlIndex {
         )
         .fetch_all(self.pool())
         .await?;
-        let list = super::queries::split_list;
+        let list = super::placeholders::split_list;
         Ok(rows
             .into_iter()
             .map(
@@ -215,13 +171,15 @@ impl RetentionIndex for SqlIndex {
             .collect())
     }
 
-    async fn retention_candidates(
+    /// Studies with ONLINE files on `rule.group` that match the rule's filters, least
+    /// recently accessed first.
+    pub async fn retention_candidates(
         &self,
         rule: &RetentionRuleConfig,
         limit: i64,
     ) -> IndexResult<Vec<RetentionCandidate>> {
         let (series, binds) =
-            super::queries::series_filter("x", &rule.modalities, &rule.calling_aes, 3);
+            super::placeholders::series_filter("x", &rule.modalities, &rule.calling_aes, 3);
         let filter = if series.is_empty() {
             String::new()
         } else {
@@ -255,7 +213,10 @@ impl RetentionIndex for SqlIndex {
         Ok(query.fetch_all(self.pool()).await?)
     }
 
-    async fn begin_online_deletion(
+    /// Step 1 of a deletion, one transaction: marks DELETING the study's ONLINE files whose
+    /// instance has an ARCHIVED copy (on `require_target` if not empty) and updates
+    /// availability. From here on retrievals use the NEARLINE copy.
+    pub async fn begin_online_deletion(
         &self,
         study_uid: &str,
         require_target: &str,
@@ -291,7 +252,8 @@ impl RetentionIndex for SqlIndex {
         })
     }
 
-    async fn deleting_files(&self, study_uid: &str) -> IndexResult<Vec<(i64, PathBuf)>> {
+    /// The study's DELETING files (step 2 unlinks them, step 3 drops their rows).
+    pub async fn deleting_files(&self, study_uid: &str) -> IndexResult<Vec<(i64, PathBuf)>> {
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
             "SELECT f.id, fs.path, f.path FROM file f JOIN filesystem fs ON fs.id = f.filesystem_fk \
              JOIN instance i ON i.id = f.instance_fk JOIN series se ON se.id = i.series_fk \
@@ -307,11 +269,11 @@ impl RetentionIndex for SqlIndex {
             .collect())
     }
 
-    async fn remove_file_rows(&self, file_ids: &[i64]) -> IndexResult<()> {
+    pub async fn remove_file_rows(&self, file_ids: &[i64]) -> IndexResult<()> {
         for chunk in file_ids.chunks(500) {
             let sql = format!(
                 "DELETE FROM file WHERE status = 'DELETING' AND id IN ({})",
-                super::queries::placeholder_list(1, chunk.len())
+                super::placeholders::placeholder_list(1, chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for id in chunk {
@@ -322,7 +284,8 @@ impl RetentionIndex for SqlIndex {
         Ok(())
     }
 
-    async fn studies_with_deleting_files(&self) -> IndexResult<Vec<String>> {
+    /// Every study with DELETING files: deletions a crash interrupted.
+    pub async fn studies_with_deleting_files(&self) -> IndexResult<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT DISTINCT s.study_uid FROM file f JOIN instance i ON i.id = f.instance_fk \
              JOIN series se ON se.id = i.series_fk JOIN study s ON s.id = se.study_fk \
@@ -333,14 +296,16 @@ impl RetentionIndex for SqlIndex {
         Ok(rows.into_iter().map(|(uid,)| uid).collect())
     }
 
-    async fn recompute_availability(&self, study_uid: &str) -> IndexResult<()> {
+    /// Recomputes ONLINE / NEARLINE / OFFLINE for the study's instances, series and itself.
+    pub async fn recompute_availability(&self, study_uid: &str) -> IndexResult<()> {
         let mut tx = self.pool().begin().await?;
         update_availability(&mut tx, study_uid).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn add_online_file(
+    /// Records a restored ONLINE file for an instance (restore from NEARLINE).
+    pub async fn add_online_file(
         &self,
         sop_uid: &str,
         file: &crate::model::StoredFile,
@@ -361,7 +326,8 @@ impl RetentionIndex for SqlIndex {
         Ok(())
     }
 
-    async fn nearline_locations(
+    /// Instances under the given unique keys that have no ONLINE file but an ARCHIVED copy.
+    pub async fn nearline_locations(
         &self,
         level: Level,
         uids: &[String],
@@ -382,7 +348,7 @@ impl RetentionIndex for SqlIndex {
              WHERE {column} IN ({}) \
              AND NOT EXISTS (SELECT 1 FROM file f WHERE f.instance_fk = i.id AND f.status = 'OK') \
              ORDER BY se.series_number, se.series_uid, i.instance_number, i.sop_uid, pk.id DESC",
-            super::queries::placeholder_list(1, uids.len())
+            super::placeholders::placeholder_list(1, uids.len())
         );
         type Tuple = (
             String,
