@@ -129,7 +129,7 @@ pub enum JobsCommand {
         /// QUEUED, RUNNING, DONE, FAILED or CANCELLED
         #[arg(long)]
         state: Option<String>,
-        /// COPY or VERIFY
+        /// COPY, VERIFY, DELETE or RESTORE
         #[arg(long = "type", value_name = "TYPE")]
         job_type: Option<String>,
         /// Only jobs of this Study Instance UID

@@ -6,10 +6,10 @@ use crate::serve::{open_index, prepare_nearline, runtime};
 use anyhow::{bail, Context};
 use archive_core::config::{ByteSize, Config, TargetKind, TargetSpec};
 use archive_core::index::{now_millis, Index};
-use archive_core::jobs::{job_state, job_type, Job, JobFilter};
+use archive_core::jobs::{Job, JobFilter, JobState, JobType};
 use std::time::{Duration, Instant};
 
-pub fn request(config: Config, kind: &str, args: StudyJobArgs) -> anyhow::Result<()> {
+pub fn request(config: Config, kind: JobType, args: StudyJobArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let index = open_index(&config).await?;
         prepare_nearline(&index, &config).await?;
@@ -22,16 +22,16 @@ pub fn request(config: Config, kind: &str, args: StudyJobArgs) -> anyhow::Result
         let max_attempts = config.lifecycle.max_attempts;
         let study = &args.study_uid;
         let (enqueued, target) = match kind {
-            job_type::COPY | job_type::VERIFY => {
+            JobType::Copy | JobType::Verify => {
                 let target = choose_target(&index, args.target.as_deref()).await?;
-                let enqueued = if kind == job_type::COPY {
+                let enqueued = if kind == JobType::Copy {
                     lifecycle::request_copy(&index, study, &target, "cli", max_attempts).await?
                 } else {
                     lifecycle::request_verify(&index, study, &target, "cli", max_attempts).await?
                 };
                 (enqueued, target)
             }
-            job_type::DELETE => {
+            JobType::Delete => {
                 let target = match args.target.as_deref() {
                     Some(name) => choose_target(&index, Some(name)).await?,
                     None => String::new(),
@@ -40,7 +40,7 @@ pub fn request(config: Config, kind: &str, args: StudyJobArgs) -> anyhow::Result
                     lifecycle::request_delete(&index, study, &target, "cli", max_attempts).await?;
                 (enqueued, target)
             }
-            _ => (
+            JobType::Restore => (
                 lifecycle::request_restore(&index, study, "cli", max_attempts).await?,
                 String::new(),
             ),
@@ -120,8 +120,8 @@ async fn wait_for(index: &Index, job_id: i64, timeout: Duration) -> anyhow::Resu
             println!("{line}");
             last_line = line;
         }
-        if job_state::is_final(&job.state) {
-            if job.state == job_state::DONE {
+        if job.state.is_final() {
+            if job.state == JobState::Done {
                 return Ok(());
             }
             bail!("job {} ended {}: {}", job.id, job.state, job.last_error);
@@ -198,8 +198,14 @@ pub fn jobs(config: Config, command: JobsCommand) -> anyhow::Result<()> {
                 json,
             } => {
                 let filter = JobFilter {
-                    state: state.map(|s| s.to_ascii_uppercase()),
-                    job_type: job_type.map(|s| s.to_ascii_uppercase()),
+                    state: state
+                        .map(|s| s.to_ascii_uppercase().parse::<JobState>())
+                        .transpose()
+                        .context("--state")?,
+                    job_type: job_type
+                        .map(|s| s.to_ascii_uppercase().parse::<JobType>())
+                        .transpose()
+                        .context("--type")?,
                     study_uid,
                     limit,
                 };

@@ -33,22 +33,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ae(command) => ae::run(load_config(&cli.config)?, command),
         Command::Copy(args) => lifecycle_cli::request(
             load_config(&cli.config)?,
-            archive_core::jobs::job_type::COPY,
+            archive_core::jobs::JobType::Copy,
             args,
         ),
         Command::Verify(args) => lifecycle_cli::request(
             load_config(&cli.config)?,
-            archive_core::jobs::job_type::VERIFY,
+            archive_core::jobs::JobType::Verify,
             args,
         ),
         Command::Restore(args) => lifecycle_cli::request(
             load_config(&cli.config)?,
-            archive_core::jobs::job_type::RESTORE,
+            archive_core::jobs::JobType::Restore,
             args,
         ),
         Command::DeleteOnline(args) => lifecycle_cli::request(
             load_config(&cli.config)?,
-            archive_core::jobs::job_type::DELETE,
+            archive_core::jobs::JobType::Delete,
             args,
         ),
         Command::Retention(command) => lifecycle_cli::retention(load_config(&cli.config)?, command),

@@ -7,8 +7,8 @@
 mod common;
 
 use archive_core::index::Index;
-use archive_core::jobs::{job_state, job_type, Job};
-use archive_core::nearline::{pack_status, PackRow};
+use archive_core::jobs::{Job, JobState, JobType};
+use archive_core::nearline::{PackRow, PackStatus};
 use common::lifecycle::*;
 use common::s3::{Garage, S3Place};
 use common::{dcmtk, Backend, Strata};
@@ -93,11 +93,11 @@ async fn copies_by_schedule_to_s3_and_verifies(backend: Backend) {
                 packs(&index, study)
                     .await
                     .iter()
-                    .any(|p| p.status == pack_status::ARCHIVED)
+                    .any(|p| p.status == PackStatus::Archived)
             },
         )
         .await;
-        let copies = jobs_of(&index, study, job_type::COPY).await;
+        let copies = jobs_of(&index, study, JobType::Copy).await;
         assert!(
             copies.iter().all(|j| j.created_by == "rule:everything"),
             "{copies:?}"
@@ -117,7 +117,7 @@ async fn copies_by_schedule_to_s3_and_verifies(backend: Backend) {
     // Every firing after the copies finds nothing new: no further jobs or packs.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     for study in &studies {
-        assert_eq!(jobs_of(&index, study, job_type::COPY).await.len(), 1);
+        assert_eq!(jobs_of(&index, study, JobType::Copy).await.len(), 1);
         assert_eq!(packs(&index, study).await.len(), 1);
     }
 }
@@ -134,18 +134,15 @@ async fn copies_by_cli_to_a_directory_and_verifies_only_when_asked(backend: Back
     assert_eq!(before.len(), 1);
     assert_eq!(
         before[0].status,
-        pack_status::TO_ARCHIVE,
+        PackStatus::ToArchive,
         "not ARCHIVED before a read-back"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        packs(&index, study).await[0].status,
-        pack_status::TO_ARCHIVE
-    );
+    assert_eq!(packs(&index, study).await[0].status, PackStatus::ToArchive);
 
     strata.cli_ok(&["verify", "--study", study, "--wait", "--timeout-secs", "60"]);
     let after = packs(&index, study).await;
-    assert_eq!(after[0].status, pack_status::ARCHIVED);
+    assert_eq!(after[0].status, PackStatus::Archived);
 
     let tar = strata
         .data_dir()
@@ -180,7 +177,7 @@ async fn copies_by_cli_to_a_directory_and_verifies_only_when_asked(backend: Back
     let now = packs(&index, study).await;
     assert_eq!(now.len(), 2, "{now:?}");
     assert_eq!((now[0].member_count, now[1].member_count), (4, 2));
-    assert_eq!(now[1].status, pack_status::TO_ARCHIVE);
+    assert_eq!(now[1].status, PackStatus::ToArchive);
 
     // Bad requests are refused with a clear message, nothing queued.
     let unknown = strata.cli(&["copy", "--study", "1.2.3.4.5"]);
@@ -212,7 +209,7 @@ async fn a_pack_damaged_in_the_bucket_fails_verification_and_is_copied_again(bac
         "verification of a damaged pack must fail"
     );
     let after = packs(&index, &study).await;
-    assert_eq!(after[0].status, pack_status::VERIFY_FAILED);
+    assert_eq!(after[0].status, PackStatus::VerifyFailed);
     assert!(
         after[0].error.contains("SHA-256"),
         "the error says what did not match: {}",
@@ -228,24 +225,24 @@ async fn a_pack_damaged_in_the_bucket_fails_verification_and_is_copied_again(bac
             packs(&index, &study)
                 .await
                 .iter()
-                .any(|p| p.status == pack_status::TO_ARCHIVE)
+                .any(|p| p.status == PackStatus::ToArchive)
         },
     )
     .await;
-    let copies = jobs_of(&index, &study, job_type::COPY).await;
+    let copies = jobs_of(&index, &study, JobType::Copy).await;
     assert!(
         copies.iter().any(|j| j.created_by == "verify-failed"),
         "{copies:?}"
     );
     strata.cli_ok(&["verify", "--study", &study, "--wait"]);
-    let statuses: Vec<String> = packs(&index, &study)
+    let statuses: Vec<PackStatus> = packs(&index, &study)
         .await
         .into_iter()
         .map(|p| p.status)
         .collect();
     assert_eq!(
         statuses,
-        vec![pack_status::VERIFY_FAILED, pack_status::ARCHIVED]
+        vec![PackStatus::VerifyFailed, PackStatus::Archived]
     );
 }
 
@@ -253,16 +250,16 @@ async fn a_pack_damaged_in_the_bucket_fails_verification_and_is_copied_again(bac
 async fn wait_mid_upload(strata: &Strata, index: &Index, study: &str) -> Job {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let jobs = jobs_of(index, study, job_type::COPY).await;
+        let jobs = jobs_of(index, study, JobType::Copy).await;
         if let Some(job) = jobs.first() {
-            if job.state == job_state::RUNNING
+            if job.state == JobState::Running
                 && job.done_bytes > 0
                 && job.done_bytes < job.total_bytes
             {
                 return job.clone();
             }
             assert!(
-                job.state != job_state::DONE,
+                job.state != JobState::Done,
                 "the copy finished before the fault was injected; make the study larger"
             );
         }
@@ -296,12 +293,12 @@ async fn big_copy_under_way(
 }
 
 /// Waits until the study's (latest) copy job is in `state`.
-async fn wait_for_copy(strata: &Strata, index: &Index, study: &str, state: &str, seconds: u64) {
+async fn wait_for_copy(strata: &Strata, index: &Index, study: &str, state: JobState, seconds: u64) {
     wait_for(
         &format!("the copy job to be {state}"),
         Duration::from_secs(seconds),
         strata,
-        || async { jobs_of(index, study, job_type::COPY).await[0].state == state },
+        || async { jobs_of(index, study, JobType::Copy).await[0].state == state },
     )
     .await;
 }
@@ -316,19 +313,19 @@ async fn an_s3_outage_during_an_upload_is_retried_until_it_succeeds(backend: Bac
     let (strata, index, study, _scratch) = big_copy_under_way(backend, &place).await;
     garage.stop();
     // The attempt fails and is retried with backoff while S3 is away.
-    wait_for_copy(&strata, &index, &study, job_state::QUEUED, 60).await;
-    let failed = jobs_of(&index, &study, job_type::COPY).await.remove(0);
+    wait_for_copy(&strata, &index, &study, JobState::Queued, 60).await;
+    let failed = jobs_of(&index, &study, JobType::Copy).await.remove(0);
     assert!(!failed.last_error.is_empty());
     tokio::time::sleep(Duration::from_secs(3)).await;
     garage.resume();
-    wait_for_copy(&strata, &index, &study, job_state::DONE, 120).await;
-    let done = jobs_of(&index, &study, job_type::COPY).await.remove(0);
+    wait_for_copy(&strata, &index, &study, JobState::Done, 120).await;
+    let done = jobs_of(&index, &study, JobType::Copy).await.remove(0);
     assert!(done.attempts >= 2, "{done:?}");
     assert!(
         packs(&index, &study)
             .await
             .iter()
-            .all(|p| p.status != pack_status::ARCHIVED),
+            .all(|p| p.status != PackStatus::Archived),
         "nothing is ARCHIVED without a read-back"
     );
     strata.cli_ok(&["verify", "--study", &study, "--wait"]);
@@ -339,22 +336,16 @@ async fn kill_9_mid_upload_resumes_without_duplicate_packs(backend: Backend) {
     let place = S3Place::shared();
     let (mut strata, index, study, _scratch) = big_copy_under_way(backend, &place).await;
     strata.kill9();
-    assert_eq!(
-        packs(&index, &study).await[0].status,
-        pack_status::UPLOADING
-    );
+    assert_eq!(packs(&index, &study).await[0].status, PackStatus::Uploading);
     strata.restart();
-    wait_for_copy(&strata, &index, &study, job_state::DONE, 120).await;
+    wait_for_copy(&strata, &index, &study, JobState::Done, 120).await;
     strata.cli_ok(&["verify", "--study", &study, "--wait"]);
-    let statuses: Vec<String> = packs(&index, &study)
+    let statuses: Vec<PackStatus> = packs(&index, &study)
         .await
         .into_iter()
         .map(|p| p.status)
         .collect();
-    assert_eq!(
-        statuses,
-        vec![pack_status::ABANDONED, pack_status::ARCHIVED]
-    );
+    assert_eq!(statuses, vec![PackStatus::Abandoned, PackStatus::Archived]);
     assert_one_live_copy(&index, &place, &study).await;
 }
 
@@ -364,7 +355,7 @@ async fn assert_one_live_copy(index: &Index, place: &S3Place, study: &str) {
     let live: Vec<PackRow> = packs(index, study)
         .await
         .into_iter()
-        .filter(|p| p.status == pack_status::ARCHIVED)
+        .filter(|p| p.status == PackStatus::Archived)
         .collect();
     assert_eq!(live.len(), 1, "{live:?}");
     let keys = place.keys(study);
@@ -435,7 +426,7 @@ async fn two_nodes_on_one_postgres_copy_each_study_once() {
                     packs(&index, study)
                         .await
                         .iter()
-                        .any(|p| p.status == pack_status::ARCHIVED),
+                        .any(|p| p.status == PackStatus::Archived),
                 );
             }
             archived == studies.len()
@@ -450,7 +441,7 @@ async fn two_nodes_on_one_postgres_copy_each_study_once() {
             1,
             "study copied exactly once: {study_packs:?}"
         );
-        let copies = jobs_of(&index, study, job_type::COPY).await;
+        let copies = jobs_of(&index, study, JobType::Copy).await;
         assert_eq!(copies.len(), 1, "{copies:?}");
         owners.insert(copies[0].owner_node.clone());
     }

@@ -6,6 +6,8 @@
 mod common;
 
 use archive_core::index::Index;
+use archive_core::jobs::JobType;
+use archive_core::model::Availability;
 use archive_core::query::Level;
 use common::dcmtk::Storescp;
 use common::lifecycle::*;
@@ -109,7 +111,7 @@ fn getscu(strata: &Strata, dir: &Path, keys: &[String]) -> PathBuf {
     dir.to_path_buf()
 }
 
-async fn study_availability(index: &Index, study: &str) -> String {
+async fn study_availability(index: &Index, study: &str) -> Availability {
     index
         .study(study)
         .await
@@ -179,7 +181,7 @@ async fn study_round_trip(backend: Backend, target_toml: &str, scratch: tempfile
     )
     .await;
     assert_eq!(find_availability(&strata, &study), "NEARLINE");
-    let deletes = jobs_of(&index, &study, "DELETE").await;
+    let deletes = jobs_of(&index, &study, JobType::Delete).await;
     assert!(
         deletes
             .iter()

@@ -1,36 +1,52 @@
 //! The jobs table: every lifecycle action is a row that any node can see and one node runs.
 
 use crate::index::{Index, IndexResult};
+use crate::text_enum::text_enum;
 use serde::Serialize;
 
-pub mod job_type {
-    pub const COPY: &str = "COPY";
-    pub const VERIFY: &str = "VERIFY";
-    /// Deletes a study's ONLINE copies (those with an ARCHIVED NEARLINE copy).
-    pub const DELETE: &str = "DELETE";
-    /// Copies a NEARLINE study back to ONLINE storage.
-    pub const RESTORE: &str = "RESTORE";
+text_enum! {
+    /// What a job does.
+    pub enum JobType("job type") {
+        /// Packs a study's not yet copied ONLINE files onto a NEARLINE target.
+        Copy = "COPY",
+        /// Reads a study's packs back and marks them ARCHIVED (or VERIFY_FAILED).
+        Verify = "VERIFY",
+        /// Deletes a study's ONLINE copies (those with an ARCHIVED NEARLINE copy).
+        Delete = "DELETE",
+        /// Copies a NEARLINE study back to ONLINE storage.
+        Restore = "RESTORE",
+    }
 }
 
-pub mod job_state {
-    pub const QUEUED: &str = "QUEUED";
-    pub const RUNNING: &str = "RUNNING";
-    pub const DONE: &str = "DONE";
-    pub const FAILED: &str = "FAILED";
-    pub const CANCELLED: &str = "CANCELLED";
+text_enum! {
+    pub enum JobState("job state") {
+        Queued = "QUEUED",
+        Running = "RUNNING",
+        Done = "DONE",
+        Failed = "FAILED",
+        Cancelled = "CANCELLED",
+    }
+}
 
-    pub fn is_final(state: &str) -> bool {
-        matches!(state, DONE | FAILED | CANCELLED)
+impl JobState {
+    /// DONE, FAILED and CANCELLED: the job will not run again unless retried.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Job {
     pub id: i64,
-    pub job_type: String,
+    #[sqlx(try_from = "String")]
+    pub job_type: JobType,
     pub study_uid: String,
     pub target_name: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: JobState,
     pub attempts: i64,
     pub max_attempts: i64,
     pub next_run_at: i64,
@@ -49,7 +65,7 @@ pub struct Job {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewJob {
-    pub job_type: String,
+    pub job_type: JobType,
     pub study_uid: String,
     pub target_name: String,
     /// `cli`, `rule:<name>`, `verify-sync`, `verify-failed`, …
@@ -88,8 +104,8 @@ pub enum JobOutcome {
 
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
-    pub state: Option<String>,
-    pub job_type: Option<String>,
+    pub state: Option<JobState>,
+    pub job_type: Option<JobType>,
     pub study_uid: Option<String>,
     pub limit: i64,
 }
@@ -107,7 +123,7 @@ pub async fn request_copy(
 ) -> IndexResult<Enqueued> {
     enqueue(
         index,
-        job_type::COPY,
+        JobType::Copy,
         study_uid,
         target,
         created_by,
@@ -126,7 +142,7 @@ pub async fn request_verify(
 ) -> IndexResult<Enqueued> {
     enqueue(
         index,
-        job_type::VERIFY,
+        JobType::Verify,
         study_uid,
         target,
         created_by,
@@ -146,7 +162,7 @@ pub async fn request_delete(
 ) -> IndexResult<Enqueued> {
     enqueue(
         index,
-        job_type::DELETE,
+        JobType::Delete,
         study_uid,
         require_target,
         created_by,
@@ -164,7 +180,7 @@ pub async fn request_restore(
 ) -> IndexResult<Enqueued> {
     enqueue(
         index,
-        job_type::RESTORE,
+        JobType::Restore,
         study_uid,
         "",
         created_by,
@@ -175,14 +191,14 @@ pub async fn request_restore(
 
 async fn enqueue(
     index: &Index,
-    kind: &str,
+    kind: JobType,
     study_uid: &str,
     target: &str,
     created_by: &str,
     max_attempts: u32,
 ) -> IndexResult<Enqueued> {
     let new = NewJob {
-        job_type: kind.into(),
+        job_type: kind,
         study_uid: study_uid.into(),
         target_name: target.into(),
         created_by: created_by.into(),
@@ -192,7 +208,7 @@ async fn enqueue(
     if enqueued.created {
         tracing::info!(
             job_id = enqueued.job_id,
-            job_type = kind,
+            job_type = kind.as_str(),
             study = study_uid,
             target,
             created_by,

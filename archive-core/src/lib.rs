@@ -19,3 +19,4 @@ pub mod retrieve;
 pub mod retrieve_cache;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod text_enum;

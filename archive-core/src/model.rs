@@ -1,8 +1,8 @@
 //! Domain records shared by every crate: what an instance says about itself, where its
 //! file is, and what the index answers.
 
+use crate::text_enum::text_enum;
 use serde::Serialize;
-use std::fmt;
 
 /// Patient-level attributes as received (raw DICOM string values, trimmed).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -67,37 +67,12 @@ pub struct StoredFile {
     pub sha256: String,
 }
 
-/// Where an object can be read from, best first. Stored as text in the index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Availability {
-    Online,
-    Nearline,
-    Offline,
-}
-
-impl Availability {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Availability::Online => "ONLINE",
-            Availability::Nearline => "NEARLINE",
-            Availability::Offline => "OFFLINE",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "ONLINE" => Some(Availability::Online),
-            "NEARLINE" => Some(Availability::Nearline),
-            "OFFLINE" => Some(Availability::Offline),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Availability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+text_enum! {
+    /// Where an object can be read from, best first. Stored as text in the index.
+    pub enum Availability("availability") {
+        Online = "ONLINE",
+        Nearline = "NEARLINE",
+        Offline = "OFFLINE",
     }
 }
 

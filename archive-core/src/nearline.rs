@@ -3,6 +3,7 @@
 //! targets (S3, filesystem); the binary hands its [`TargetFactory`] to whoever needs targets.
 
 use crate::config::TargetSpec;
+use crate::text_enum::text_enum;
 use async_trait::async_trait;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -11,18 +12,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
-/// Pack statuses as stored in the index.
-pub mod pack_status {
-    /// Being written; a crash leaves it so, and the next attempt abandons it.
-    pub const UPLOADING: &str = "UPLOADING";
-    /// Written completely, not yet read back.
-    pub const TO_ARCHIVE: &str = "TO_ARCHIVE";
-    /// Read back and every member matched: a copy ONLINE files may rely on.
-    pub const ARCHIVED: &str = "ARCHIVED";
-    /// Read back and something did not match (or could not be read); a new copy is queued.
-    pub const VERIFY_FAILED: &str = "VERIFY_FAILED";
-    /// An upload that never finished (crash, outage); its object was removed.
-    pub const ABANDONED: &str = "ABANDONED";
+text_enum! {
+    /// Where a pack is in its life, as stored in the index.
+    pub enum PackStatus("pack status") {
+        /// Being written; a crash leaves it so, and the next attempt abandons it.
+        Uploading = "UPLOADING",
+        /// Written completely, not yet read back.
+        ToArchive = "TO_ARCHIVE",
+        /// Read back and every member matched: a copy ONLINE files may rely on.
+        Archived = "ARCHIVED",
+        /// Read back and something did not match (or could not be read); a new copy is queued.
+        VerifyFailed = "VERIFY_FAILED",
+        /// An upload that never finished (crash, outage); its object was removed.
+        Abandoned = "ABANDONED",
+    }
 }
 
 /// One stored file going into a pack.
@@ -217,7 +220,8 @@ pub struct PackRow {
     pub target_id: i64,
     pub target_name: String,
     pub object_key: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: PackStatus,
     pub size_bytes: i64,
     pub sha256: String,
     pub member_count: i64,

@@ -5,7 +5,7 @@ use crate::worker::{JobError, Reporter};
 use crate::Services;
 use archive_core::index::now_millis;
 use archive_core::jobs::Job;
-use archive_core::nearline::{pack_status, NearlineErrorKind, PackRequest, PackSource};
+use archive_core::nearline::{NearlineErrorKind, PackRequest, PackSource, PackStatus};
 
 pub(crate) async fn run(
     services: &Services,
@@ -80,12 +80,7 @@ async fn upload_one(
         Ok(receipt) => receipt,
         Err(error) => {
             let _ = index
-                .set_pack_status(
-                    pack_id,
-                    pack_status::ABANDONED,
-                    &error.message,
-                    now_millis(),
-                )
+                .set_pack_status(pack_id, PackStatus::Abandoned, &error.message, now_millis())
                 .await;
             match target.discard(&key).await {
                 Ok(()) => index.mark_pack_discarded(pack_id, now_millis()).await?,

@@ -4,7 +4,7 @@
 use crate::Services;
 use archive_core::config::{parse_schedule, CopyRuleConfig};
 use archive_core::index::now_millis;
-use archive_core::jobs::{job_type, NewJob};
+use archive_core::jobs::{JobType, NewJob};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -131,7 +131,7 @@ async fn fire_copy_rule(
     let mut queued = 0;
     for study in studies {
         let new = NewJob {
-            job_type: job_type::COPY.into(),
+            job_type: JobType::Copy,
             study_uid: study,
             target_name: rule.target.clone(),
             created_by: format!("rule:{}", rule.name),
@@ -142,7 +142,7 @@ async fn fire_copy_rule(
             .enqueue_rule_copy(&new, target.id, now_millis())
             .await?
         {
-            tracing::info!(job_id, job_type = job_type::COPY, study = %new.study_uid,
+            tracing::info!(job_id, job_type = JobType::Copy.as_str(), study = %new.study_uid,
                 target = %rule.target, created_by = %new.created_by, "job queued");
             queued += 1;
         }

@@ -6,7 +6,7 @@ use crate::worker::{JobError, Reporter};
 use crate::Services;
 use archive_core::index::now_millis;
 use archive_core::jobs::Job;
-use archive_core::nearline::{pack_status, ExpectedPack, VerifyOutcome};
+use archive_core::nearline::{ExpectedPack, PackStatus, VerifyOutcome};
 
 /// Longest error text stored on a pack: enough for the first few problems.
 const MAX_ERROR_CHARS: usize = 2000;
@@ -23,7 +23,7 @@ pub(crate) async fn run(
         .await?
         .into_iter()
         .filter(|p| p.target_id == row.id)
-        .filter(|p| p.status == pack_status::TO_ARCHIVE || p.status == pack_status::ARCHIVED)
+        .filter(|p| matches!(p.status, PackStatus::ToArchive | PackStatus::Archived))
         .collect();
     if packs.is_empty() {
         tracing::info!("no pack of the study on the target to verify");
@@ -49,7 +49,7 @@ pub(crate) async fn run(
         match outcome {
             VerifyOutcome::Intact => {
                 index
-                    .set_pack_status(pack.id, pack_status::ARCHIVED, "", now_millis())
+                    .set_pack_status(pack.id, PackStatus::Archived, "", now_millis())
                     .await?;
                 tracing::info!(pack_id = pack.id, key = %pack.object_key, members = expected.members.len(), "pack verified: ARCHIVED");
             }
@@ -64,7 +64,7 @@ pub(crate) async fn run(
                     error.push_str(" …");
                 }
                 index
-                    .set_pack_status(pack.id, pack_status::VERIFY_FAILED, &error, now_millis())
+                    .set_pack_status(pack.id, PackStatus::VerifyFailed, &error, now_millis())
                     .await?;
                 tracing::error!(pack_id = pack.id, key = %pack.object_key, problems = problems.len(), first = %problems[0], "pack failed verification: VERIFY_FAILED");
                 failed.push(format!("pack {} ({}): {error}", pack.id, pack.object_key));

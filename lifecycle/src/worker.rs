@@ -4,7 +4,7 @@
 
 use crate::Services;
 use archive_core::index::now_millis;
-use archive_core::jobs::{job_type, Job, JobOutcome, JobProgress};
+use archive_core::jobs::{Job, JobOutcome, JobProgress, JobType};
 use archive_core::nearline::TransferProgress;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -149,14 +149,11 @@ async fn run_claimed(services: &Services, job: Job) {
 }
 
 async fn run_job(services: &Services, job: &Job, reporter: Arc<Reporter>) -> Result<(), JobError> {
-    match job.job_type.as_str() {
-        job_type::COPY => crate::copy_job::run(services, job, &reporter).await,
-        job_type::VERIFY => crate::verify_job::run(services, job, &reporter).await,
-        job_type::DELETE => crate::delete_job::run(services, job, &reporter).await,
-        job_type::RESTORE => crate::restore_job::run(services, job, &reporter).await,
-        other => Err(JobError::permanent(format!(
-            "this node does not know jobs of type {other}"
-        ))),
+    match job.job_type {
+        JobType::Copy => crate::copy_job::run(services, job, &reporter).await,
+        JobType::Verify => crate::verify_job::run(services, job, &reporter).await,
+        JobType::Delete => crate::delete_job::run(services, job, &reporter).await,
+        JobType::Restore => crate::restore_job::run(services, job, &reporter).await,
     }
 }
 

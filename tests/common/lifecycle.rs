@@ -2,7 +2,7 @@
 
 use super::{dcmtk, Strata};
 use archive_core::index::Index;
-use archive_core::jobs::{Job, JobFilter};
+use archive_core::jobs::{Job, JobFilter, JobType};
 use archive_core::nearline::PackRow;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -111,11 +111,11 @@ where
     }
 }
 
-pub async fn jobs_of(index: &Index, study: &str, kind: &str) -> Vec<Job> {
+pub async fn jobs_of(index: &Index, study: &str, kind: JobType) -> Vec<Job> {
     index
         .list_jobs(&JobFilter {
             study_uid: Some(study.into()),
-            job_type: Some(kind.into()),
+            job_type: Some(kind),
             ..Default::default()
         })
         .await

@@ -4,7 +4,7 @@
 
 use crate::WebState;
 use archive_core::index::{now_millis, StudySearch};
-use archive_core::jobs::{self, job_state, Job, JobFilter};
+use archive_core::jobs::{self, Job, JobFilter, JobState, JobType};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -147,14 +147,14 @@ async fn search_studies(
     let Query(query) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
     check_date("date_from", &query.date_from)?;
     check_date("date_to", &query.date_to)?;
-    if let Some(availability) = &query.availability {
-        if !matches!(availability.as_str(), "ONLINE" | "NEARLINE" | "OFFLINE") {
-            return Err(ApiError::bad_request(
-                "availability",
-                "must be ONLINE, NEARLINE or OFFLINE",
-            ));
-        }
-    }
+    let availability = query
+        .availability
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request("availability", "must be ONLINE, NEARLINE or OFFLINE")
+        })?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit", "must be between 1 and 1000"));
@@ -170,7 +170,7 @@ async fn search_studies(
         date_to: query.date_to,
         modality: query.modality,
         accession_number: query.accession_number,
-        availability: query.availability,
+        availability,
         limit,
         offset,
     };
@@ -329,17 +329,26 @@ async fn list_jobs(
     query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
-    if let Some(s) = &query.state {
-        if !matches!(
-            s.as_str(),
-            "QUEUED" | "RUNNING" | "DONE" | "FAILED" | "CANCELLED"
-        ) {
-            return Err(ApiError::bad_request(
-                "state",
-                "must be QUEUED, RUNNING, DONE, FAILED or CANCELLED",
-            ));
-        }
-    }
+    let job_state: Option<JobState> =
+        query
+            .state
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "state",
+                    "must be QUEUED, RUNNING, DONE, FAILED or CANCELLED",
+                )
+            })?;
+    let job_type: Option<JobType> = query
+        .job_type
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: archive_core::text_enum::UnknownValue| {
+            ApiError::bad_request("type", e.to_string())
+        })?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit", "must be between 1 and 1000"));
@@ -347,8 +356,8 @@ async fn list_jobs(
     let jobs: Vec<Job> = state
         .index
         .list_jobs(&JobFilter {
-            state: query.state,
-            job_type: query.job_type,
+            state: job_state,
+            job_type,
             study_uid: query.study,
             limit,
         })
@@ -396,7 +405,7 @@ async fn retry_job(
 /// Cancels a job that has not ended (shared with the admin UI).
 pub(crate) async fn cancel(state: &WebState, id: i64) -> ApiResult<Job> {
     let job = job_or_404(state, id).await?;
-    if job_state::is_final(&job.state) {
+    if job.state.is_final() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "job_ended",

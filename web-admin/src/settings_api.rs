@@ -85,16 +85,14 @@ async fn stats(State(state): State<WebState>) -> ApiResult<Json<Value>> {
         .availability_totals()
         .await?
         .into_iter()
-        .map(|(availability, studies, instances, bytes)| {
-            json!({ "availability": availability, "studies": studies, "instances": instances, "bytes": bytes })
-        })
+        .map(|total| json!(total))
         .collect();
     let jobs: serde_json::Map<String, Value> = state
         .index
         .job_totals()
         .await?
         .into_iter()
-        .map(|(job_state, count)| (job_state, Value::from(count)))
+        .map(|total| (total.state.to_string(), Value::from(total.jobs)))
         .collect();
     Ok(Json(
         json!({ "filesystems": filesystems, "availability": availability, "jobs": jobs }),

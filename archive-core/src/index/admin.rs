@@ -2,7 +2,8 @@
 //! ONLINE copies are, and retrying a job.
 
 use super::{Index, IndexResult, StudyRow};
-use crate::model::AePeer;
+use crate::jobs::JobState;
+use crate::model::{AePeer, Availability};
 use serde::Serialize;
 
 const UPSERT_AE: &str = "INSERT INTO ae_peer \
@@ -38,10 +39,25 @@ pub struct StudySearch {
     /// A series of the study has this modality.
     pub modality: Option<String>,
     pub accession_number: Option<String>,
-    /// ONLINE, NEARLINE or OFFLINE.
-    pub availability: Option<String>,
+    pub availability: Option<Availability>,
     pub limit: i64,
     pub offset: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AvailabilityTotal {
+    #[sqlx(try_from = "String")]
+    pub availability: Availability,
+    pub studies: i64,
+    pub instances: i64,
+    pub bytes: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct JobTotal {
+    #[sqlx(try_from = "String")]
+    pub state: JobState,
+    pub jobs: i64,
 }
 
 /// A setting the API can remove by name.
@@ -132,8 +148,8 @@ impl Index {
         if let Some(accession) = &search.accession_number {
             add("s.accession_number = $?", accession.clone());
         }
-        if let Some(availability) = &search.availability {
-            add("s.availability = $?", availability.clone());
+        if let Some(availability) = search.availability {
+            add("s.availability = $?", availability.as_str().to_string());
         }
         let filter = if conditions.is_empty() {
             String::new()
@@ -206,21 +222,22 @@ impl Index {
         Ok(Removal::Removed)
     }
 
-    /// (availability, studies, instances, bytes) for each availability that occurs.
-    pub async fn availability_totals(&self) -> IndexResult<Vec<(String, i64, i64, i64)>> {
+    /// Studies, instances and bytes for each availability that occurs.
+    pub async fn availability_totals(&self) -> IndexResult<Vec<AvailabilityTotal>> {
         Ok(sqlx::query_as(
-            "SELECT availability, COUNT(*), CAST(COALESCE(SUM(num_instances), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM study GROUP BY availability \
+            "SELECT availability, COUNT(*) AS studies, \
+             CAST(COALESCE(SUM(num_instances), 0) AS BIGINT) AS instances, \
+             CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS bytes FROM study GROUP BY availability \
              ORDER BY availability",
         )
         .fetch_all(self.pool())
         .await?)
     }
 
-    /// (state, jobs) for each job state that occurs.
-    pub async fn job_totals(&self) -> IndexResult<Vec<(String, i64)>> {
+    /// Jobs in each state that occurs.
+    pub async fn job_totals(&self) -> IndexResult<Vec<JobTotal>> {
         Ok(
-            sqlx::query_as("SELECT state, COUNT(*) FROM job GROUP BY state ORDER BY state")
+            sqlx::query_as("SELECT state, COUNT(*) AS jobs FROM job GROUP BY state ORDER BY state")
                 .fetch_all(self.pool())
                 .await?,
         )

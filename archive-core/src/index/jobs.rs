@@ -3,7 +3,7 @@
 //! writers anyway (one node), and the same single UPDATE is atomic there.
 
 use super::{Dialect, Index, IndexResult};
-use crate::jobs::{job_state, Enqueued, Job, JobFilter, JobOutcome, JobProgress, NewJob};
+use crate::jobs::{Enqueued, Job, JobFilter, JobOutcome, JobProgress, JobState, JobType, NewJob};
 
 const JOB_COLUMNS: &str = "id, job_type, study_uid, target_name, state, attempts, max_attempts, \
     next_run_at, owner_node, lease_expires_at, done_items, total_items, done_bytes, total_bytes, \
@@ -19,7 +19,7 @@ impl Index {
              created_by, created_at, updated_at) VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $5, $5) \
              ON CONFLICT DO NOTHING RETURNING id",
         )
-        .bind(&new.job_type)
+        .bind(new.job_type.as_str())
         .bind(&new.study_uid)
         .bind(&new.target_name)
         .bind(i64::from(new.max_attempts))
@@ -37,7 +37,7 @@ impl Index {
             "SELECT id FROM job WHERE job_type = $1 AND study_uid = $2 AND target_name = $3 \
              AND state IN ('QUEUED', 'RUNNING')",
         )
-        .bind(&new.job_type)
+        .bind(new.job_type.as_str())
         .bind(&new.study_uid)
         .bind(&new.target_name)
         .fetch_one(self.pool())
@@ -76,7 +76,7 @@ impl Index {
                     AND p.status IN ('UPLOADING', 'TO_ARCHIVE', 'ARCHIVED'))) \
              ON CONFLICT DO NOTHING RETURNING id",
         )
-        .bind(&new.job_type)
+        .bind(new.job_type.as_str())
         .bind(&new.study_uid)
         .bind(&new.target_name)
         .bind(i64::from(new.max_attempts))
@@ -94,11 +94,18 @@ impl Index {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         };
+        // Only the job types this build knows: during a rolling upgrade an older node leaves
+        // a newer node's kinds of job alone instead of claiming what it cannot run.
+        let known: Vec<String> = JobType::ALL
+            .iter()
+            .map(|t| format!("'{}'", t.as_str()))
+            .collect();
+        let known = known.join(", ");
         let sql = format!(
             "UPDATE job SET state = 'RUNNING', owner_node = $1, lease_expires_at = $2, \
              attempts = attempts + 1, updated_at = $3 \
-             WHERE id = (SELECT id FROM job WHERE (state = 'QUEUED' AND next_run_at <= $3) \
-                OR (state = 'RUNNING' AND lease_expires_at < $3) \
+             WHERE id = (SELECT id FROM job WHERE ((state = 'QUEUED' AND next_run_at <= $3) \
+                OR (state = 'RUNNING' AND lease_expires_at < $3)) AND job_type IN ({known}) \
                 ORDER BY next_run_at, id LIMIT 1{lock}) \
              RETURNING {JOB_COLUMNS}"
         );
@@ -147,16 +154,16 @@ impl Index {
         outcome: &JobOutcome,
     ) -> IndexResult<bool> {
         let (state, next_run_at, error, finished_at) = match outcome {
-            JobOutcome::Done => (job_state::DONE, now, "", Some(now)),
-            JobOutcome::Retry { at, error } => (job_state::QUEUED, *at, error.as_str(), None),
-            JobOutcome::Failed { error } => (job_state::FAILED, now, error.as_str(), Some(now)),
+            JobOutcome::Done => (JobState::Done, now, "", Some(now)),
+            JobOutcome::Retry { at, error } => (JobState::Queued, *at, error.as_str(), None),
+            JobOutcome::Failed { error } => (JobState::Failed, now, error.as_str(), Some(now)),
         };
         let result = sqlx::query(
             "UPDATE job SET state = $1, next_run_at = $2, last_error = $3, finished_at = $4, \
              updated_at = $5, lease_expires_at = 0 \
              WHERE id = $6 AND owner_node = $7 AND state = 'RUNNING'",
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(next_run_at)
         .bind(error)
         .bind(finished_at)
@@ -196,9 +203,9 @@ impl Index {
         let mut sql = format!("SELECT {JOB_COLUMNS} FROM job WHERE 1 = 1");
         let mut binds: Vec<&str> = Vec::new();
         for (column, value) in [
-            ("state", &filter.state),
-            ("job_type", &filter.job_type),
-            ("study_uid", &filter.study_uid),
+            ("state", filter.state.map(JobState::as_str)),
+            ("job_type", filter.job_type.map(|t| t.as_str())),
+            ("study_uid", filter.study_uid.as_deref()),
         ] {
             if let Some(value) = value {
                 binds.push(value);

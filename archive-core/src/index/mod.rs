@@ -31,7 +31,7 @@ mod query;
 mod retention;
 mod rows;
 
-pub use admin::{OnlineCopy, Removal, Setting, StudySearch};
+pub use admin::{AvailabilityTotal, JobTotal, OnlineCopy, Removal, Setting, StudySearch};
 pub use dialect::Dialect;
 pub use filesystems::{FilesystemChange, FilesystemEdit, FilesystemRow};
 pub use nearline::CopyRule;

@@ -2,9 +2,7 @@
 
 use super::{Index, IndexError, IndexResult};
 use crate::config::{CopyRuleConfig, TargetSpec};
-use crate::nearline::{
-    pack_status, MemberPlacement, PackMemberRow, PackRow, PackSource, TargetRow,
-};
+use crate::nearline::{MemberPlacement, PackMemberRow, PackRow, PackSource, PackStatus, TargetRow};
 use std::path::Path;
 
 /// A copy rule as stored (config rules are mirrored here at start).
@@ -55,6 +53,69 @@ pub(super) async fn delete_config_rows_except<'a>(
     }
     query.execute(index.pool()).await?;
     Ok(())
+}
+
+/// A copy rule as stored.
+#[derive(sqlx::FromRow)]
+struct CopyRuleRow {
+    name: String,
+    target_name: String,
+    schedule: String,
+    stable_minutes: i64,
+    min_age_days: i64,
+    modalities: String,
+    calling_aes: String,
+    enabled: i64,
+    from_config: i64,
+}
+
+impl From<CopyRuleRow> for CopyRule {
+    fn from(row: CopyRuleRow) -> CopyRule {
+        let split = super::placeholders::split_list;
+        CopyRule {
+            rule: CopyRuleConfig {
+                name: row.name,
+                target: row.target_name,
+                schedule: row.schedule,
+                stable_minutes: u32::try_from(row.stable_minutes).unwrap_or(0),
+                min_age_days: u32::try_from(row.min_age_days).unwrap_or(0),
+                modalities: split(row.modalities),
+                calling_aes: split(row.calling_aes),
+                enabled: row.enabled != 0,
+            },
+            from_config: row.from_config != 0,
+        }
+    }
+}
+
+/// An ONLINE file not yet on the target, as a pack member to be.
+#[derive(sqlx::FromRow)]
+struct UnpackedRow {
+    instance_id: i64,
+    sop_uid: String,
+    series_uid: String,
+    sop_class_uid: String,
+    transfer_syntax: String,
+    filesystem_path: String,
+    rel_path: String,
+    size_bytes: i64,
+    sha256: String,
+}
+
+impl From<UnpackedRow> for PackSource {
+    fn from(row: UnpackedRow) -> PackSource {
+        PackSource {
+            instance_id: row.instance_id,
+            member_path: format!("{}/{}.dcm", row.series_uid, row.sop_uid),
+            file_path: Path::new(&row.filesystem_path).join(row.rel_path),
+            sop_uid: row.sop_uid,
+            series_uid: row.series_uid,
+            sop_class_uid: row.sop_class_uid,
+            transfer_syntax: row.transfer_syntax,
+            size: u64::try_from(row.size_bytes).unwrap_or(0),
+            sha256: row.sha256,
+        }
+    }
 }
 
 const PACK_COLUMNS: &str = "p.id, s.study_uid, p.target_fk AS target_id, t.name AS target_name, \
@@ -162,34 +223,13 @@ impl Index {
     }
 
     pub async fn copy_rules(&self) -> IndexResult<Vec<CopyRule>> {
-        type RuleTuple = (String, String, String, i64, i64, String, String, i64, i64);
-        let rows: Vec<RuleTuple> = sqlx::query_as(
+        let rows: Vec<CopyRuleRow> = sqlx::query_as(
             "SELECT name, target_name, schedule, stable_minutes, min_age_days, modalities, \
              calling_aes, enabled, from_config FROM copy_rule ORDER BY name",
         )
         .fetch_all(self.pool())
         .await?;
-        let split = super::placeholders::split_list;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(name, target, schedule, stable, age, modalities, aes, enabled, from_config)| {
-                    CopyRule {
-                        rule: CopyRuleConfig {
-                            name,
-                            target,
-                            schedule,
-                            stable_minutes: u32::try_from(stable).unwrap_or(0),
-                            min_age_days: u32::try_from(age).unwrap_or(0),
-                            modalities: split(modalities),
-                            calling_aes: split(aes),
-                            enabled: enabled != 0,
-                        },
-                        from_config: from_config != 0,
-                    }
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(CopyRule::from).collect())
     }
 
     /// Studies the rule selects that have ONLINE instances without a live copy on the target.
@@ -236,20 +276,10 @@ impl Index {
         study_uid: &str,
         target_id: i64,
     ) -> IndexResult<Vec<PackSource>> {
-        type Tuple = (
-            i64,
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            i64,
-            String,
-        );
-        let rows: Vec<Tuple> = sqlx::query_as(
-            "SELECT i.id, i.sop_uid, se.series_uid, i.sop_class_uid, i.transfer_syntax, \
-             fs.path, f.path, f.size_bytes, f.sha256 \
+        let rows: Vec<UnpackedRow> = sqlx::query_as(
+            "SELECT i.id AS instance_id, i.sop_uid, se.series_uid, i.sop_class_uid, \
+             i.transfer_syntax, fs.path AS filesystem_path, f.path AS rel_path, f.size_bytes, \
+             f.sha256 \
              FROM study s JOIN series se ON se.study_fk = s.id \
              JOIN instance i ON i.series_fk = se.id JOIN file f ON f.instance_fk = i.id \
              JOIN filesystem fs ON fs.id = f.filesystem_fk \
@@ -263,24 +293,7 @@ impl Index {
         .bind(target_id)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(instance_id, sop_uid, series_uid, sop_class_uid, ts, root, rel, size, sha)| {
-                    PackSource {
-                        instance_id,
-                        member_path: format!("{series_uid}/{sop_uid}.dcm"),
-                        sop_uid,
-                        series_uid,
-                        sop_class_uid,
-                        transfer_syntax: ts,
-                        file_path: Path::new(&root).join(rel),
-                        size: u64::try_from(size).unwrap_or(0),
-                        sha256: sha,
-                    }
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(PackSource::from).collect())
     }
 
     /// Marks the study's UPLOADING packs on the target ABANDONED, and returns (id, key) of
@@ -422,16 +435,16 @@ impl Index {
     pub async fn set_pack_status(
         &self,
         pack_id: i64,
-        status: &str,
+        status: PackStatus,
         error: &str,
         now: i64,
     ) -> IndexResult<()> {
-        let verified_at = (status == pack_status::ARCHIVED).then_some(now);
+        let verified_at = (status == PackStatus::Archived).then_some(now);
         sqlx::query(
             "UPDATE pack SET status = $1, error = $2, updated_at = $3, \
              verified_at = COALESCE($4, verified_at) WHERE id = $5",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(error)
         .bind(now)
         .bind(verified_at)

@@ -116,59 +116,14 @@ impl Index {
     }
 
     pub async fn retention_rules(&self) -> IndexResult<Vec<RetentionRuleConfig>> {
-        type Tuple = (
-            String,
-            String,
-            String,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            i64,
-            String,
-            String,
-            String,
-            i64,
-        );
-        let rows: Vec<Tuple> = sqlx::query_as(
+        let rows: Vec<RetentionRuleRow> = sqlx::query_as(
             "SELECT name, group_name, schedule, not_accessed_days, free_below_percent, \
              free_target_percent, min_study_age_days, modalities, calling_aes, require_target, \
              enabled FROM retention_rule ORDER BY name",
         )
         .fetch_all(self.pool())
         .await?;
-        let list = super::placeholders::split_list;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(
-                    name,
-                    group,
-                    schedule,
-                    days,
-                    below,
-                    target,
-                    age,
-                    modalities,
-                    aes,
-                    require,
-                    enabled,
-                )| {
-                    RetentionRuleConfig {
-                        name,
-                        group,
-                        schedule,
-                        not_accessed_days: days.and_then(|d| u32::try_from(d).ok()),
-                        free_below_percent: below.and_then(|p| u8::try_from(p).ok()),
-                        free_target_percent: target.and_then(|p| u8::try_from(p).ok()),
-                        min_study_age_days: u32::try_from(age).unwrap_or(0),
-                        modalities: list(modalities),
-                        calling_aes: list(aes),
-                        require_target: require,
-                        enabled: enabled != 0,
-                    }
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(RetentionRuleConfig::from).collect())
     }
 
     /// Studies with ONLINE files on `rule.group` that match the rule's filters, least
@@ -338,8 +293,9 @@ impl Index {
         let column = Attr::unique_key(level).column(level);
         let sql = format!(
             "SELECT i.sop_uid, i.sop_class_uid, se.series_uid, st.study_uid, i.instance_number, \
-             i.transfer_syntax, i.number_of_frames, pk.id, t.name, pk.object_key, pk.size_bytes, \
-             pk.sha256, pm.member_path, pm.data_offset, pm.size_bytes, pm.sha256 \
+             i.transfer_syntax, i.number_of_frames, pk.id AS pack_id, t.name AS target_name, \
+             pk.object_key, pk.size_bytes AS pack_size, pk.sha256 AS pack_sha256, pm.member_path, \
+             pm.data_offset, pm.size_bytes, pm.sha256 \
              FROM instance i JOIN series se ON se.id = i.series_fk JOIN study st ON st.id = se.study_fk \
              JOIN patient p ON p.id = st.patient_fk \
              JOIN pack_member pm ON pm.instance_fk = i.id \
@@ -350,25 +306,7 @@ impl Index {
              ORDER BY se.series_number, se.series_uid, i.instance_number, i.sop_uid, pk.id DESC",
             super::placeholders::placeholder_list(1, uids.len())
         );
-        type Tuple = (
-            String,
-            String,
-            String,
-            String,
-            Option<i64>,
-            String,
-            Option<i64>,
-            i64,
-            String,
-            String,
-            i64,
-            String,
-            String,
-            i64,
-            i64,
-            String,
-        );
-        let mut query = sqlx::query_as::<_, Tuple>(&sql);
+        let mut query = sqlx::query_as::<_, NearlineLocationRow>(&sql);
         for uid in uids {
             query = query.bind(uid.as_str());
         }
@@ -378,50 +316,93 @@ impl Index {
             .await?
             .into_iter()
             // The newest ARCHIVED copy of each instance.
-            .filter(|row| seen.insert(row.0.clone()))
-            .map(
-                |(
-                    sop_uid,
-                    sop_class_uid,
-                    series_uid,
-                    study_uid,
-                    instance_number,
-                    transfer_syntax,
-                    number_of_frames,
-                    pack_id,
-                    target_name,
-                    object_key,
-                    pack_size,
-                    pack_sha256,
-                    member_path,
-                    data_offset,
-                    size_bytes,
-                    sha256,
-                )| InstanceLocation {
-                    sop_uid,
-                    sop_class_uid,
-                    series_uid,
-                    study_uid,
-                    instance_number,
-                    transfer_syntax,
-                    number_of_frames,
-                    filesystem_id: 0,
-                    filesystem_path: String::new(),
-                    rel_path: String::new(),
-                    size_bytes,
-                    sha256,
-                    nearline: Some(NearlineMember {
-                        pack_id,
-                        target_name,
-                        object_key,
-                        pack_size,
-                        pack_sha256,
-                        member_path,
-                        data_offset,
-                    }),
-                },
-            )
+            .filter(|row| seen.insert(row.sop_uid.clone()))
+            .map(InstanceLocation::from)
             .collect())
+    }
+}
+
+/// An instance with no ONLINE file and the newest ARCHIVED pack member holding it.
+#[derive(sqlx::FromRow)]
+struct NearlineLocationRow {
+    sop_uid: String,
+    sop_class_uid: String,
+    series_uid: String,
+    study_uid: String,
+    instance_number: Option<i64>,
+    transfer_syntax: String,
+    number_of_frames: Option<i64>,
+    pack_id: i64,
+    target_name: String,
+    object_key: String,
+    pack_size: i64,
+    pack_sha256: String,
+    member_path: String,
+    data_offset: i64,
+    size_bytes: i64,
+    sha256: String,
+}
+
+impl From<NearlineLocationRow> for InstanceLocation {
+    fn from(row: NearlineLocationRow) -> InstanceLocation {
+        InstanceLocation {
+            sop_uid: row.sop_uid,
+            sop_class_uid: row.sop_class_uid,
+            series_uid: row.series_uid,
+            study_uid: row.study_uid,
+            instance_number: row.instance_number,
+            transfer_syntax: row.transfer_syntax,
+            number_of_frames: row.number_of_frames,
+            filesystem_id: 0,
+            filesystem_path: String::new(),
+            rel_path: String::new(),
+            size_bytes: row.size_bytes,
+            sha256: row.sha256,
+            nearline: Some(NearlineMember {
+                pack_id: row.pack_id,
+                target_name: row.target_name,
+                object_key: row.object_key,
+                pack_size: row.pack_size,
+                pack_sha256: row.pack_sha256,
+                member_path: row.member_path,
+                data_offset: row.data_offset,
+            }),
+        }
+    }
+}
+
+/// A retention rule as stored.
+#[derive(sqlx::FromRow)]
+struct RetentionRuleRow {
+    name: String,
+    group_name: String,
+    schedule: String,
+    not_accessed_days: Option<i64>,
+    free_below_percent: Option<i64>,
+    free_target_percent: Option<i64>,
+    min_study_age_days: i64,
+    modalities: String,
+    calling_aes: String,
+    require_target: String,
+    enabled: i64,
+}
+
+impl From<RetentionRuleRow> for RetentionRuleConfig {
+    fn from(row: RetentionRuleRow) -> RetentionRuleConfig {
+        let list = super::placeholders::split_list;
+        RetentionRuleConfig {
+            name: row.name,
+            group: row.group_name,
+            schedule: row.schedule,
+            not_accessed_days: row.not_accessed_days.and_then(|d| u32::try_from(d).ok()),
+            free_below_percent: row.free_below_percent.and_then(|p| u8::try_from(p).ok()),
+            free_target_percent: row.free_target_percent.and_then(|p| u8::try_from(p).ok()),
+            min_study_age_days: u32::try_from(row.min_study_age_days).unwrap_or(0),
+            modalities: list(row.modalities),
+            calling_aes: list(row.calling_aes),
+            require_target: row.require_target,
+            enabled: row.enabled != 0,
+        }
     }
 }
 

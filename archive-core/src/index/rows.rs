@@ -1,5 +1,6 @@
 //! What the index answers with.
 
+use crate::model::Availability;
 use serde::Serialize;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -21,7 +22,8 @@ pub struct StudyRow {
     pub num_series: i64,
     pub num_instances: i64,
     pub size_bytes: i64,
-    pub availability: String,
+    #[sqlx(try_from = "String")]
+    pub availability: Availability,
     pub received_at: i64,
     pub updated_at: i64,
     pub last_accessed_at: i64,
@@ -37,7 +39,8 @@ pub struct SeriesRow {
     pub source_ae: String,
     pub num_instances: i64,
     pub size_bytes: i64,
-    pub availability: String,
+    #[sqlx(try_from = "String")]
+    pub availability: Availability,
 }
 
 /// An instance and where it is read from: its ONLINE file, or its NEARLINE pack member.

@@ -3,14 +3,14 @@
 use super::{filesystem_id, new_instance, one, record};
 use archive_core::config::{CopyRuleConfig, DuplicatePolicy, TargetSpec};
 use archive_core::index::Index;
-use archive_core::jobs::{job_state, job_type, JobOutcome, JobProgress, NewJob};
+use archive_core::jobs::{JobOutcome, JobProgress, JobState, JobType, NewJob};
 use archive_core::nearline::TargetRow;
-use archive_core::nearline::{pack_status, MemberPlacement};
+use archive_core::nearline::{MemberPlacement, PackStatus};
 use std::collections::HashSet;
 
 fn copy_job(study: &str) -> NewJob {
     NewJob {
-        job_type: job_type::COPY.into(),
+        job_type: JobType::Copy,
         study_uid: study.into(),
         target_name: "local".into(),
         created_by: "test".into(),
@@ -74,7 +74,7 @@ pub async fn jobs_are_claimed_once_and_leases_expire(index: Index) {
         tokio::spawn(async move {
             let mut mine = Vec::new();
             while let Some(job) = index.claim_job(node, now, 60_000).await.expect("claim") {
-                assert_eq!(job.state, job_state::RUNNING);
+                assert_eq!(job.state, JobState::Running);
                 assert_eq!(job.owner_node, node);
                 mine.push(job.id);
             }
@@ -146,8 +146,8 @@ pub async fn jobs_are_claimed_once_and_leases_expire(index: Index) {
         .expect("finish"));
     let stored = index.job(job.id).await.expect("job").expect("exists");
     assert_eq!(
-        (stored.state.as_str(), stored.last_error.as_str()),
-        (job_state::QUEUED, "S3 unavailable")
+        (stored.state, stored.last_error.as_str()),
+        (JobState::Queued, "S3 unavailable")
     );
     // Other expired jobs may be claimed first; none of them is this one before its time.
     while let Some(other) = index
@@ -189,7 +189,7 @@ pub async fn jobs_are_claimed_once_and_leases_expire(index: Index) {
         .expect("finish"));
     assert_eq!(
         index.job(job.id).await.expect("job").expect("exists").state,
-        job_state::CANCELLED
+        JobState::Cancelled
     );
 
     // A restarted node hands back what it was running.
@@ -217,12 +217,12 @@ pub async fn jobs_are_claimed_once_and_leases_expire(index: Index) {
             .expect("job")
             .expect("exists")
             .state,
-        job_state::QUEUED
+        JobState::Queued
     );
 
     let listed = index
         .list_jobs(&archive_core::jobs::JobFilter {
-            state: Some(job_state::CANCELLED.into()),
+            state: Some(JobState::Cancelled),
             ..Default::default()
         })
         .await
@@ -403,7 +403,7 @@ pub async fn packs_track_what_is_copied(index: Index) {
 
     // A pack that failed verification no longer counts as a copy.
     index
-        .set_pack_status(first, pack_status::VERIFY_FAILED, "bad member", 30)
+        .set_pack_status(first, PackStatus::VerifyFailed, "bad member", 30)
         .await
         .expect("status");
     assert_eq!(
@@ -415,19 +415,16 @@ pub async fn packs_track_what_is_copied(index: Index) {
         3
     );
     index
-        .set_pack_status(first, pack_status::ARCHIVED, "", 31)
+        .set_pack_status(first, PackStatus::Archived, "", 31)
         .await
         .expect("status");
     let packs = index.packs_of_study("1.9").await.expect("packs");
-    let statuses: Vec<_> = packs
-        .iter()
-        .map(|p| (p.status.as_str(), p.verified_at))
-        .collect();
+    let statuses: Vec<_> = packs.iter().map(|p| (p.status, p.verified_at)).collect();
     assert_eq!(
         statuses,
         vec![
-            (pack_status::ARCHIVED, Some(31)),
-            (pack_status::ABANDONED, None)
+            (PackStatus::Archived, Some(31)),
+            (PackStatus::Abandoned, None)
         ]
     );
     assert!(index
@@ -552,7 +549,7 @@ async fn deletion_needs_archived_copies(index: &Index, first: i64) {
     };
     // A copy that failed verification protects nothing.
     index
-        .set_pack_status(first, pack_status::VERIFY_FAILED, "bad", 40)
+        .set_pack_status(first, PackStatus::VerifyFailed, "bad", 40)
         .await
         .expect("status");
     let candidates = index
@@ -576,7 +573,7 @@ async fn deletion_needs_archived_copies(index: &Index, first: i64) {
 
     // ARCHIVED: exactly those two instances lose their ONLINE file; the third keeps it.
     index
-        .set_pack_status(first, pack_status::ARCHIVED, "", 41)
+        .set_pack_status(first, PackStatus::Archived, "", 41)
         .await
         .expect("status");
     let other_target = archive_core::config::RetentionRuleConfig {

@@ -4,7 +4,7 @@ use super::widgets::{badge, bar, bytes, job_progress, time};
 use super::{error_page, signed_in_page, Notice, Session};
 use crate::api::ApiResult;
 use crate::WebState;
-use archive_core::jobs::JobFilter;
+use archive_core::jobs::{JobFilter, JobState};
 use axum::extract::{Extension, Query, State};
 use axum::response::Response;
 use maud::{html, Markup};
@@ -16,7 +16,7 @@ pub async fn page_content(state: &WebState) -> ApiResult<Markup> {
     let mut live = state
         .index
         .list_jobs(&JobFilter {
-            state: Some("RUNNING".into()),
+            state: Some(JobState::Running),
             job_type: None,
             study_uid: None,
             limit: 20,
@@ -26,7 +26,7 @@ pub async fn page_content(state: &WebState) -> ApiResult<Markup> {
         state
             .index
             .list_jobs(&JobFilter {
-                state: Some("QUEUED".into()),
+                state: Some(JobState::Queued),
                 job_type: None,
                 study_uid: None,
                 limit: 20,
@@ -66,18 +66,18 @@ pub async fn page_content(state: &WebState) -> ApiResult<Markup> {
                     thead { tr { th { "Availability" } th.num { "Studies" } th.num { "Instances" } th.num { "Size" } } }
                     tbody {
                         @if totals.is_empty() { tr { td colspan="4" .muted { "No studies yet." } } }
-                        @for (availability, studies, instances, size) in &totals {
+                        @for total in &totals {
                             tr {
-                                td { a href={ "/ui/studies?availability=" (availability) } { (badge(availability)) } }
-                                td.num { (studies) } td.num { (instances) } td.num { (bytes(*size)) }
+                                td { a href={ "/ui/studies?availability=" (total.availability) } { (badge(total.availability.as_str())) } }
+                                td.num { (total.studies) } td.num { (total.instances) } td.num { (bytes(total.bytes)) }
                             }
                         }
                     }
                 }
                 h2 { "Jobs" }
                 p {
-                    @for (job_state, count) in &job_totals {
-                        a.stat href={ "/ui/jobs?state=" (job_state) } { (badge(job_state)) " " (count) }
+                    @for total in &job_totals {
+                        a.stat href={ "/ui/jobs?state=" (total.state) } { (badge(total.state.as_str())) " " (total.jobs) }
                     }
                     @if job_totals.is_empty() { span.muted { "No jobs yet." } }
                 }
@@ -96,7 +96,7 @@ pub async fn page_content(state: &WebState) -> ApiResult<Markup> {
                                 td { a href={ "/ui/jobs?study=" (job.study_uid) } { "#" (job.id) } }
                                 td { (job.job_type) }
                                 td.uid { a href={ "/ui/studies/" (job.study_uid) } { (job.study_uid) } }
-                                td { (badge(&job.state)) }
+                                td { (badge(job.state.as_str())) }
                                 td { (job_progress(job)) }
                                 td { (job.owner_node) }
                                 td { (time(job.updated_at)) }

@@ -7,7 +7,8 @@ use super::{csrf_field, enc, error_page, redirect_with, signed_in_page, Notice, 
 use crate::api::{self, ApiResult};
 use crate::WebState;
 use archive_core::index::StudySearch;
-use archive_core::jobs::{job_state, Job, JobFilter};
+use archive_core::jobs::{Job, JobFilter, JobState, JobType};
+use archive_core::model::Availability;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -66,7 +67,8 @@ pub async fn search(
         date_to: form_date(&form.date_to),
         modality: given(&form.modality).map(|m| m.to_ascii_uppercase()),
         accession_number: given(&form.accession_number),
-        availability: given(&form.availability),
+        // The form offers the valid values only; a hand-made URL with another means "any".
+        availability: given(&form.availability).and_then(|a| a.parse().ok()),
         limit: PAGE_SIZE + 1,
         offset: form.offset.max(0),
     };
@@ -96,7 +98,7 @@ pub async fn search(
             label { "Accession" input name="accession_number" value=(form.accession_number); }
             label { "Availability"
                 select name="availability" {
-                    @for option in ["", "ONLINE", "NEARLINE", "OFFLINE"] {
+                    @for option in std::iter::once("").chain(Availability::ALL.iter().map(|a| a.as_str())) {
                         option value=(option) selected[form.availability == option] { @if option.is_empty() { "any" } @else { (option) } }
                     }
                 }
@@ -116,7 +118,7 @@ pub async fn search(
                             td { (study.modalities.replace('\\', ", ")) }
                             td { (study.description) }
                             td.num { (study.num_series) } td.num { (study.num_instances) } td.num { (bytes(study.size_bytes)) }
-                            td { (badge(&study.availability)) }
+                            td { (badge(study.availability.as_str())) }
                         }
                     }
                 }
@@ -146,20 +148,20 @@ fn jobs_table(jobs: &[Job], session: &Session, back: &str) -> Markup {
                         td { (job.job_type) }
                         td.uid { a href={ "/ui/studies/" (job.study_uid) } { (job.study_uid) } }
                         td { (job.target_name) }
-                        td { (badge(&job.state))
+                        td { (badge(job.state.as_str()))
                             @if !job.last_error.is_empty() { div.error-text { (job.last_error) } } }
                         td { (job_progress(job)) }
                         td.num { (job.attempts) " / " (job.max_attempts) }
                         td { (time(job.created_at)) div.muted { (job.created_by) } }
                         td { (time(job.updated_at)) @if !job.owner_node.is_empty() { div.muted { (job.owner_node) } } }
                         td.actions {
-                            @if !job_state::is_final(&job.state) {
+                            @if !job.state.is_final() {
                                 form method="post" action={ "/ui/jobs/" (job.id) "/cancel" } data-confirm={ "Cancel job #" (job.id) "?" } {
                                     (csrf_field(session)) input type="hidden" name="back" value=(back);
                                     button.secondary type="submit" { "Cancel" }
                                 }
                             }
-                            @if job.state == "FAILED" || job.state == "CANCELLED" {
+                            @if matches!(job.state, JobState::Failed | JobState::Cancelled) {
                                 form method="post" action={ "/ui/jobs/" (job.id) "/retry" } {
                                     (csrf_field(session)) input type="hidden" name="back" value=(back);
                                     button.secondary type="submit" { "Retry" }
@@ -199,7 +201,7 @@ async fn detail_content(state: &WebState, session: &Session, uid: &str) -> ApiRe
             section.card {
                 h2 { (person_name(&study.patient_name)) " " span.muted { (study.patient_id) } }
                 dl {
-                    dt { "Availability" } dd #availability { (badge(&study.availability)) }
+                    dt { "Availability" } dd #availability { (badge(study.availability.as_str())) }
                     dt { "Study date" } dd { (dicom_date(&study.study_date)) " " (dicom_time(&study.study_time)) }
                     dt { "Description" } dd { (study.description) }
                     dt { "Accession number" } dd { (study.accession_number) }
@@ -253,7 +255,7 @@ async fn detail_content(state: &WebState, session: &Session, uid: &str) -> ApiRe
                         tr {
                             td { (badge("NEARLINE")) }
                             td.path { (pack.target_name) ": " (pack.object_key) }
-                            td { (badge(&pack.status)) @if !pack.error.is_empty() { div.error-text { (pack.error) } } }
+                            td { (badge(pack.status.as_str())) @if !pack.error.is_empty() { div.error-text { (pack.error) } } }
                             td.num { (pack.member_count) } td.num { (bytes(pack.size_bytes)) }
                             td { (pack.verified_at.map(time).unwrap_or_else(|| "—".into())) }
                         }
@@ -272,7 +274,7 @@ async fn detail_content(state: &WebState, session: &Session, uid: &str) -> ApiRe
                         tr {
                             td.num { (s.series_number.map(|n| n.to_string()).unwrap_or_default()) }
                             td { (s.modality) } td { (s.description) } td { (s.body_part) } td { (s.source_ae) }
-                            td.num { (s.num_instances) } td.num { (bytes(s.size_bytes)) } td { (badge(&s.availability)) }
+                            td.num { (s.num_instances) } td.num { (bytes(s.size_bytes)) } td { (badge(s.availability.as_str())) }
                         }
                     }
                 }
@@ -332,8 +334,8 @@ pub async fn jobs(
         error: query.error.clone(),
     };
     let filter = JobFilter {
-        state: given(&query.state),
-        job_type: given(&query.job_type),
+        state: given(&query.state).and_then(|s| s.parse().ok()),
+        job_type: given(&query.job_type).and_then(|t| t.parse().ok()),
         study_uid: given(&query.study),
         limit: 200,
     };
@@ -351,15 +353,17 @@ pub async fn jobs(
         form.card.filters method="get" action="/ui/jobs" {
             label { "State"
                 select name="state" {
-                    @for option in ["", "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"] {
-                        option value=(option) selected[query.state == option] { @if option.is_empty() { "any" } @else { (option) } }
+                    option value="" selected[query.state.is_empty()] { "any" }
+                    @for option in JobState::ALL {
+                        option value=(option) selected[query.state == option.as_str()] { (option) }
                     }
                 }
             }
             label { "Type"
                 select name="type" {
-                    @for option in ["", "COPY", "VERIFY", "DELETE", "RESTORE"] {
-                        option value=(option) selected[query.job_type == option] { @if option.is_empty() { "any" } @else { (option) } }
+                    option value="" selected[query.job_type.is_empty()] { "any" }
+                    @for option in JobType::ALL {
+                        option value=(option) selected[query.job_type == option.as_str()] { (option) }
                     }
                 }
             }

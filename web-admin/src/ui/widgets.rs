@@ -1,6 +1,6 @@
 //! Small pieces every page uses: sizes, times, badges, bars.
 
-use archive_core::jobs::Job;
+use archive_core::jobs::{Job, JobState};
 use maud::{html, Markup};
 
 /// `1.5 GiB`: binary units, one decimal.
@@ -92,14 +92,14 @@ pub fn job_progress(job: &Job) -> Markup {
             bytes(job.done_bytes),
             bytes(job.total_bytes)
         )
-    } else if job.state == "DONE" {
+    } else if job.state == JobState::Done {
         "done".into()
     } else {
         "waiting".into()
     };
     let (done, total) = if job.total_bytes > 0 {
         (job.done_bytes, job.total_bytes)
-    } else if job.state == "DONE" {
+    } else if job.state == JobState::Done {
         (1, 1)
     } else {
         (job.done_items, job.total_items)
