@@ -183,13 +183,16 @@ pub trait NearlineTarget: Send + Sync + 'static {
         progress: Arc<TransferProgress>,
     ) -> NearlineResult<VerifyOutcome>;
     /// Reads the pack and writes its members under `dir` (by member path), checking each one
-    /// and the whole pack against what the index recorded; a damaged pack is an error of kind
-    /// `Invalid` and leaves `dir` incomplete (the caller removes it).
+    /// and the whole pack against what the index recorded, and calls `ready(member path)` as
+    /// soon as a member is in place and matched (the retrieve cache serves it from then on);
+    /// a damaged pack is an error of kind `Invalid` and leaves `dir` incomplete (the caller
+    /// removes it).
     async fn unpack_pack(
         &self,
         expected: &ExpectedPack,
         dir: &std::path::Path,
         progress: Arc<TransferProgress>,
+        ready: crate::retrieve_cache::MemberReady,
     ) -> NearlineResult<()>;
     /// Reads `length` bytes at `offset` of a pack (one member, without the rest).
     async fn read_range(&self, key: &str, offset: u64, length: u64) -> NearlineResult<Vec<u8>>;

@@ -4,9 +4,9 @@
 //! fetched once into the retrieve cache ([`crate::retrieve_cache`]) — or, when a single
 //! instance is asked for, read alone with a ranged GET at the offset the index recorded.
 
-use crate::index::{Index, InstanceLocation, NearlineMember};
-use crate::nearline::{ExpectedPack, TargetCache, TransferProgress};
-use crate::retrieve_cache::{CachePin, RetrieveCache};
+use crate::index::{Index, IndexError, InstanceLocation, NearlineMember};
+use crate::nearline::{ExpectedPack, NearlineError, TargetCache, TransferProgress};
+use crate::retrieve_cache::{CachePin, MemberReady, RetrieveCache};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -31,6 +31,17 @@ pub enum RetrieveError {
     NotPart10 { sop_uid: String },
     #[error("SOP Instance {sop_uid}: cannot read its NEARLINE copy: {message}")]
     Nearline { sop_uid: String, message: String },
+}
+
+/// Why a pack could not be fetched into the retrieve cache.
+#[derive(Debug, thiserror::Error)]
+pub enum PackFetchError {
+    #[error("cannot read the pack's members from the index: {0}")]
+    Index(#[from] IndexError),
+    #[error("target `{0}` no longer exists")]
+    TargetGone(String),
+    #[error(transparent)]
+    Target(#[from] NearlineError),
 }
 
 /// Where the received data set starts in a Part-10 file written by Strata (or anyone who puts
@@ -139,19 +150,22 @@ impl Retriever {
         for _ in 0..2 {
             let fetcher = access.clone();
             let wanted = member.clone();
-            let (pin, path) = access
-                .cache
-                .get_member(
-                    member.pack_id,
-                    member.pack_size.max(0) as u64,
-                    &member.member_path,
-                    move |dir| async move { fetch_pack(&fetcher, &wanted, &dir).await },
-                )
-                .await
-                .map_err(|e| RetrieveError::Nearline {
-                    sop_uid: location.sop_uid.clone(),
-                    message: e.to_string(),
-                })?;
+            let (pin, path) =
+                access
+                    .cache
+                    .get_member(
+                        member.pack_id,
+                        member.pack_size.max(0) as u64,
+                        &member.member_path,
+                        move |dir, ready| async move {
+                            fetch_pack(&fetcher, &wanted, &dir, ready).await
+                        },
+                    )
+                    .await
+                    .map_err(|e| RetrieveError::Nearline {
+                        sop_uid: location.sop_uid.clone(),
+                        message: e.to_string(),
+                    })?;
             match Self::open_file(location, path, Some(pin)).await {
                 Err(RetrieveError::Read { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound => {}
@@ -179,7 +193,7 @@ impl Retriever {
             .get(
                 member.pack_id,
                 member.pack_size.max(0) as u64,
-                move |dir| async move { fetch_pack(&fetcher, &wanted, &dir).await },
+                move |dir, ready| async move { fetch_pack(&fetcher, &wanted, &dir, ready).await },
             )
             .await
             .map_err(|e| RetrieveError::Nearline {
@@ -243,19 +257,15 @@ async fn fetch_pack(
     access: &NearlineAccess,
     member: &NearlineMember,
     dir: &std::path::Path,
-) -> Result<(), String> {
+    ready: MemberReady,
+) -> Result<(), PackFetchError> {
     let row = access
         .index
         .target(&member.target_name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("target `{}` no longer exists", member.target_name))?;
-    let target = access.targets.get(&row).await.map_err(|e| e.message)?;
-    let members = access
-        .index
-        .pack_members(member.pack_id)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?
+        .ok_or_else(|| PackFetchError::TargetGone(member.target_name.clone()))?;
+    let target = access.targets.get(&row).await?;
+    let members = access.index.pack_members(member.pack_id).await?;
     let expected = ExpectedPack {
         key: member.object_key.clone(),
         size: member.pack_size.max(0) as u64,
@@ -264,9 +274,8 @@ async fn fetch_pack(
     };
     let started = std::time::Instant::now();
     target
-        .unpack_pack(&expected, dir, Arc::new(TransferProgress::default()))
-        .await
-        .map_err(|e| e.message)?;
+        .unpack_pack(&expected, dir, Arc::new(TransferProgress::default()), ready)
+        .await?;
     tracing::info!(
         pack_id = member.pack_id,
         key = %member.object_key,

@@ -8,6 +8,7 @@ use archive_core::nearline::{
     ExpectedPack, NearlineError, NearlineResult, NearlineTarget, PackReceipt, PackRequest,
     TransferProgress, VerifyOutcome,
 };
+use archive_core::retrieve_cache::MemberReady;
 use async_trait::async_trait;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
@@ -136,6 +137,7 @@ impl NearlineTarget for FilesystemTarget {
         expected: &ExpectedPack,
         dir: &Path,
         progress: Arc<TransferProgress>,
+        ready: MemberReady,
     ) -> NearlineResult<()> {
         let path = self.path_of(&expected.key)?;
         let expected = expected.clone();
@@ -145,7 +147,7 @@ impl NearlineTarget for FilesystemTarget {
                 .map_err(|e| unavailable(format!("cannot open {}", path.display()), e))?;
             archive_core::metrics::PACK_FETCHES.add(1);
             let counted = CountedRead(BufReader::with_capacity(1 << 20, file));
-            unpack_pack_stream(counted, &expected, &progress, &dir)
+            unpack_pack_stream(counted, &expected, &progress, &dir, &*ready)
         })
         .await
     }

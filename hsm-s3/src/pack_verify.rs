@@ -50,15 +50,24 @@ pub fn verify_pack_stream<R: Read>(
     check_pack_stream(reader, expected, progress, None)
 }
 
-/// Verifies a pack and writes its members under `dir` on the way (for the retrieve cache).
-/// A damaged pack is an error: nothing from it may be served.
+/// Where unpacked members go, and who hears of each one in place.
+#[derive(Clone, Copy)]
+struct UnpackTo<'a> {
+    dir: &'a Path,
+    ready: &'a (dyn Fn(&str) + Send + Sync),
+}
+
+/// Verifies a pack and writes its members under `dir` on the way (for the retrieve cache),
+/// calling `ready(member path)` for each one in place with its checksum matched. A damaged
+/// pack is an error: nothing from it may be served.
 pub fn unpack_pack_stream<R: Read>(
     reader: R,
     expected: &ExpectedPack,
     progress: &TransferProgress,
     dir: &Path,
+    ready: &(dyn Fn(&str) + Send + Sync),
 ) -> NearlineResult<()> {
-    match check_pack_stream(reader, expected, progress, Some(dir))? {
+    match check_pack_stream(reader, expected, progress, Some(UnpackTo { dir, ready }))? {
         VerifyOutcome::Intact => Ok(()),
         VerifyOutcome::Damaged(problems) => Err(NearlineError::invalid(format!(
             "pack {} is damaged: {}",
@@ -72,7 +81,7 @@ fn check_pack_stream<R: Read>(
     reader: R,
     expected: &ExpectedPack,
     progress: &TransferProgress,
-    unpack_to: Option<&Path>,
+    unpack_to: Option<UnpackTo<'_>>,
 ) -> NearlineResult<VerifyOutcome> {
     let mut watched = Watched {
         inner: reader,
@@ -128,7 +137,7 @@ fn walk_members<R: Read>(
     expected: &ExpectedPack,
     progress: &TransferProgress,
     problems: &mut Vec<String>,
-    unpack_to: Option<&Path>,
+    unpack_to: Option<UnpackTo<'_>>,
 ) -> io::Result<()> {
     let mut wanted: HashMap<&str, &PackMemberRow> = expected
         .members
@@ -160,7 +169,7 @@ fn walk_members<R: Read>(
         // member can take it while the rest of the pack is still arriving.
         let unpack_path = unpack_to
             .filter(|_| wanted.contains_key(path.as_str()))
-            .map(|dir| dir.join(&path));
+            .map(|to| to.dir.join(&path));
         let mut out = match &unpack_path {
             Some(target) => {
                 if let Some(parent) = target.parent() {
@@ -219,6 +228,9 @@ fn walk_members<R: Read>(
         if let Some(target) = &unpack_path {
             if digest.value() == recorded && read == row.size_bytes as u64 {
                 std::fs::rename(part_path(target), target)?;
+                if let Some(to) = unpack_to {
+                    (to.ready)(&path);
+                }
             }
         }
         if digest.value() != recorded {

@@ -15,6 +15,7 @@ use archive_core::nearline::{
     ExpectedPack, NearlineError, NearlineResult, NearlineTarget, PackReceipt, PackRequest,
     TransferProgress, VerifyOutcome,
 };
+use archive_core::retrieve_cache::MemberReady;
 use async_trait::async_trait;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
@@ -357,6 +358,7 @@ impl NearlineTarget for S3Target {
         expected: &ExpectedPack,
         dir: &std::path::Path,
         progress: Arc<TransferProgress>,
+        ready: MemberReady,
     ) -> NearlineResult<()> {
         let reader = self.open_pack(&expected.key).await?.ok_or_else(|| {
             NearlineError::invalid(format!(
@@ -370,7 +372,7 @@ impl NearlineTarget for S3Target {
         let dir = dir.to_path_buf();
         blocking(move || {
             let counted = CountedRead(std::io::BufReader::with_capacity(1 << 20, reader));
-            unpack_pack_stream(counted, &expected, &progress, &dir)
+            unpack_pack_stream(counted, &expected, &progress, &dir, &*ready)
         })
         .await
     }

@@ -130,10 +130,17 @@ async fn pack_round_trip_ranges_and_damage() {
     }
     for (name, pack) in [("blake3", &wanted), ("sha256", &older)] {
         let dir = root.path().join(format!("unpacked-{name}"));
+        let (ready, announced) = announcer();
         target
-            .unpack_pack(pack, &dir, Arc::new(TransferProgress::default()))
+            .unpack_pack(pack, &dir, Arc::new(TransferProgress::default()), ready)
             .await
             .expect("unpack");
+        let wanted_paths: Vec<String> = members.iter().map(|m| m.member_path.clone()).collect();
+        assert_eq!(
+            *announced.lock().expect("lock"),
+            wanted_paths,
+            "each member announced once it is in place, in pack order"
+        );
         for member in &members {
             assert_eq!(
                 std::fs::read(dir.join(&member.member_path)).expect("unpacked"),
@@ -163,10 +170,18 @@ async fn pack_round_trip_ranges_and_damage() {
     }
     // Unpacking the damaged pack fails on the BLAKE3 check and leaves that member unserved.
     let dir = root.path().join("unpacked-damaged");
+    let (ready, announced) = announcer();
     let error = target
-        .unpack_pack(&wanted, &dir, Arc::new(TransferProgress::default()))
+        .unpack_pack(&wanted, &dir, Arc::new(TransferProgress::default()), ready)
         .await
         .expect_err("a damaged pack must not unpack");
+    assert!(
+        !announced
+            .lock()
+            .expect("lock")
+            .contains(&members[5].member_path),
+        "a member that failed its check is never announced"
+    );
     assert!(
         error.message.contains("BLAKE3") && error.message.contains(&members[5].member_path),
         "{error}"
@@ -204,4 +219,19 @@ async fn a_source_that_disagrees_with_the_index_is_not_packed() {
     assert!(error.message.contains("damaged"), "{error}");
     assert!(!root.path().join("s/pack.tar").exists());
     assert!(!root.path().join("s/pack.tar.partial").exists());
+}
+
+/// A `ready` callback that records what it was told.
+fn announcer() -> (
+    archive_core::retrieve_cache::MemberReady,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let announced = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = announced.clone();
+    let ready: archive_core::retrieve_cache::MemberReady = Arc::new(move |path: &str| {
+        if let Ok(mut list) = sink.lock() {
+            list.push(path.to_string());
+        }
+    });
+    (ready, announced)
 }
