@@ -80,6 +80,9 @@ pub enum Command {
     /// Queue deleting a study's ONLINE copies; only instances with a verified (ARCHIVED)
     /// NEARLINE copy lose theirs (`--target`: copies on that target only)
     DeleteOnline(StudyJobArgs),
+    /// Queue a scavenge of this node: retrieve-cache leftovers, stale spool files, and ONLINE
+    /// files without an index row (reported; removed with lifecycle.remove_orphans)
+    Scavenge(WaitArgs),
     /// Retention rules: what they would delete, and why other studies stay
     #[command(subcommand)]
     Retention(RetentionCommand),
@@ -99,6 +102,16 @@ pub struct StudyJobArgs {
     /// Target name (default: the only target, if there is just one)
     #[arg(long)]
     pub target: Option<String>,
+    /// Wait until the job has ended; exit status 1 unless it is DONE
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct WaitArgs {
     /// Wait until the job has ended; exit status 1 unless it is DONE
     #[arg(long)]
     pub wait: bool,

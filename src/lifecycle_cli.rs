@@ -1,55 +1,40 @@
 //! `strata copy | verify | jobs | nearline`: the lifecycle from the command line. Commands
 //! queue jobs in the shared table; whichever node runs `strata serve` does the work.
 
-use crate::cli::{JobsCommand, NearlineAddArgs, NearlineCommand, RetentionCommand, StudyJobArgs};
+use crate::cli::{
+    JobsCommand, NearlineAddArgs, NearlineCommand, RetentionCommand, StudyJobArgs, WaitArgs,
+};
 use crate::serve::{open_index, prepare_nearline, runtime};
 use anyhow::{bail, Context};
+use archive_core::actions::{self, ActionError, StudyAction};
 use archive_core::config::{ByteSize, Config, TargetKind, TargetSpec};
 use archive_core::index::{now_millis, Index};
 use archive_core::jobs::{Job, JobFilter, JobState, JobType};
 use std::time::{Duration, Instant};
 
-pub fn request(config: Config, kind: JobType, args: StudyJobArgs) -> anyhow::Result<()> {
+pub fn request(config: Config, action: StudyAction, args: StudyJobArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let index = open_index(&config).await?;
         prepare_nearline(&index, &config).await?;
-        if index.study(&args.study_uid).await?.is_none() {
-            bail!(
-                "no study with Study Instance UID {} in the index",
-                args.study_uid
-            );
-        }
-        let max_attempts = config.lifecycle.max_attempts;
-        let study = &args.study_uid;
-        let (enqueued, target) = match kind {
-            JobType::Copy | JobType::Verify => {
-                let target = choose_target(&index, args.target.as_deref()).await?;
-                let enqueued = if kind == JobType::Copy {
-                    lifecycle::request_copy(&index, study, &target, "cli", max_attempts).await?
-                } else {
-                    lifecycle::request_verify(&index, study, &target, "cli", max_attempts).await?
-                };
-                (enqueued, target)
-            }
-            JobType::Delete => {
-                let target = match args.target.as_deref() {
-                    Some(name) => choose_target(&index, Some(name)).await?,
-                    None => String::new(),
-                };
-                let enqueued =
-                    lifecycle::request_delete(&index, study, &target, "cli", max_attempts).await?;
-                (enqueued, target)
-            }
-            JobType::Restore => (
-                lifecycle::request_restore(&index, study, "cli", max_attempts).await?,
-                String::new(),
-            ),
-        };
+        let requested = actions::request(
+            &index,
+            action,
+            &args.study_uid,
+            args.target.as_deref(),
+            "cli",
+            config.lifecycle.max_attempts,
+        )
+        .await
+        .map_err(|error| match error {
+            ActionError::SeveralTargets => anyhow::anyhow!("{error} with --target"),
+            other => other.into(),
+        })?;
+        let (enqueued, kind) = (requested.enqueued, action.job_type());
         if enqueued.created {
-            let on = if target.is_empty() {
+            let on = if requested.target.is_empty() {
                 String::new()
             } else {
-                format!(", target {target}")
+                format!(", target {}", requested.target)
             };
             println!(
                 "queued {kind} job {} (study {}{on})",
@@ -73,25 +58,33 @@ pub fn request(config: Config, kind: JobType, args: StudyJobArgs) -> anyhow::Res
     })
 }
 
-async fn choose_target(index: &Index, named: Option<&str>) -> anyhow::Result<String> {
-    let targets = index.targets().await.context("cannot read the targets")?;
-    match named {
-        Some(name) => {
-            if !targets.iter().any(|t| t.spec.name == name) {
-                let known: Vec<&str> = targets.iter().map(|t| t.spec.name.as_str()).collect();
-                bail!(
-                    "no nearline target named `{name}` (known: {})",
-                    known.join(", ")
-                );
-            }
-            Ok(name.to_string())
+/// `strata scavenge`: queued for this node (the node id of this configuration), which runs
+/// it when `strata serve` with the same configuration is running.
+pub fn scavenge(config: Config, args: WaitArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let index = open_index(&config).await?;
+        let node = config.node_id();
+        let enqueued =
+            lifecycle::request_scavenge(&index, &node, "cli", config.lifecycle.max_attempts)
+                .await?;
+        if enqueued.created {
+            println!("queued SCAVENGE job {} (node {node})", enqueued.job_id);
+        } else {
+            println!(
+                "SCAVENGE job {} for node {node} is already queued or running",
+                enqueued.job_id
+            );
         }
-        None => match targets.as_slice() {
-            [only] => Ok(only.spec.name.clone()),
-            [] => bail!("no nearline target is configured"),
-            _ => bail!("there are several nearline targets; name one with --target"),
-        },
-    }
+        if args.wait {
+            wait_for(
+                &index,
+                enqueued.job_id,
+                Duration::from_secs(args.timeout_secs),
+            )
+            .await?;
+        }
+        Ok(())
+    })
 }
 
 async fn wait_for(index: &Index, job_id: i64, timeout: Duration) -> anyhow::Result<()> {

@@ -15,6 +15,10 @@ text_enum! {
         Delete = "DELETE",
         /// Copies a NEARLINE study back to ONLINE storage.
         Restore = "RESTORE",
+        /// Cleans up after crashes on one node: retrieve-cache leftovers, stale spool files,
+        /// and ONLINE files the index does not know (reported, removed when configured).
+        /// Its target name is the node that runs it.
+        Scavenge = "SCAVENGE",
     }
 }
 
@@ -187,6 +191,17 @@ pub async fn request_restore(
         max_attempts,
     )
     .await
+}
+
+/// Queues a scavenge of `node`'s retrieve cache, spool and ONLINE filesystems; only that node
+/// claims it.
+pub async fn request_scavenge(
+    index: &Index,
+    node: &str,
+    created_by: &str,
+    max_attempts: u32,
+) -> IndexResult<Enqueued> {
+    enqueue(index, JobType::Scavenge, "", node, created_by, max_attempts).await
 }
 
 async fn enqueue(

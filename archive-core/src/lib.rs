@@ -2,6 +2,7 @@
 //! Every other crate depends on this one; it depends on none of them.
 
 pub mod accept;
+pub mod actions;
 pub mod admission;
 pub mod config;
 pub mod dicom_header;

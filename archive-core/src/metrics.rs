@@ -34,6 +34,15 @@ pub static CACHE_BYTES: Counter = Counter::new();
 /// Packs evicted from the retrieve cache.
 pub static CACHE_EVICTIONS: Counter = Counter::new();
 
+/// Spool files (`.incoming/*.part`) left by interrupted transfers, removed by a scavenge.
+pub static SPOOL_LEFTOVERS_REMOVED: Counter = Counter::new();
+/// Retrieve-cache entries no pack claims (a crashed fetch's directory), removed by a scavenge.
+pub static CACHE_LEFTOVERS_REMOVED: Counter = Counter::new();
+/// Files on ONLINE filesystems the index has no row for, found by a scavenge.
+pub static ORPHANS_FOUND: Counter = Counter::new();
+/// Of those, removed (`lifecycle.remove_orphans`).
+pub static ORPHANS_REMOVED: Counter = Counter::new();
+
 /// The counters in Prometheus text exposition format.
 pub fn prometheus_text() -> String {
     let mut out = String::new();
@@ -73,6 +82,30 @@ pub fn prometheus_text() -> String {
             "Packs evicted from the retrieve cache",
             "counter",
             &CACHE_EVICTIONS,
+        ),
+        (
+            "strata_scavenge_spool_leftovers_removed_total",
+            "Spool files of interrupted transfers removed by scavenge jobs",
+            "counter",
+            &SPOOL_LEFTOVERS_REMOVED,
+        ),
+        (
+            "strata_scavenge_cache_leftovers_removed_total",
+            "Retrieve-cache entries no pack claims, removed by scavenge jobs",
+            "counter",
+            &CACHE_LEFTOVERS_REMOVED,
+        ),
+        (
+            "strata_scavenge_orphan_files_found_total",
+            "Files on ONLINE filesystems without an index row, found by scavenge jobs",
+            "counter",
+            &ORPHANS_FOUND,
+        ),
+        (
+            "strata_scavenge_orphan_files_removed_total",
+            "Orphan ONLINE files removed by scavenge jobs (lifecycle.remove_orphans)",
+            "counter",
+            &ORPHANS_REMOVED,
         ),
     ] {
         out.push_str(&format!(

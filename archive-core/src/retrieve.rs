@@ -83,6 +83,11 @@ impl Retriever {
         }
     }
 
+    /// The retrieve cache, when this process reads NEARLINE copies.
+    pub fn cache(&self) -> Option<&Arc<RetrieveCache>> {
+        self.nearline.as_ref().map(|access| &access.cache)
+    }
+
     /// Opens an instance for sending, as part of retrieving many: a NEARLINE-only instance
     /// comes from its whole pack, fetched once into the retrieve cache.
     pub async fn open(&self, location: &InstanceLocation) -> Result<OpenedInstance, RetrieveError> {

@@ -434,6 +434,42 @@ impl RetrieveCache {
         });
     }
 
+    /// Removes what no pack in the cache claims: directories of fetches a crashed task left
+    /// behind, stray files. Blocking (file-system work): call it off the async threads.
+    /// Returns how many entries were removed.
+    pub fn remove_leftovers(&self) -> std::io::Result<u64> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let (id, partial) = match name.strip_suffix(".partial") {
+                Some(id) => (id.parse::<i64>().ok(), true),
+                None => (name.parse::<i64>().ok(), false),
+            };
+            // Decided and done under the lock, so a fetch starting now cannot lose the
+            // directory it is about to fill (leftovers are rare; the lock is held briefly).
+            let state = self.lock();
+            let claimed = id
+                .and_then(|id| state.slots.get(&id))
+                .is_some_and(|slot| !partial || slot.fetching.is_some());
+            if claimed {
+                continue;
+            }
+            let path = entry.path();
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            drop(state);
+            match gone {
+                Ok(()) => removed += 1,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(removed)
+    }
+
     fn remove_dirs(&self, packs: Vec<i64>) {
         for pack_id in packs {
             if let Err(error) = std::fs::remove_dir_all(self.pack_dir(pack_id)) {

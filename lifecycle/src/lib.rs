@@ -1,19 +1,18 @@
-//! The scheduled lifecycle services: copy rules and verify-sync create jobs on their cron
-//! schedules, and workers on every node claim and run jobs from the shared jobs table.
+//! The scheduled lifecycle services: copy rules, retention rules, verify-sync and scavenging
+//! create jobs on their cron schedules, and workers on every node claim and run jobs from the
+//! shared jobs table (`jobs/`: one file per kind of job).
 //!
 //! Nothing here knows S3 or tar: targets come from the [`TargetFactory`] the binary passes in.
 
-mod copy_job;
-mod delete_job;
-mod restore_job;
+mod jobs;
 mod scheduler;
 mod settings;
-mod targets;
-mod verify_job;
 mod worker;
 
 // Job creation lives in archive-core: the REST API queues jobs too.
-pub use archive_core::jobs::{request_copy, request_delete, request_restore, request_verify};
+pub use archive_core::jobs::{
+    request_copy, request_delete, request_restore, request_scavenge, request_verify,
+};
 pub use settings::Settings;
 
 use archive_core::accept::Acceptor;

@@ -1,5 +1,7 @@
-//! Runs the cron schedules: each copy rule, and verify-sync. Every node runs this loop; a
-//! firing is claimed in the database (`schedule_fire`), so each firing runs on one node only.
+//! Runs the cron schedules: each copy rule, each retention rule, verify-sync, and this node's
+//! scavenge. Every node runs this loop; a firing is claimed in the database (`schedule_fire`),
+//! so each firing runs on one node only (a scavenge firing is named after its node, so every
+//! node gets its own).
 
 use crate::Services;
 use archive_core::config::{parse_schedule, CopyRuleConfig};
@@ -48,11 +50,18 @@ pub(crate) async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>
         if !services.settings.verify_schedule.is_empty() {
             due.push((VERIFY_SCHEDULE.into(), Schedule::Verify));
         }
+        if !services.settings.scavenge_schedule.is_empty() {
+            due.push((
+                format!("scavenge:{}", services.settings.node_id),
+                Schedule::Scavenge,
+            ));
+        }
         for (name, schedule) in due {
             let expression = match &schedule {
                 Schedule::Copy(rule) => rule.schedule.clone(),
                 Schedule::Retention(rule) => rule.schedule.clone(),
                 Schedule::Verify => services.settings.verify_schedule.clone(),
+                Schedule::Scavenge => services.settings.scavenge_schedule.clone(),
             };
             let cron = match parse_schedule(&expression) {
                 Ok(cron) => cron,
@@ -83,6 +92,7 @@ enum Schedule {
     Copy(CopyRuleConfig),
     Retention(archive_core::config::RetentionRuleConfig),
     Verify,
+    Scavenge,
 }
 
 /// Sleeps until just after the next whole second, so second-resolution schedules fire on time.
@@ -108,6 +118,17 @@ async fn fire(services: &Services, name: &str, schedule: &Schedule, fire_at: Dat
         Schedule::Copy(rule) => fire_copy_rule(services, rule).await,
         Schedule::Retention(rule) => fire_retention_rule(services, rule).await,
         Schedule::Verify => fire_verify(services).await,
+        Schedule::Scavenge => {
+            let settings = &services.settings;
+            crate::request_scavenge(
+                &services.index,
+                &settings.node_id,
+                "schedule",
+                settings.max_attempts,
+            )
+            .await
+            .map(|enqueued| usize::from(enqueued.created))
+        }
     };
     match result {
         Ok(0) => tracing::debug!(schedule = name, "nothing to do"),

@@ -14,6 +14,11 @@ pub struct Settings {
     pub backoff_max_ms: i64,
     /// Empty: verify-sync runs only on request.
     pub verify_schedule: String,
+    /// Empty: this node scavenges only on request.
+    pub scavenge_schedule: String,
+    /// Spool and orphan files younger than this are left alone.
+    pub scavenge_grace: Duration,
+    pub remove_orphans: bool,
 }
 
 impl Settings {
@@ -28,6 +33,9 @@ impl Settings {
             backoff_base_ms: (life.backoff_base_secs as i64).saturating_mul(1000),
             backoff_max_ms: (life.backoff_max_secs as i64).saturating_mul(1000),
             verify_schedule: life.verify_schedule.clone(),
+            scavenge_schedule: life.scavenge_schedule.clone(),
+            scavenge_grace: Duration::from_secs(u64::from(life.scavenge_grace_hours) * 3600),
+            remove_orphans: life.remove_orphans,
         }
     }
 

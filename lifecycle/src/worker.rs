@@ -2,68 +2,14 @@
 //! runs (recording progress on the way), and records how it ended — done, retry later with
 //! exponential backoff, or failed for good.
 
+use crate::jobs::Reporter;
 use crate::Services;
 use archive_core::index::now_millis;
-use archive_core::jobs::{Job, JobOutcome, JobProgress, JobType};
-use archive_core::nearline::TransferProgress;
-use std::sync::atomic::{AtomicI64, Ordering};
+use archive_core::jobs::{Job, JobOutcome};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::Instrument;
-
-/// Why a run did not finish.
-#[derive(Debug)]
-pub(crate) struct JobError {
-    pub message: String,
-    /// Worth another attempt (an outage); `false` when retrying cannot help.
-    pub retry: bool,
-}
-
-impl JobError {
-    pub fn retry(message: impl Into<String>) -> JobError {
-        JobError {
-            message: message.into(),
-            retry: true,
-        }
-    }
-    pub fn permanent(message: impl Into<String>) -> JobError {
-        JobError {
-            message: message.into(),
-            retry: false,
-        }
-    }
-}
-
-impl From<archive_core::index::IndexError> for JobError {
-    fn from(error: archive_core::index::IndexError) -> Self {
-        JobError::retry(format!("index: {error}"))
-    }
-}
-
-/// Progress a running job reports; written to the job row with each lease renewal.
-#[derive(Default)]
-pub(crate) struct Reporter {
-    pub total_items: AtomicI64,
-    pub total_bytes: AtomicI64,
-    pub transfer: Arc<TransferProgress>,
-}
-
-impl Reporter {
-    pub fn set_totals(&self, items: usize, bytes: u64) {
-        self.total_items.store(items as i64, Ordering::Relaxed);
-        self.total_bytes.store(bytes as i64, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> JobProgress {
-        JobProgress {
-            done_items: self.transfer.items() as i64,
-            total_items: self.total_items.load(Ordering::Relaxed),
-            done_bytes: self.transfer.bytes() as i64,
-            total_bytes: self.total_bytes.load(Ordering::Relaxed),
-        }
-    }
-}
 
 pub(crate) async fn run(services: Arc<Services>, number: u32, mut stop: watch::Receiver<bool>) {
     let node = services.settings.node_id.clone();
@@ -95,7 +41,7 @@ pub(crate) async fn run(services: Arc<Services>, number: u32, mut stop: watch::R
 async fn run_claimed(services: &Services, job: Job) {
     let reporter = Arc::new(Reporter::default());
     tracing::info!("job started");
-    let work = run_job(services, &job, reporter.clone());
+    let work = crate::jobs::run(services, &job, &reporter);
     let lost = keep_lease(services, &job, reporter.clone());
     let result = tokio::select! {
         result = work => result,
@@ -145,15 +91,6 @@ async fn run_claimed(services: &Services, job: Job) {
         Err(error) => {
             tracing::error!(%error, "cannot record the job's outcome; its lease will expire and it will run again")
         }
-    }
-}
-
-async fn run_job(services: &Services, job: &Job, reporter: Arc<Reporter>) -> Result<(), JobError> {
-    match job.job_type {
-        JobType::Copy => crate::copy_job::run(services, job, &reporter).await,
-        JobType::Verify => crate::verify_job::run(services, job, &reporter).await,
-        JobType::Delete => crate::delete_job::run(services, job, &reporter).await,
-        JobType::Restore => crate::restore_job::run(services, job, &reporter).await,
     }
 }
 

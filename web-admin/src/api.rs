@@ -3,8 +3,9 @@
 //! Errors are `{"code": "...", "message": "..."}` with a fitting 4xx/5xx status.
 
 use crate::WebState;
+use archive_core::actions::{self, ActionError, StudyAction};
 use archive_core::index::{now_millis, StudySearch};
-use archive_core::jobs::{self, Job, JobFilter, JobState, JobType};
+use archive_core::jobs::{Job, JobFilter, JobState, JobType};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -262,56 +263,32 @@ pub(crate) async fn enqueue_action(
     action: &str,
     target: Option<String>,
 ) -> ApiResult<(Job, bool)> {
-    study_or_404(state, uid).await?;
-    let uid = uid.to_string();
+    let action: StudyAction = action.parse().map_err(|_| {
+        ApiError::not_found(format!(
+            "unknown action `{action}` (copy, verify, delete-online, restore)"
+        ))
+    })?;
     let index = &state.index;
-    let attempts = state.max_attempts;
-    let enqueued = match action {
-        "copy" | "verify" => {
-            let target = choose_target(state, target.as_deref()).await?;
-            if action == "copy" {
-                jobs::request_copy(index, &uid, &target, "api", attempts).await?
-            } else {
-                jobs::request_verify(index, &uid, &target, "api", attempts).await?
-            }
-        }
-        "delete-online" => {
-            let target = match target.as_deref() {
-                Some(name) => choose_target(state, Some(name)).await?,
-                None => String::new(),
-            };
-            jobs::request_delete(index, &uid, &target, "api", attempts).await?
-        }
-        "restore" => jobs::request_restore(index, &uid, "api", attempts).await?,
-        other => {
-            return Err(ApiError::not_found(format!(
-                "unknown action `{other}` (copy, verify, delete-online, restore)"
-            )))
-        }
-    };
+    let requested = actions::request(
+        index,
+        action,
+        uid,
+        target.as_deref(),
+        "api",
+        state.max_attempts,
+    )
+    .await
+    .map_err(|error| match error {
+        ActionError::UnknownStudy(_) => ApiError::not_found(error.to_string()),
+        ActionError::Index(error) => error.into(),
+        target_error => ApiError::bad_request("target", target_error.to_string()),
+    })?;
+    let enqueued = requested.enqueued;
     let job = index
         .job(enqueued.job_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {} vanished", enqueued.job_id)))?;
     Ok((job, enqueued.created))
-}
-
-async fn choose_target(state: &WebState, named: Option<&str>) -> ApiResult<String> {
-    let targets = state.index.targets().await?;
-    match named {
-        Some(name) if targets.iter().any(|t| t.spec.name == name) => Ok(name.to_string()),
-        Some(name) => Err(ApiError::bad_request(
-            "target",
-            format!("no nearline target named `{name}`"),
-        )),
-        None => match targets.as_slice() {
-            [only] => Ok(only.spec.name.clone()),
-            _ => Err(ApiError::bad_request(
-                "target",
-                "there are several nearline targets; name one",
-            )),
-        },
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -65,8 +65,8 @@ fn check_mode(mode: &str) -> ApiResult<()> {
     }
 }
 
-/// The directory must be usable for its mode: a read-write one is created (with its
-/// temporary-file directory) so that a typo fails here, not at the next C-STORE.
+/// The directory must be usable for its mode (archive-core prepares it: the spool layout is
+/// the ONLINE store's business).
 fn check_directory(path: &str, mode: &str) -> ApiResult<()> {
     let dir = std::path::Path::new(path);
     if !dir.is_absolute()
@@ -76,14 +76,13 @@ fn check_directory(path: &str, mode: &str) -> ApiResult<()> {
     {
         return Err(bad("path", "must be an absolute path without `..`"));
     }
-    if mode == "rw" {
-        let incoming = dir.join(archive_core::online::INCOMING_DIR);
-        std::fs::create_dir_all(&incoming)
-            .map_err(|e| bad("path", format!("cannot create {}: {e}", incoming.display())))?;
-    } else if !dir.is_dir() {
-        return Err(bad("path", format!("{path} is not a directory")));
-    }
-    Ok(())
+    archive_core::online::prepare_directory(dir, mode == "rw").map_err(|e| {
+        if mode == "rw" {
+            bad("path", format!("cannot prepare {path}: {e}"))
+        } else {
+            bad("path", e.to_string())
+        }
+    })
 }
 
 fn describe(row: &FilesystemRow, store_group: &str) -> Value {

@@ -23,22 +23,22 @@ pub fn routes() -> Router<WebState> {
         .route("/ae-titles", get(list_peers))
         .route(
             "/ae-titles/{ae}",
-            axum::routing::put(save_peer).delete(remove_peer),
+            axum::routing::put(put_peer).delete(remove_peer),
         )
         .route("/targets", get(list_targets))
         .route(
             "/targets/{name}",
-            axum::routing::put(save_target).delete(remove_target),
+            axum::routing::put(put_target).delete(remove_target),
         )
         .route("/copy-rules", get(list_copy_rules))
         .route(
             "/copy-rules/{name}",
-            axum::routing::put(save_copy_rule).delete(remove_copy_rule),
+            axum::routing::put(put_copy_rule).delete(remove_copy_rule),
         )
         .route("/retention-rules", get(list_retention_rules))
         .route(
             "/retention-rules/{name}",
-            axum::routing::put(save_retention_rule).delete(remove_retention_rule),
+            axum::routing::put(put_retention_rule).delete(remove_retention_rule),
         )
         .route(
             "/retention-rules/{name}/preview",
@@ -122,34 +122,38 @@ fn yes() -> bool {
     true
 }
 
-async fn save_peer(
+async fn put_peer(
     State(state): State<WebState>,
     Path(ae): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let peer = save_peer_value(&state, &ae, json_body(body)?).await?;
+    let body: PeerBody = serde_json::from_value(json_body(body)?).map_err(|e| bad("body", e))?;
+    let peer = save_peer(
+        &state,
+        AePeer {
+            ae_title: ae,
+            host: body.host,
+            port: body.port,
+            can_query: body.can_query,
+            can_retrieve: body.can_retrieve,
+            can_store: body.can_store,
+            description: body.description,
+        },
+    )
+    .await?;
     Ok(Json(json!({ "ae_title": peer })))
 }
 
-/// Adds or changes a DICOM peer from a JSON body (shared with the admin UI).
-pub(crate) async fn save_peer_value(state: &WebState, ae: &str, body: Value) -> ApiResult<AePeer> {
-    archive_core::config::check_ae_title(ae).map_err(|m| bad("ae_title", m))?;
-    let body: PeerBody = serde_json::from_value(body).map_err(|e| bad("body", e))?;
-    if body.host.trim().is_empty() {
+/// Adds or changes a DICOM peer (the API's JSON and the admin UI's form both end here).
+pub(crate) async fn save_peer(state: &WebState, mut peer: AePeer) -> ApiResult<AePeer> {
+    archive_core::config::check_ae_title(&peer.ae_title).map_err(|m| bad("ae_title", m))?;
+    peer.ae_title = peer.ae_title.trim().to_string();
+    if peer.host.trim().is_empty() {
         return Err(bad("host", "must not be empty"));
     }
-    if body.port == 0 {
+    if peer.port == 0 {
         return Err(bad("port", "must be between 1 and 65535"));
     }
-    let peer = AePeer {
-        ae_title: ae.trim().to_string(),
-        host: body.host,
-        port: body.port,
-        can_query: body.can_query,
-        can_retrieve: body.can_retrieve,
-        can_store: body.can_store,
-        description: body.description,
-    };
     state.index.ae_upsert(&peer).await?;
     Ok(peer)
 }
@@ -185,22 +189,18 @@ async fn list_targets(State(state): State<WebState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "targets": targets })))
 }
 
-async fn save_target(
+async fn put_target(
     State(state): State<WebState>,
     Path(name): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let spec = save_target_value(&state, &name, json_body(body)?).await?;
+    let spec = save_target(&state, body_with_name(json_body(body)?, &name)?).await?;
     Ok(Json(json!({ "target": spec, "location": spec.location() })))
 }
 
-/// Adds or changes a NEARLINE target (shared with the admin UI).
-pub(crate) async fn save_target_value(
-    state: &WebState,
-    name: &str,
-    body: Value,
-) -> ApiResult<TargetSpec> {
-    let spec: TargetSpec = body_with_name(body, name)?;
+/// Adds or changes a NEARLINE target (the API's JSON and the admin UI's form both end here).
+pub(crate) async fn save_target(state: &WebState, spec: TargetSpec) -> ApiResult<TargetSpec> {
+    let name = spec.name.as_str();
     spec.validate("body").map_err(|e| bad("body", e))?;
     if state
         .index
@@ -275,22 +275,20 @@ async fn list_copy_rules(State(state): State<WebState>) -> ApiResult<Json<Value>
     Ok(Json(json!({ "copy_rules": rules })))
 }
 
-async fn save_copy_rule(
+async fn put_copy_rule(
     State(state): State<WebState>,
     Path(name): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let rule = save_copy_rule_value(&state, &name, json_body(body)?).await?;
+    let rule = save_copy_rule(&state, body_with_name(json_body(body)?, &name)?).await?;
     Ok(Json(json!({ "rule": rule })))
 }
 
-/// Adds or changes a copy rule (shared with the admin UI).
-pub(crate) async fn save_copy_rule_value(
+/// Adds or changes a copy rule (the API's JSON and the admin UI's form both end here).
+pub(crate) async fn save_copy_rule(
     state: &WebState,
-    name: &str,
-    body: Value,
+    rule: CopyRuleConfig,
 ) -> ApiResult<CopyRuleConfig> {
-    let rule: CopyRuleConfig = body_with_name(body, name)?;
     parse_schedule(&rule.schedule).map_err(|m| bad("schedule", m))?;
     if state.index.target(&rule.target).await?.is_none() {
         return Err(bad(
@@ -308,22 +306,23 @@ async fn list_retention_rules(State(state): State<WebState>) -> ApiResult<Json<V
     ))
 }
 
-async fn save_retention_rule(
+async fn put_retention_rule(
     State(state): State<WebState>,
     Path(name): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let rule = save_retention_rule_value(&state, &name, json_body(body)?).await?;
+    let rule = save_retention_rule(&state, body_with_name(json_body(body)?, &name)?).await?;
     Ok(Json(json!({ "rule": rule })))
 }
 
-/// Adds or changes a retention rule (shared with the admin UI).
-pub(crate) async fn save_retention_rule_value(
+/// Adds or changes a retention rule (the API's JSON and the admin UI's form both end here).
+pub(crate) async fn save_retention_rule(
     state: &WebState,
-    name: &str,
-    body: Value,
+    rule: RetentionRuleConfig,
 ) -> ApiResult<RetentionRuleConfig> {
-    let rule: RetentionRuleConfig = body_with_name(body, name)?;
+    if rule.name.trim().is_empty() {
+        return Err(bad("name", "must not be empty"));
+    }
     rule.validate("body").map_err(|e| bad("body", e))?;
     state.index.save_retention_rule(&rule, now_millis()).await?;
     Ok(rule)

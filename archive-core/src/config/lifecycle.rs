@@ -220,6 +220,16 @@ pub struct LifecycleConfig {
     /// When verify-sync reads back packs not yet verified (cron, with or without seconds).
     /// Empty disables the schedule; `strata verify` still works.
     pub verify_schedule: String,
+    /// When this node scavenges (cron): retrieve-cache leftovers, stale spool files, and
+    /// ONLINE files without an index row. Empty disables it; `strata scavenge` still works.
+    pub scavenge_schedule: String,
+    /// Spool files and orphan ONLINE files are only touched once unmodified for this long, so
+    /// a transfer or an index commit under way is never mistaken for a leftover.
+    pub scavenge_grace_hours: u32,
+    /// Remove orphan ONLINE files (files no index row points at) instead of only reporting
+    /// them. Off by default: an orphan may be an object a crash left unindexed, which an
+    /// admin may want to re-import first.
+    pub remove_orphans: bool,
     pub copy_rules: Vec<CopyRuleConfig>,
     pub retention_rules: Vec<super::RetentionRuleConfig>,
 }
@@ -235,6 +245,9 @@ impl Default for LifecycleConfig {
             backoff_base_secs: 30,
             backoff_max_secs: 3600,
             verify_schedule: "0 */10 * * * *".into(),
+            scavenge_schedule: "0 30 3 * * *".into(),
+            scavenge_grace_hours: 24,
+            remove_orphans: false,
             copy_rules: Vec::new(),
             retention_rules: Vec::new(),
         }
@@ -267,6 +280,22 @@ pub struct CopyRuleConfig {
 
 fn default_stable_minutes() -> u32 {
     10
+}
+
+/// What a rule has when only its name, target and schedule are given (as in a file).
+impl Default for CopyRuleConfig {
+    fn default() -> Self {
+        CopyRuleConfig {
+            name: String::new(),
+            target: String::new(),
+            schedule: String::new(),
+            stable_minutes: default_stable_minutes(),
+            min_age_days: 0,
+            modalities: Vec::new(),
+            calling_aes: Vec::new(),
+            enabled: true,
+        }
+    }
 }
 
 /// Parses a cron expression, accepting the classic five fields (minute first) as well as the
@@ -354,6 +383,10 @@ impl Config {
         if !life.verify_schedule.is_empty() {
             parse_schedule(&life.verify_schedule)
                 .map_err(|m| ConfigError::key("lifecycle.verify_schedule", m))?;
+        }
+        if !life.scavenge_schedule.is_empty() {
+            parse_schedule(&life.scavenge_schedule)
+                .map_err(|m| ConfigError::key("lifecycle.scavenge_schedule", m))?;
         }
         let targets: HashSet<String> = self
             .effective_targets()

@@ -41,6 +41,25 @@ pub struct RetentionRuleConfig {
     pub enabled: bool,
 }
 
+/// What a rule has when only its name and schedule are given (as in a file).
+impl Default for RetentionRuleConfig {
+    fn default() -> Self {
+        RetentionRuleConfig {
+            name: String::new(),
+            group: default_group(),
+            schedule: String::new(),
+            not_accessed_days: None,
+            free_below_percent: None,
+            free_target_percent: None,
+            min_study_age_days: 0,
+            modalities: Vec::new(),
+            calling_aes: Vec::new(),
+            require_target: String::new(),
+            enabled: true,
+        }
+    }
+}
+
 fn default_group() -> String {
     DEFAULT_ONLINE_GROUP.into()
 }

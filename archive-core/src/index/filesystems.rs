@@ -176,6 +176,33 @@ impl Index {
 
 /// Filesystems from the configuration file.
 impl Index {
+    /// Which of `rel_paths` on the filesystem have a file row (in any status).
+    pub async fn known_files(
+        &self,
+        filesystem_id: i64,
+        rel_paths: &[String],
+    ) -> IndexResult<std::collections::HashSet<String>> {
+        let mut known = std::collections::HashSet::new();
+        for chunk in rel_paths.chunks(500) {
+            let sql = format!(
+                "SELECT path FROM file WHERE filesystem_fk = $1 AND path IN ({})",
+                super::placeholders::placeholder_list(2, chunk.len())
+            );
+            let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(filesystem_id);
+            for path in chunk {
+                query = query.bind(path.as_str());
+            }
+            known.extend(
+                query
+                    .fetch_all(self.pool())
+                    .await?
+                    .into_iter()
+                    .map(|(p,)| p),
+            );
+        }
+        Ok(known)
+    }
+
     /// Makes the filesystem table match the configuration (by path) and returns every row.
     pub async fn sync_filesystems(
         &self,

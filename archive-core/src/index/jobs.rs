@@ -95,7 +95,8 @@ impl Index {
             Dialect::Sqlite => "",
         };
         // Only the job types this build knows: during a rolling upgrade an older node leaves
-        // a newer node's kinds of job alone instead of claiming what it cannot run.
+        // a newer node's kinds of job alone instead of claiming what it cannot run. A
+        // scavenge job cleans one node's own directories: only that node takes it.
         let known: Vec<String> = JobType::ALL
             .iter()
             .map(|t| format!("'{}'", t.as_str()))
@@ -106,6 +107,7 @@ impl Index {
              attempts = attempts + 1, updated_at = $3 \
              WHERE id = (SELECT id FROM job WHERE ((state = 'QUEUED' AND next_run_at <= $3) \
                 OR (state = 'RUNNING' AND lease_expires_at < $3)) AND job_type IN ({known}) \
+                AND (job_type <> 'SCAVENGE' OR target_name = $1) \
                 ORDER BY next_run_at, id LIMIT 1{lock}) \
              RETURNING {JOB_COLUMNS}"
         );

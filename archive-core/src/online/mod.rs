@@ -4,6 +4,7 @@
 
 mod layout;
 mod object_writer;
+pub mod sweep;
 
 pub use layout::relative_path_for;
 pub use object_writer::{ObjectWriter, ParseSource};
@@ -45,6 +46,22 @@ impl StoreError {
                 std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
             ),
         }
+    }
+}
+
+/// Makes a directory ready to be an ONLINE filesystem: a read-write one gets its spool
+/// directory (so a wrong path fails when the filesystem is added, not at the next C-STORE);
+/// a read-only one must exist.
+pub fn prepare_directory(path: &Path, writable: bool) -> std::io::Result<()> {
+    if writable {
+        std::fs::create_dir_all(path.join(INCOMING_DIR))
+    } else if path.is_dir() {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} is not a directory", path.display()),
+        ))
     }
 }
 

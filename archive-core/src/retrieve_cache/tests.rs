@@ -160,3 +160,20 @@ async fn one_fetch_for_many_requests_and_lru_eviction_under_the_cap() {
     ));
     drop(three);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leftovers_no_pack_claims_are_removed_and_packs_stay() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("cache");
+    let cache = RetrieveCache::open(dir.clone(), 1000).expect("cache");
+    let pin = cache
+        .get(1, 100, |d, ready| write_pack(d, ready, 10))
+        .await
+        .expect("pack");
+    std::fs::create_dir_all(dir.join("77/s")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("1.partial")).expect("mkdir");
+    std::fs::write(dir.join("junk"), b"x").expect("write");
+    assert_eq!(cache.remove_leftovers().expect("sweep"), 3);
+    assert!(pin.dir().join("m.dcm").exists(), "the cached pack stays");
+    assert!(!dir.join("77").exists() && !dir.join("1.partial").exists());
+}

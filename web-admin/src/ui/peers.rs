@@ -4,10 +4,10 @@ use super::session::CheckedForm;
 use super::{csrf_field, error_page, redirect_with, signed_in_page, Notice, Session};
 use crate::settings_api;
 use crate::WebState;
+use archive_core::model::AePeer;
 use axum::extract::{Extension, Path, Query, State};
 use axum::response::Response;
 use maud::html;
-use serde_json::json;
 
 pub async fn list(
     State(state): State<WebState>,
@@ -62,12 +62,16 @@ pub async fn save(State(state): State<WebState>, form: CheckedForm) -> Response 
     let port = form.text("port");
     let outcome = match port.parse::<u16>() {
         Ok(port) => {
-            let body = json!({
-                "host": form.text("host"), "port": port, "description": form.text("description"),
-                "can_query": form.checked("can_query"), "can_retrieve": form.checked("can_retrieve"),
-                "can_store": form.checked("can_store"),
-            });
-            settings_api::save_peer_value(&state, &form.text("ae_title"), body)
+            let peer = AePeer {
+                ae_title: form.text("ae_title"),
+                host: form.text("host"),
+                port,
+                description: form.text("description"),
+                can_query: form.checked("can_query"),
+                can_retrieve: form.checked("can_retrieve"),
+                can_store: form.checked("can_store"),
+            };
+            settings_api::save_peer(&state, peer)
                 .await
                 .map(|peer| format!("Peer {} saved.", peer.ae_title))
         }

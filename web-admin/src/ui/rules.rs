@@ -7,38 +7,34 @@ use super::{csrf_field, enc, error_page, redirect_with, signed_in_page, Notice, 
 use crate::api::ApiError;
 use crate::settings_api;
 use crate::WebState;
-use archive_core::config::RetentionRuleConfig;
+use archive_core::config::{CopyRuleConfig, RetentionRuleConfig};
 use archive_core::index::Setting;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{html, Markup};
-use serde_json::{json, Map, Value};
 
 /// `CT, MR` → `["CT", "MR"]`.
-fn list_field(form: &CheckedForm, name: &str) -> Value {
-    let items: Vec<String> = form
-        .text(name)
+fn list_field(form: &CheckedForm, name: &str) -> Vec<String> {
+    form.text(name)
         .split([',', ' ', '\\'])
         .filter(|item| !item.is_empty())
         .map(str::to_string)
-        .collect();
-    json!(items)
+        .collect()
 }
 
-/// A whole number, or a 400 naming the field.
-fn number_field(
+/// A whole number if the field is filled in, or a 400 naming the field.
+fn number_field<T: std::str::FromStr>(
     form: &CheckedForm,
     name: &str,
-    body: &mut Map<String, Value>,
-) -> Result<(), ApiError> {
-    if let Some(text) = form.optional(name) {
-        let number: u64 = text
-            .parse()
-            .map_err(|_| ApiError::bad_request(name, format!("`{text}` is not a whole number")))?;
-        body.insert(name.into(), json!(number));
-    }
-    Ok(())
+) -> Result<Option<T>, ApiError> {
+    form.optional(name)
+        .map(|text| {
+            text.parse::<T>().map_err(|_| {
+                ApiError::bad_request(name, format!("`{text}` is not a whole number in range"))
+            })
+        })
+        .transpose()
 }
 
 pub async fn list(
@@ -151,18 +147,20 @@ fn describe_retention(rule: &RetentionRuleConfig) -> String {
 }
 
 pub async fn save_copy_rule(State(state): State<WebState>, form: CheckedForm) -> Response {
-    let name = form.text("name");
-    let mut body = Map::new();
-    for key in ["target", "schedule"] {
-        body.insert(key.into(), json!(form.text(key)));
-    }
     let outcome = async {
-        number_field(&form, "stable_minutes", &mut body)?;
-        number_field(&form, "min_age_days", &mut body)?;
-        body.insert("modalities".into(), list_field(&form, "modalities"));
-        body.insert("calling_aes".into(), list_field(&form, "calling_aes"));
-        body.insert("enabled".into(), json!(form.checked("enabled")));
-        settings_api::save_copy_rule_value(&state, &name, Value::Object(body)).await
+        let defaults = CopyRuleConfig::default();
+        let rule = CopyRuleConfig {
+            name: form.text("name"),
+            target: form.text("target"),
+            schedule: form.text("schedule"),
+            stable_minutes: number_field(&form, "stable_minutes")?
+                .unwrap_or(defaults.stable_minutes),
+            min_age_days: number_field(&form, "min_age_days")?.unwrap_or(defaults.min_age_days),
+            modalities: list_field(&form, "modalities"),
+            calling_aes: list_field(&form, "calling_aes"),
+            enabled: form.checked("enabled"),
+        };
+        settings_api::save_copy_rule(&state, rule).await
     }
     .await
     .map(|rule| format!("Copy rule {} saved.", rule.name));
@@ -309,26 +307,23 @@ pub async fn retention_rule(
 
 pub async fn save_retention_rule(State(state): State<WebState>, form: CheckedForm) -> Response {
     let name = form.text("name");
-    let mut body = Map::new();
-    for key in ["group", "schedule", "require_target"] {
-        body.insert(key.into(), json!(form.text(key)));
-    }
     let outcome = async {
-        for key in [
-            "not_accessed_days",
-            "free_below_percent",
-            "free_target_percent",
-            "min_study_age_days",
-        ] {
-            number_field(&form, key, &mut body)?;
-        }
-        body.insert("modalities".into(), list_field(&form, "modalities"));
-        body.insert("calling_aes".into(), list_field(&form, "calling_aes"));
-        body.insert("enabled".into(), json!(form.checked("enabled")));
-        if name.is_empty() {
-            return Err(ApiError::bad_request("name", "must not be empty"));
-        }
-        settings_api::save_retention_rule_value(&state, &name, Value::Object(body)).await
+        let defaults = RetentionRuleConfig::default();
+        let rule = RetentionRuleConfig {
+            name: name.clone(),
+            group: form.optional("group").unwrap_or(defaults.group),
+            schedule: form.text("schedule"),
+            not_accessed_days: number_field(&form, "not_accessed_days")?,
+            free_below_percent: number_field(&form, "free_below_percent")?,
+            free_target_percent: number_field(&form, "free_target_percent")?,
+            min_study_age_days: number_field(&form, "min_study_age_days")?
+                .unwrap_or(defaults.min_study_age_days),
+            modalities: list_field(&form, "modalities"),
+            calling_aes: list_field(&form, "calling_aes"),
+            require_target: form.text("require_target"),
+            enabled: form.checked("enabled"),
+        };
+        settings_api::save_retention_rule(&state, rule).await
     }
     .await;
     match outcome {

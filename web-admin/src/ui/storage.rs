@@ -7,12 +7,13 @@ use crate::api::ApiError;
 use crate::filesystems_api::{self, FilesystemBody};
 use crate::settings_api;
 use crate::WebState;
-use archive_core::config::ByteSize;
+use archive_core::config::{ByteSize, TargetKind, TargetSpec};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::html;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+use std::path::PathBuf;
 
 fn size_field(form: &CheckedForm, name: &str) -> Result<Option<ByteSize>, ApiError> {
     form.optional(name)
@@ -238,26 +239,33 @@ pub async fn targets(
 }
 
 pub async fn save_target(State(state): State<WebState>, form: CheckedForm) -> Response {
-    let name = form.text("name");
-    let mut body = Map::new();
-    for key in [
-        "kind",
-        "path",
-        "endpoint",
-        "region",
-        "bucket",
-        "prefix",
-        "storage_class",
-        "access_key_id_file",
-        "secret_access_key_file",
-    ] {
-        if let Some(value) = form.optional(key) {
-            body.insert(key.into(), json!(value));
+    let outcome = async {
+        let kind = match form.optional("kind").as_deref() {
+            None | Some("filesystem") => TargetKind::Filesystem,
+            Some("s3") => TargetKind::S3,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "kind",
+                    format!("`{other}` is neither filesystem nor s3"),
+                ))
+            }
+        };
+        let mut spec = TargetSpec::filesystem(&form.text("name"), PathBuf::new());
+        spec.kind = kind;
+        spec.path = form.optional("path").map(PathBuf::from);
+        spec.endpoint = form.text("endpoint");
+        if let Some(region) = form.optional("region") {
+            spec.region = region;
         }
+        spec.bucket = form.text("bucket");
+        spec.prefix = form.text("prefix");
+        spec.storage_class = form.text("storage_class");
+        spec.access_key_id_file = form.optional("access_key_id_file").map(PathBuf::from);
+        spec.secret_access_key_file = form.optional("secret_access_key_file").map(PathBuf::from);
+        settings_api::save_target(&state, spec).await
     }
-    let outcome = settings_api::save_target_value(&state, &name, Value::Object(body))
-        .await
-        .map(|spec| format!("Target {} saved ({}).", spec.name, spec.location()));
+    .await
+    .map(|spec| format!("Target {} saved ({}).", spec.name, spec.location()));
     redirect_with("/ui/targets", outcome)
 }
 

@@ -4,7 +4,7 @@
 //! indexed); availability becomes ONLINE and the study counts as just accessed, so retention
 //! rules leave it alone for a while.
 
-use crate::worker::{JobError, Reporter};
+use super::{JobError, Reporter};
 use crate::Services;
 use archive_core::accept::Spooled;
 use archive_core::index::now_millis;

@@ -2,7 +2,7 @@
 //! member against the index, and marks the pack ARCHIVED — or VERIFY_FAILED, queueing a new
 //! copy of what it held.
 
-use crate::worker::{JobError, Reporter};
+use super::{JobError, Reporter};
 use crate::Services;
 use archive_core::index::now_millis;
 use archive_core::jobs::Job;
@@ -17,7 +17,7 @@ pub(crate) async fn run(
     reporter: &Reporter,
 ) -> Result<(), JobError> {
     let index = &services.index;
-    let (row, target) = crate::targets::open_job_target(services, job).await?;
+    let (row, target) = super::context::open_job_target(services, job).await?;
     let packs: Vec<_> = index
         .packs_of_study(&job.study_uid)
         .await?

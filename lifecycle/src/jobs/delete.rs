@@ -9,7 +9,7 @@
 //! job (requeued at start) unlinks what is left and drops the rows. No row ever points at a
 //! missing file that retrievals would use, and no file is left without a row.
 
-use crate::worker::{JobError, Reporter};
+use super::{JobError, Reporter};
 use crate::Services;
 use archive_core::jobs::Job;
 

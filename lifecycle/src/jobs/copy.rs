@@ -1,7 +1,7 @@
 //! A copy job: packs the study's not yet copied ONLINE instances and stores the pack on the
 //! target, then records it TO_ARCHIVE (verify-sync makes it ARCHIVED after reading it back).
 
-use crate::worker::{JobError, Reporter};
+use super::{JobError, Reporter};
 use crate::Services;
 use archive_core::index::now_millis;
 use archive_core::jobs::Job;
@@ -13,7 +13,7 @@ pub(crate) async fn run(
     reporter: &Reporter,
 ) -> Result<(), JobError> {
     let index = &services.index;
-    let (row, target) = crate::targets::open_job_target(services, job).await?;
+    let (row, target) = super::context::open_job_target(services, job).await?;
 
     // Whatever an earlier attempt left half-uploaded (crash, outage, a node that lost its
     // lease) is abandoned and removed before anything is uploaded again. If it cannot be

@@ -1,0 +1,157 @@
+//! What a scavenge needs to know about an ONLINE filesystem's layout: the spool holds only
+//! transfers under way (`.part` files), everything else under the root is a stored object
+//! that an index row should point at.
+
+use super::INCOMING_DIR;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// A file under a filesystem root, outside the spool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundFile {
+    /// Relative to the root, `/`-separated: what the index's `file.path` holds.
+    pub rel_path: String,
+    pub size: u64,
+}
+
+/// Removes spool files not modified since `older_than` (transfers that will never finish:
+/// their process died). Returns how many were removed and their bytes.
+pub fn sweep_spool(root: &Path, older_than: SystemTime) -> std::io::Result<(u64, u64)> {
+    let spool = root.join(INCOMING_DIR);
+    let entries = match std::fs::read_dir(&spool) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(error) => return Err(error),
+    };
+    let (mut files, mut bytes) = (0, 0);
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() || !is_older(&meta, older_than) {
+            continue;
+        }
+        if std::fs::remove_file(entry.path()).is_ok() {
+            files += 1;
+            bytes += meta.len();
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// Walks the stored objects under `root` (the spool excluded), handing over batches of files
+/// not modified since `older_than`. Stops early when `batch` returns `false`.
+pub fn walk_objects(
+    root: &Path,
+    older_than: SystemTime,
+    batch_size: usize,
+    mut batch: impl FnMut(Vec<FoundFile>) -> bool,
+) -> std::io::Result<()> {
+    let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
+    let mut found = Vec::with_capacity(batch_size);
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // A directory removed meanwhile (a study deleted) is not an error.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            if file_type.is_dir() {
+                if !(dir == root && entry.file_name() == INCOMING_DIR) {
+                    pending.push(path);
+                }
+                continue;
+            }
+            if !file_type.is_file() {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if !is_older(&meta, older_than) {
+                continue;
+            }
+            let Some(rel_path) = relative(root, &path) else {
+                continue;
+            };
+            found.push(FoundFile {
+                rel_path,
+                size: meta.len(),
+            });
+            if found.len() >= batch_size && !batch(std::mem::take(&mut found)) {
+                return Ok(());
+            }
+        }
+    }
+    if !found.is_empty() {
+        batch(found);
+    }
+    Ok(())
+}
+
+fn is_older(meta: &std::fs::Metadata, older_than: SystemTime) -> bool {
+    meta.modified().is_ok_and(|modified| modified <= older_than)
+}
+
+/// `a/b/c.dcm` for `<root>/a/b/c.dcm`; `None` for names that are not UTF-8 (the index
+/// never writes such names, and they are reported by path only in the log at debug level).
+fn relative(root: &Path, path: &Path) -> Option<String> {
+    let rest = path.strip_prefix(root).ok()?;
+    let parts: Option<Vec<&str>> = rest.components().map(|c| c.as_os_str().to_str()).collect();
+    Some(parts?.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn age(path: &Path, by: Duration) {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(path)
+            .expect("open");
+        file.set_modified(SystemTime::now() - by).expect("mtime");
+    }
+
+    #[test]
+    fn old_spool_files_go_and_objects_are_walked_without_the_spool() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let spool = root.path().join(INCOMING_DIR);
+        std::fs::create_dir_all(&spool).expect("mkdir");
+        std::fs::create_dir_all(root.path().join("1.2/3.4")).expect("mkdir");
+        for (path, old) in [
+            (spool.join("1-1.part"), true),
+            (spool.join("1-2.part"), false),
+            (root.path().join("1.2/3.4/old.dcm"), true),
+            (root.path().join("1.2/3.4/new.dcm"), false),
+        ] {
+            std::fs::write(&path, b"0123456789").expect("write");
+            if old {
+                age(&path, Duration::from_secs(7200));
+            }
+        }
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let mut walked = Vec::new();
+        walk_objects(root.path(), hour_ago, 1, |batch| {
+            walked.extend(batch);
+            true
+        })
+        .expect("walk");
+        assert_eq!(
+            walked,
+            vec![FoundFile {
+                rel_path: "1.2/3.4/old.dcm".into(),
+                size: 10
+            }],
+            "young files and the spool are not walked"
+        );
+        assert_eq!(sweep_spool(root.path(), hour_ago).expect("sweep"), (1, 10));
+        assert!(!spool.join("1-1.part").exists());
+        assert!(
+            spool.join("1-2.part").exists(),
+            "a transfer under way stays"
+        );
+    }
+}
