@@ -14,7 +14,7 @@ use crate::dicom_header::{instance_record, parse_header};
 use crate::index::{now_millis, Index, InstanceLocation, NewInstance};
 use crate::ingest::IngestQueue;
 use crate::model::{InstanceRecord, IntegrityConflict, StoreOutcome, StoredFile};
-use crate::online::{relative_path_for, ObjectWriter, OnlineStore, StoreError};
+use crate::online::{relative_path_for, ObjectWriter, OnlineStore, ParseSource, StoreError};
 
 /// PS3.4 C-STORE statuses (Annex B.2.3), shared by DIMSE and STOW-RS's FailureReason.
 /// Strata-specific codes use the "cannot understand" range Cxxx, which the standard leaves to
@@ -44,6 +44,35 @@ pub struct Acceptor {
     index: Index,
     ingest: IngestQueue,
     duplicate_policy: DuplicatePolicy,
+}
+
+/// Parses the header (up to Pixel Data) and makes the index record and the WADO-RS metadata.
+fn describe(
+    source: ParseSource<'_>,
+    negotiated: Option<String>,
+    source_ae: &str,
+) -> Result<(InstanceRecord, Option<Vec<u8>>), Refusal> {
+    let object = parse_header(source).map_err(|e| Refusal::Unparseable(e.to_string()))?;
+    let transfer_syntax = match negotiated {
+        Some(negotiated) => negotiated,
+        None => object
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_string(),
+    };
+    let metadata = match crate::metadata::encode(&object, &transfer_syntax) {
+        Ok(metadata) => Some(metadata),
+        Err(error) => {
+            // The object is still stored and retrievable; only /metadata lacks it.
+            tracing::warn!(%error, "cannot make the instance's WADO-RS metadata");
+            None
+        }
+    };
+    Ok((
+        instance_record(&object, &transfer_syntax, source_ae),
+        metadata,
+    ))
 }
 
 /// An object being received into the spool of the filesystem chosen for it.
@@ -245,29 +274,24 @@ impl Acceptor {
         arrival: Arrival<'_>,
     ) -> Result<Accepted, Refused> {
         let mut writer = spooled.writer;
-        let (record, metadata) = {
-            let source = writer.parse_source().await.map_err(Refusal::from)?;
-            let object = parse_header(source).map_err(|e| Refusal::Unparseable(e.to_string()))?;
-            let transfer_syntax = match arrival.transfer_syntax {
-                Some(negotiated) => negotiated.to_string(),
-                None => object
-                    .meta()
-                    .transfer_syntax()
-                    .trim_end_matches('\0')
-                    .to_string(),
-            };
-            let metadata = match crate::metadata::encode(&object, &transfer_syntax) {
-                Ok(metadata) => Some(metadata),
-                Err(error) => {
-                    // The object is still stored and retrievable; only /metadata lacks it.
-                    tracing::warn!(%error, "cannot make the instance's WADO-RS metadata");
-                    None
-                }
-            };
-            (
-                instance_record(&object, &transfer_syntax, arrival.source),
-                metadata,
-            )
+        let negotiated = arrival.transfer_syntax.map(str::to_string);
+        let (record, metadata) = match writer.parse_source().await.map_err(Refusal::from)? {
+            // Small objects (most of a CT series) are parsed in place: a hand-off to the
+            // blocking pool would cost more than the parse.
+            ParseSource::Memory(bytes) => {
+                describe(ParseSource::Memory(bytes), negotiated, arrival.source)?
+            }
+            // A large object's header is read from its spool file: blocking I/O, off the
+            // async threads.
+            ParseSource::File(path) => {
+                let path = path.to_path_buf();
+                let source_ae = arrival.source.to_string();
+                tokio::task::spawn_blocking(move || {
+                    describe(ParseSource::File(&path), negotiated, &source_ae)
+                })
+                .await
+                .map_err(|e| Refusal::Unparseable(format!("the header parse stopped: {e}")))??
+            }
         };
         let identity = identity_of(&record);
         let refused = |reason: Refusal| Refused {

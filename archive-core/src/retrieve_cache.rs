@@ -441,6 +441,9 @@ impl RetrieveCache {
         let mut removed = 0;
         for entry in std::fs::read_dir(&self.dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".evicted-") {
+                continue; // being removed by the eviction that renamed it
+            }
             let (id, partial) = match name.strip_suffix(".partial") {
                 Some(id) => (id.parse::<i64>().ok(), true),
                 None => (name.parse::<i64>().ok(), false),
@@ -470,13 +473,44 @@ impl RetrieveCache {
         Ok(removed)
     }
 
+    /// Evicted packs are renamed out of the way at once (one metadata operation), so a new
+    /// fetch of the same pack cannot collide with them, and removed on the blocking pool:
+    /// unlinking a pack's thousands of files must not hold up an async thread.
     fn remove_dirs(&self, packs: Vec<i64>) {
+        let mut doomed = Vec::with_capacity(packs.len());
         for pack_id in packs {
-            if let Err(error) = std::fs::remove_dir_all(self.pack_dir(pack_id)) {
-                tracing::warn!(pack_id, %error, "cannot remove an evicted pack from the retrieve cache");
+            let trash = self
+                .dir
+                .join(format!(".evicted-{pack_id}-{}", unique_suffix()));
+            match std::fs::rename(self.pack_dir(pack_id), &trash) {
+                Ok(()) => doomed.push(trash),
+                Err(error) => {
+                    tracing::warn!(pack_id, %error, "cannot remove an evicted pack from the retrieve cache")
+                }
             }
         }
+        if doomed.is_empty() {
+            return;
+        }
+        let remove = move || {
+            for trash in doomed {
+                if let Err(error) = std::fs::remove_dir_all(&trash) {
+                    tracing::warn!(path = %trash.display(), %error, "cannot remove an evicted pack from the retrieve cache");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
     }
+}
+
+/// Distinguishes evicted directories of the same pack (evicted, fetched again, evicted).
+fn unique_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Evicts least recently used unpacked packs nobody reads until `size` more bytes fit (or

@@ -2,6 +2,7 @@
 //! minimum-free-space watermark. New objects go to the first read-write filesystem of the store
 //! group that is above its watermark.
 
+mod free_space;
 mod layout;
 mod object_writer;
 pub mod sweep;
@@ -71,6 +72,7 @@ pub struct OnlineStore {
     /// The index's rows. Replaced as a whole when an admin changes filesystems (this node at
     /// once, other nodes at their next refresh); readers take a snapshot and never block.
     filesystems: Arc<RwLock<Arc<[Filesystem]>>>,
+    free_space: Arc<free_space::FreeSpace>,
 }
 
 impl OnlineStore {
@@ -80,6 +82,7 @@ impl OnlineStore {
         OnlineStore {
             store_group: store_group.to_string(),
             filesystems: Arc::new(RwLock::new(filesystems.into())),
+            free_space: Arc::default(),
         }
     }
 
@@ -150,7 +153,7 @@ impl OnlineStore {
             if fs.group != self.store_group || !fs.is_writable() {
                 continue;
             }
-            match fs4::available_space(&fs.path) {
+            match self.free_space.available(&fs.path) {
                 Ok(available) if available > fs.min_free_bytes => return Ok(fs.clone()),
                 Ok(_) => continue,
                 Err(error) => {

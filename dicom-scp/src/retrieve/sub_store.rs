@@ -123,7 +123,14 @@ pub async fn send_store<A: AsyncAssociation<TcpStream> + Send>(
             .read_all()
             .await
             .map_err(|e| SendFailure::Instance(e.to_string()))?;
-        let converted = convert(&bytes, &stored, target).map_err(SendFailure::Instance)?;
+        // Re-encoding a whole data set is CPU work: on the blocking pool, so the association
+        // tasks on this runtime's threads keep moving.
+        let target_syntax = target.to_string();
+        let converted =
+            tokio::task::spawn_blocking(move || convert(&bytes, &stored, &target_syntax))
+                .await
+                .map_err(|e| SendFailure::Instance(format!("conversion stopped: {e}")))?
+                .map_err(SendFailure::Instance)?;
         send_fragments(association, pc, PDataValueType::Command, &command)
             .await
             .map_err(SendFailure::Association)?;
