@@ -2,8 +2,8 @@
 //! API): the study must exist, the target is chosen the same way, and the work becomes a job
 //! in the jobs table that some node runs.
 
-use crate::index::{Index, IndexError};
-use crate::jobs::{self, Enqueued, JobType};
+use crate::index::{Index, IndexError, IndexResult};
+use crate::jobs::{Enqueued, JobType, NewJob};
 use crate::text_enum::text_enum;
 
 text_enum! {
@@ -77,17 +77,15 @@ pub async fn request(
     };
     let enqueued = match action {
         StudyAction::Copy => {
-            jobs::request_copy(index, study_uid, &target, created_by, max_attempts).await?
+            request_copy(index, study_uid, &target, created_by, max_attempts).await?
         }
         StudyAction::Verify => {
-            jobs::request_verify(index, study_uid, &target, created_by, max_attempts).await?
+            request_verify(index, study_uid, &target, created_by, max_attempts).await?
         }
         StudyAction::DeleteOnline => {
-            jobs::request_delete(index, study_uid, &target, created_by, max_attempts).await?
+            request_delete(index, study_uid, &target, created_by, max_attempts).await?
         }
-        StudyAction::Restore => {
-            jobs::request_restore(index, study_uid, created_by, max_attempts).await?
-        }
+        StudyAction::Restore => request_restore(index, study_uid, created_by, max_attempts).await?,
     };
     Ok(Requested { enqueued, target })
 }
@@ -111,4 +109,123 @@ pub async fn choose_target(index: &Index, named: Option<&str>) -> Result<String,
             _ => Err(ActionError::SeveralTargets),
         },
     }
+}
+
+// Queueing single jobs: the scheduler, verify-sync after a failure, a resumed deletion and
+// `request` above all queue work the same way.
+
+/// Queues a copy of the study's not yet copied instances to `target`.
+pub async fn request_copy(
+    index: &Index,
+    study_uid: &str,
+    target: &str,
+    created_by: &str,
+    max_attempts: u32,
+) -> IndexResult<Enqueued> {
+    enqueue(
+        index,
+        JobType::Copy,
+        study_uid,
+        target,
+        created_by,
+        max_attempts,
+    )
+    .await
+}
+
+/// Queues a read-back of the study's packs on `target`.
+pub async fn request_verify(
+    index: &Index,
+    study_uid: &str,
+    target: &str,
+    created_by: &str,
+    max_attempts: u32,
+) -> IndexResult<Enqueued> {
+    enqueue(
+        index,
+        JobType::Verify,
+        study_uid,
+        target,
+        created_by,
+        max_attempts,
+    )
+    .await
+}
+
+/// Queues the deletion of a study's ONLINE copies (those with an ARCHIVED copy, on
+/// `require_target` if not empty).
+pub async fn request_delete(
+    index: &Index,
+    study_uid: &str,
+    require_target: &str,
+    created_by: &str,
+    max_attempts: u32,
+) -> IndexResult<Enqueued> {
+    enqueue(
+        index,
+        JobType::Delete,
+        study_uid,
+        require_target,
+        created_by,
+        max_attempts,
+    )
+    .await
+}
+
+/// Queues bringing a NEARLINE study back ONLINE.
+pub async fn request_restore(
+    index: &Index,
+    study_uid: &str,
+    created_by: &str,
+    max_attempts: u32,
+) -> IndexResult<Enqueued> {
+    enqueue(
+        index,
+        JobType::Restore,
+        study_uid,
+        "",
+        created_by,
+        max_attempts,
+    )
+    .await
+}
+
+/// Queues a scavenge of `node`'s retrieve cache, spool and ONLINE filesystems; only that node
+/// claims it.
+pub async fn request_scavenge(
+    index: &Index,
+    node: &str,
+    created_by: &str,
+    max_attempts: u32,
+) -> IndexResult<Enqueued> {
+    enqueue(index, JobType::Scavenge, "", node, created_by, max_attempts).await
+}
+
+async fn enqueue(
+    index: &Index,
+    kind: JobType,
+    study_uid: &str,
+    target: &str,
+    created_by: &str,
+    max_attempts: u32,
+) -> IndexResult<Enqueued> {
+    let new = NewJob {
+        job_type: kind,
+        study_uid: study_uid.into(),
+        target_name: target.into(),
+        created_by: created_by.into(),
+        max_attempts,
+    };
+    let enqueued = index.enqueue_job(&new, crate::index::now_millis()).await?;
+    if enqueued.created {
+        tracing::info!(
+            job_id = enqueued.job_id,
+            job_type = kind.as_str(),
+            study = study_uid,
+            target,
+            created_by,
+            "job queued"
+        );
+    }
+    Ok(enqueued)
 }

@@ -36,8 +36,6 @@ pub struct PackSource {
     pub series_uid: String,
     pub sop_class_uid: String,
     pub transfer_syntax: String,
-    /// Path inside the tar.
-    pub member_path: String,
     /// The ONLINE file.
     pub file_path: PathBuf,
     pub size: u64,
@@ -56,6 +54,9 @@ pub struct PackRequest {
 /// Where one member's bytes ended up inside the tar.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberPlacement {
+    /// Its path inside the tar, as the pack format names members (the index records it; the
+    /// retrieve cache and restore find the member under it).
+    pub member_path: String,
     pub data_offset: u64,
     pub size: u64,
     /// Lower-case hex BLAKE3 of the member as written (retrieval checks members with it).

@@ -3,6 +3,7 @@
 
 use crate::config::RetentionRuleConfig;
 use crate::index::{Index, IndexResult, RetentionCandidate};
+use crate::online::GroupUsage;
 use serde::Serialize;
 
 /// Most studies one evaluation looks at (least recently accessed first).
@@ -23,23 +24,6 @@ pub async fn preview(index: &Index, rule: &RetentionRuleConfig) -> IndexResult<V
 }
 
 const DAY_MS: i64 = 86_400_000;
-
-/// Free and total bytes of an ONLINE group's filesystems.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct GroupUsage {
-    pub free: u64,
-    pub total: u64,
-}
-
-impl GroupUsage {
-    pub fn free_percent(&self) -> f64 {
-        if self.total == 0 {
-            100.0
-        } else {
-            self.free as f64 * 100.0 / self.total as f64
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PreviewEntry {

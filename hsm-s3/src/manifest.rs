@@ -29,6 +29,12 @@ pub struct ManifestMember {
     pub transfer_syntax_uid: String,
 }
 
+/// A member's path inside a pack: `<Series Instance UID>/<SOP Instance UID>.dcm`. Readable
+/// with any tar tool, unique within a study, and what the index records per member.
+pub fn member_path(series_uid: &str, sop_uid: &str) -> String {
+    format!("{series_uid}/{sop_uid}.dcm")
+}
+
 impl Manifest {
     pub fn for_request(request: &PackRequest, created_at: i64) -> Manifest {
         Manifest {
@@ -39,7 +45,7 @@ impl Manifest {
                 .members
                 .iter()
                 .map(|m| ManifestMember {
-                    path: m.member_path.clone(),
+                    path: member_path(&m.series_uid, &m.sop_uid),
                     size: m.size,
                     sha256: m.sha256.clone(),
                     sop_instance_uid: m.sop_uid.clone(),

@@ -138,7 +138,8 @@ pub fn write_pack<W: Write>(
             mismatch: None,
         };
         let mut header = member_header(source.size, mtime);
-        if let Err(error) = builder.append_data(&mut header, &source.member_path, &mut reader) {
+        let path = crate::manifest::member_path(&source.series_uid, &source.sop_uid);
+        if let Err(error) = builder.append_data(&mut header, &path, &mut reader) {
             return Err(match reader.mismatch {
                 Some(message) => NearlineError::source_mismatch(message),
                 None => io_error("cannot write the pack", error),
@@ -146,6 +147,7 @@ pub fn write_pack<W: Write>(
         }
         let end = builder.get_ref().written;
         placements.push(MemberPlacement {
+            member_path: path,
             data_offset: end - padded(source.size),
             size: source.size,
             blake3: reader.blake3.finalize().to_hex().to_string(),

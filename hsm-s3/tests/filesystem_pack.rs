@@ -17,7 +17,6 @@ fn source(dir: &std::path::Path, n: usize, len: usize) -> PackSource {
     let sop_uid = format!("1.3.{n}.{}", "8".repeat(58));
     PackSource {
         instance_id: n as i64,
-        member_path: format!("{series_uid}/{sop_uid}.dcm"),
         sop_uid,
         series_uid,
         sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
@@ -43,7 +42,7 @@ fn expected(
             .zip(&receipt.placements)
             .map(|(m, p)| PackMemberRow {
                 sop_uid: m.sop_uid.clone(),
-                member_path: m.member_path.clone(),
+                member_path: p.member_path.clone(),
                 data_offset: p.data_offset as i64,
                 size_bytes: p.size as i64,
                 sha256: m.sha256.clone(),
@@ -86,7 +85,7 @@ async fn pack_round_trip_ranges_and_damage() {
             .read_range(&request.key, placement.data_offset, placement.size)
             .await
             .expect("range");
-        assert_eq!(ranged, original, "{}", member.member_path);
+        assert_eq!(ranged, original, "{}", path_of(member));
     }
 
     // An independent tar reader sees the manifest first, then the members in order.
@@ -105,10 +104,7 @@ async fn pack_round_trip_ranges_and_damage() {
     assert_eq!(names[0], "MANIFEST.json");
     assert_eq!(
         names[1..],
-        members
-            .iter()
-            .map(|m| m.member_path.clone())
-            .collect::<Vec<_>>()[..]
+        members.iter().map(path_of).collect::<Vec<_>>()[..]
     );
 
     let wanted = expected(&request.key, &request, &receipt);
@@ -123,6 +119,11 @@ async fn pack_round_trip_ranges_and_damage() {
     for (member, placement) in members.iter().zip(&receipt.placements) {
         let bytes = std::fs::read(&member.file_path).expect("source");
         assert_eq!(placement.blake3, blake3::hash(&bytes).to_hex().to_string());
+        // The pack format names members `<series>/<sop>.dcm`; the index records the name.
+        assert_eq!(
+            placement.member_path,
+            format!("{}/{}.dcm", member.series_uid, member.sop_uid)
+        );
     }
     let mut older = wanted.clone();
     for member in &mut older.members {
@@ -135,7 +136,7 @@ async fn pack_round_trip_ranges_and_damage() {
             .unpack_pack(pack, &dir, Arc::new(TransferProgress::default()), ready)
             .await
             .expect("unpack");
-        let wanted_paths: Vec<String> = members.iter().map(|m| m.member_path.clone()).collect();
+        let wanted_paths: Vec<String> = members.iter().map(path_of).collect();
         assert_eq!(
             *announced.lock().expect("lock"),
             wanted_paths,
@@ -143,7 +144,7 @@ async fn pack_round_trip_ranges_and_damage() {
         );
         for member in &members {
             assert_eq!(
-                std::fs::read(dir.join(&member.member_path)).expect("unpacked"),
+                std::fs::read(dir.join(path_of(member))).expect("unpacked"),
                 std::fs::read(&member.file_path).expect("source"),
                 "{name}"
             );
@@ -162,7 +163,7 @@ async fn pack_round_trip_ranges_and_damage() {
     {
         VerifyOutcome::Damaged(problems) => {
             assert!(
-                problems.iter().any(|p| p.contains(&members[5].member_path)),
+                problems.iter().any(|p| p.contains(&path_of(&members[5]))),
                 "{problems:?}"
             );
         }
@@ -179,14 +180,14 @@ async fn pack_round_trip_ranges_and_damage() {
         !announced
             .lock()
             .expect("lock")
-            .contains(&members[5].member_path),
+            .contains(&path_of(&members[5])),
         "a member that failed its check is never announced"
     );
     assert!(
-        error.message.contains("BLAKE3") && error.message.contains(&members[5].member_path),
+        error.message.contains("BLAKE3") && error.message.contains(&path_of(&members[5])),
         "{error}"
     );
-    assert!(!dir.join(&members[5].member_path).exists());
+    assert!(!dir.join(path_of(&members[5])).exists());
 
     // A missing pack is damaged too, not an outage.
     target.discard(&request.key).await.expect("discard");
@@ -234,4 +235,10 @@ fn announcer() -> (
         }
     });
     (ready, announced)
+}
+
+/// Where the pack format puts a member: `<series>/<sop>.dcm` (hsm-s3 decides, the index
+/// records what the receipt says).
+fn path_of(member: &PackSource) -> String {
+    hsm_s3::manifest::member_path(&member.series_uid, &member.sop_uid)
 }

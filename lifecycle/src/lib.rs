@@ -9,8 +9,8 @@ mod scheduler;
 mod settings;
 mod worker;
 
-// Job creation lives in archive-core: the REST API queues jobs too.
-pub use archive_core::jobs::{
+// Job creation lives in archive-core (actions): the REST API and the CLI queue jobs too.
+pub use archive_core::actions::{
     request_copy, request_delete, request_restore, request_scavenge, request_verify,
 };
 pub use settings::Settings;

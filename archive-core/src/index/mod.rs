@@ -8,7 +8,7 @@
 //! | file | what |
 //! |---|---|
 //! | `ingest.rs`, `ingest_tx.rs`, `commit_script.rs` | storing received instances (one transaction per batch) |
-//! | `query.rs` | C-FIND, retrieval locations, studies, series, metadata, counts |
+//! | `query.rs`, `find_sql.rs` | C-FIND (the SQL a `FindQuery` becomes), retrieval locations, studies, series, metadata, counts |
 //! | `nearline.rs` | targets, packs and their members, copy rules |
 //! | `retention.rs` | deletion candidates, ONLINE removal, NEARLINE locations |
 //! | `jobs.rs` | the jobs table: queue, claim, lease, finish; schedule firings |
@@ -22,6 +22,7 @@ mod admin;
 mod commit_script;
 mod dialect;
 mod filesystems;
+mod find_sql;
 mod ingest;
 mod ingest_tx;
 mod jobs;

@@ -106,7 +106,6 @@ impl From<UnpackedRow> for PackSource {
     fn from(row: UnpackedRow) -> PackSource {
         PackSource {
             instance_id: row.instance_id,
-            member_path: format!("{}/{}.dcm", row.series_uid, row.sop_uid),
             file_path: Path::new(&row.filesystem_path).join(row.rel_path),
             sop_uid: row.sop_uid,
             series_uid: row.series_uid,
@@ -398,7 +397,7 @@ impl Index {
                 query = query
                     .bind(pack_id)
                     .bind(source.instance_id)
-                    .bind(source.member_path.as_str())
+                    .bind(placement.member_path.as_str())
                     .bind(placement.data_offset as i64)
                     .bind(placement.size as i64)
                     .bind(source.sha256.as_str())

@@ -1,10 +1,11 @@
 //! Reading the index: C-FIND answers, what a retrieval sends (ONLINE files, or NEARLINE pack
 //! members where there is no file), studies and series for the API, stored metadata, counts.
 
+use super::find_sql::{build_find_sql, Bind};
 use super::placeholders::placeholder_list;
 use super::rows::{IndexCounts, InstanceLocation, SeriesRow, StudyRow};
 use super::{Index, IndexResult, StoredMetadata};
-use crate::query::{build_find_sql, Attr, Bind, FindQuery, FindRow, Level};
+use crate::query::{Attr, FindQuery, FindRow, Level};
 use sqlx::Row;
 
 pub(super) const SELECT_STUDY_COLUMNS: &str = "SELECT s.study_uid, p.patient_id, p.issuer, \

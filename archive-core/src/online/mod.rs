@@ -199,13 +199,27 @@ impl OnlineStore {
     }
 }
 
+/// Free and total bytes of an ONLINE group's filesystems.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GroupUsage {
+    pub free: u64,
+    pub total: u64,
+}
+
+impl GroupUsage {
+    pub fn free_percent(&self) -> f64 {
+        if self.total == 0 {
+            100.0
+        } else {
+            self.free as f64 * 100.0 / self.total as f64
+        }
+    }
+}
+
 /// Free and total space of a file-system group's filesystems, for watermark retention rules.
 /// `None` when none of them can be measured.
-pub fn group_usage(
-    filesystems: &[Filesystem],
-    group: &str,
-) -> Option<crate::retention::GroupUsage> {
-    let mut usage = crate::retention::GroupUsage { free: 0, total: 0 };
+pub fn group_usage(filesystems: &[Filesystem], group: &str) -> Option<GroupUsage> {
+    let mut usage = GroupUsage { free: 0, total: 0 };
     let mut measured = false;
     // Two directories on one disk share its space: count each device once.
     let mut devices = std::collections::HashSet::new();

@@ -5,12 +5,10 @@
 mod attribute;
 mod keys;
 mod matcher;
-mod sql;
 
 pub use attribute::{Attr, ValueKind};
 pub use keys::{attribute_of, tag_of};
 pub use matcher::{Matcher, MatcherError};
-pub(crate) use sql::{build_find_sql, Bind};
 
 use std::collections::HashMap;
 

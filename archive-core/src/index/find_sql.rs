@@ -4,8 +4,8 @@
 //! GLOB, which is. Person names are matched on their upper-case copy, so they are
 //! case-insensitive on both.
 
-use super::{Attr, FindQuery, Level, Matcher, ValueKind};
-use crate::index::Dialect;
+use super::Dialect;
+use crate::query::{Attr, FindQuery, Level, Matcher, ValueKind};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Bind {
