@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use archive_core::actions::{self, ActionError, StudyAction};
 use archive_core::config::{ByteSize, Config, TargetKind, TargetSpec};
 use archive_core::index::{now_millis, Index};
-use archive_core::jobs::{Job, JobFilter, JobState, JobType};
+use archive_core::jobs::{Enqueued, Job, JobFilter, JobState, JobType};
 use std::time::{Duration, Instant};
 
 pub fn request(config: Config, action: StudyAction, args: StudyJobArgs) -> anyhow::Result<()> {
@@ -30,30 +30,13 @@ pub fn request(config: Config, action: StudyAction, args: StudyJobArgs) -> anyho
             other => other.into(),
         })?;
         let (enqueued, kind) = (requested.enqueued, action.job_type());
-        if enqueued.created {
-            let on = if requested.target.is_empty() {
-                String::new()
-            } else {
-                format!(", target {}", requested.target)
-            };
-            println!(
-                "queued {kind} job {} (study {}{on})",
-                enqueued.job_id, args.study_uid
-            );
+        let on = if requested.target.is_empty() {
+            String::new()
         } else {
-            println!(
-                "{kind} job {} for this study and target is already queued or running",
-                enqueued.job_id
-            );
-        }
-        if args.wait {
-            wait_for(
-                &index,
-                enqueued.job_id,
-                Duration::from_secs(args.timeout_secs),
-            )
-            .await?;
-        }
+            format!(", target {}", requested.target)
+        };
+        let what = format!("{kind} job for study {}{on}", args.study_uid);
+        report_and_wait(&index, enqueued, &what, args.wait, args.timeout_secs).await?;
         Ok(())
     })
 }
@@ -64,27 +47,35 @@ pub fn scavenge(config: Config, args: WaitArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let index = open_index(&config).await?;
         let node = config.node_id();
+        let attempts = config.lifecycle.max_attempts;
         let enqueued =
-            lifecycle::request_scavenge(&index, &node, "cli", config.lifecycle.max_attempts)
-                .await?;
-        if enqueued.created {
-            println!("queued SCAVENGE job {} (node {node})", enqueued.job_id);
-        } else {
-            println!(
-                "SCAVENGE job {} for node {node} is already queued or running",
-                enqueued.job_id
-            );
-        }
-        if args.wait {
-            wait_for(
-                &index,
-                enqueued.job_id,
-                Duration::from_secs(args.timeout_secs),
-            )
-            .await?;
-        }
+            lifecycle::queue_job(&index, JobType::Scavenge, "", &node, "cli", attempts).await?;
+        let what = format!("SCAVENGE job for node {node}");
+        report_and_wait(&index, enqueued, &what, args.wait, args.timeout_secs).await?;
         Ok(())
     })
+}
+
+/// Says what was queued (or that the same work already is), and waits for it if asked.
+async fn report_and_wait(
+    index: &Index,
+    enqueued: Enqueued,
+    what: &str,
+    wait: bool,
+    timeout_secs: u64,
+) -> anyhow::Result<()> {
+    if enqueued.created {
+        println!("queued {what}: job {}", enqueued.job_id);
+    } else {
+        println!(
+            "{what}: job {} is already queued or running",
+            enqueued.job_id
+        );
+    }
+    if wait {
+        wait_for(index, enqueued.job_id, Duration::from_secs(timeout_secs)).await?;
+    }
+    Ok(())
 }
 
 async fn wait_for(index: &Index, job_id: i64, timeout: Duration) -> anyhow::Result<()> {

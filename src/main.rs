@@ -6,6 +6,7 @@ mod lifecycle_cli;
 mod serve;
 
 use anyhow::Context;
+use archive_core::actions::StudyAction;
 use archive_core::config::{self, ConfigSources};
 use clap::Parser;
 use cli::{Cli, Command};
@@ -31,31 +32,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve::serve(load_config(&cli.config)?),
         Command::Migrate => serve::migrate(load_config(&cli.config)?),
         Command::Ae(command) => ae::run(load_config(&cli.config)?, command),
-        Command::Copy(args) => lifecycle_cli::request(
-            load_config(&cli.config)?,
-            archive_core::actions::StudyAction::Copy,
-            args,
-        ),
-        Command::Verify(args) => lifecycle_cli::request(
-            load_config(&cli.config)?,
-            archive_core::actions::StudyAction::Verify,
-            args,
-        ),
-        Command::Restore(args) => lifecycle_cli::request(
-            load_config(&cli.config)?,
-            archive_core::actions::StudyAction::Restore,
-            args,
-        ),
-        Command::DeleteOnline(args) => lifecycle_cli::request(
-            load_config(&cli.config)?,
-            archive_core::actions::StudyAction::DeleteOnline,
-            args,
-        ),
+        Command::Copy(args) => study_job(&cli.config, StudyAction::Copy, args),
+        Command::Verify(args) => study_job(&cli.config, StudyAction::Verify, args),
+        Command::Restore(args) => study_job(&cli.config, StudyAction::Restore, args),
+        Command::DeleteOnline(args) => study_job(&cli.config, StudyAction::DeleteOnline, args),
         Command::Scavenge(args) => lifecycle_cli::scavenge(load_config(&cli.config)?, args),
         Command::Retention(command) => lifecycle_cli::retention(load_config(&cli.config)?, command),
         Command::Jobs(command) => lifecycle_cli::jobs(load_config(&cli.config)?, command),
         Command::Nearline(command) => lifecycle_cli::nearline(load_config(&cli.config)?, command),
     }
+}
+
+fn study_job(
+    flags: &cli::ConfigFlags,
+    action: StudyAction,
+    args: cli::StudyJobArgs,
+) -> anyhow::Result<()> {
+    lifecycle_cli::request(load_config(flags)?, action, args)
 }
 
 fn load_config(flags: &cli::ConfigFlags) -> anyhow::Result<config::Config> {

@@ -177,30 +177,33 @@ async fn store_instances_then_c_find_finds_them(backend: Backend) {
     assert!(String::from_utf8_lossy(&output.stdout).contains("store checks passed"));
     let answers = work.path().join("answers");
     std::fs::create_dir_all(&answers).expect("mkdir");
-    let output = dcmtk::run(
-        "findscu",
-        &[
-            "-S",
-            "-aec",
-            "STRATA",
-            "-X",
-            "-od",
-            &answers.display().to_string(),
-            "-k",
-            "QueryRetrieveLevel=IMAGE",
-            "-k",
-            "StudyInstanceUID",
-            "-k",
-            "SOPInstanceUID",
-            "127.0.0.1",
-            &strata.dicom_port.to_string(),
-        ],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let find_images = |study_key: &str| {
+        let output = dcmtk::run(
+            "findscu",
+            &[
+                "-S",
+                "-aec",
+                "STRATA",
+                "-X",
+                "-od",
+                &answers.display().to_string(),
+                "-k",
+                "QueryRetrieveLevel=IMAGE",
+                "-k",
+                study_key,
+                "-k",
+                "SOPInstanceUID",
+                "127.0.0.1",
+                &strata.dicom_port.to_string(),
+            ],
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    find_images("StudyInstanceUID");
     // Study Root IMAGE level needs the study: ask per study instead when the SCP insists.
     let found = files_below(&answers).len();
     let found = if found == 0 {
@@ -220,30 +223,7 @@ async fn store_instances_then_c_find_finds_them(backend: Backend) {
             })
             .collect();
         for study in &studies {
-            let output = dcmtk::run(
-                "findscu",
-                &[
-                    "-S",
-                    "-aec",
-                    "STRATA",
-                    "-X",
-                    "-od",
-                    &answers.display().to_string(),
-                    "-k",
-                    "QueryRetrieveLevel=IMAGE",
-                    "-k",
-                    &format!("StudyInstanceUID={study}"),
-                    "-k",
-                    "SOPInstanceUID",
-                    "127.0.0.1",
-                    &strata.dicom_port.to_string(),
-                ],
-            );
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            find_images(&format!("StudyInstanceUID={study}"));
         }
         files_below(&answers).len()
     } else {

@@ -75,18 +75,8 @@ pub async fn request(
         },
         StudyAction::Restore => String::new(),
     };
-    let enqueued = match action {
-        StudyAction::Copy => {
-            request_copy(index, study_uid, &target, created_by, max_attempts).await?
-        }
-        StudyAction::Verify => {
-            request_verify(index, study_uid, &target, created_by, max_attempts).await?
-        }
-        StudyAction::DeleteOnline => {
-            request_delete(index, study_uid, &target, created_by, max_attempts).await?
-        }
-        StudyAction::Restore => request_restore(index, study_uid, created_by, max_attempts).await?,
-    };
+    let kind = action.job_type();
+    let enqueued = queue_job(index, kind, study_uid, &target, created_by, max_attempts).await?;
     Ok(Requested { enqueued, target })
 }
 
@@ -114,94 +104,10 @@ pub async fn choose_target(index: &Index, named: Option<&str>) -> Result<String,
 // Queueing single jobs: the scheduler, verify-sync after a failure, a resumed deletion and
 // `request` above all queue work the same way.
 
-/// Queues a copy of the study's not yet copied instances to `target`.
-pub async fn request_copy(
-    index: &Index,
-    study_uid: &str,
-    target: &str,
-    created_by: &str,
-    max_attempts: u32,
-) -> IndexResult<Enqueued> {
-    enqueue(
-        index,
-        JobType::Copy,
-        study_uid,
-        target,
-        created_by,
-        max_attempts,
-    )
-    .await
-}
-
-/// Queues a read-back of the study's packs on `target`.
-pub async fn request_verify(
-    index: &Index,
-    study_uid: &str,
-    target: &str,
-    created_by: &str,
-    max_attempts: u32,
-) -> IndexResult<Enqueued> {
-    enqueue(
-        index,
-        JobType::Verify,
-        study_uid,
-        target,
-        created_by,
-        max_attempts,
-    )
-    .await
-}
-
-/// Queues the deletion of a study's ONLINE copies (those with an ARCHIVED copy, on
-/// `require_target` if not empty).
-pub async fn request_delete(
-    index: &Index,
-    study_uid: &str,
-    require_target: &str,
-    created_by: &str,
-    max_attempts: u32,
-) -> IndexResult<Enqueued> {
-    enqueue(
-        index,
-        JobType::Delete,
-        study_uid,
-        require_target,
-        created_by,
-        max_attempts,
-    )
-    .await
-}
-
-/// Queues bringing a NEARLINE study back ONLINE.
-pub async fn request_restore(
-    index: &Index,
-    study_uid: &str,
-    created_by: &str,
-    max_attempts: u32,
-) -> IndexResult<Enqueued> {
-    enqueue(
-        index,
-        JobType::Restore,
-        study_uid,
-        "",
-        created_by,
-        max_attempts,
-    )
-    .await
-}
-
-/// Queues a scavenge of `node`'s retrieve cache, spool and ONLINE filesystems; only that node
-/// claims it.
-pub async fn request_scavenge(
-    index: &Index,
-    node: &str,
-    created_by: &str,
-    max_attempts: u32,
-) -> IndexResult<Enqueued> {
-    enqueue(index, JobType::Scavenge, "", node, created_by, max_attempts).await
-}
-
-async fn enqueue(
+/// Queues a job unless a live one does the same work (then returns that one). The target is
+/// the copy or verify target, a deletion's required target (empty: any), or for a scavenge
+/// the node that runs it; a restore names none.
+pub async fn queue_job(
     index: &Index,
     kind: JobType,
     study_uid: &str,

@@ -21,3 +21,4 @@ pub mod retrieve_cache;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod text_enum;
+pub mod transcode;

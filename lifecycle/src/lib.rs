@@ -10,13 +10,12 @@ mod settings;
 mod worker;
 
 // Job creation lives in archive-core (actions): the REST API and the CLI queue jobs too.
-pub use archive_core::actions::{
-    request_copy, request_delete, request_restore, request_scavenge, request_verify,
-};
+pub use archive_core::actions::queue_job;
 pub use settings::Settings;
 
 use archive_core::accept::Acceptor;
 use archive_core::index::Index;
+use archive_core::jobs::JobType;
 use archive_core::nearline::TargetCache;
 use archive_core::retrieve::Retriever;
 use std::sync::Arc;
@@ -62,7 +61,8 @@ impl Lifecycle {
         }
         // Deletions a crash interrupted after their first step finish first.
         for study in index.studies_with_deleting_files().await? {
-            request_delete(&index, &study, "", "resume", settings.max_attempts).await?;
+            let attempts = settings.max_attempts;
+            queue_job(&index, JobType::Delete, &study, "", "resume", attempts).await?;
         }
         let services = Arc::new(Services {
             targets,

@@ -120,9 +120,12 @@ async fn fire(services: &Services, name: &str, schedule: &Schedule, fire_at: Dat
         Schedule::Verify => fire_verify(services).await,
         Schedule::Scavenge => {
             let settings = &services.settings;
-            crate::request_scavenge(
+            let node = settings.node_id.as_str();
+            crate::queue_job(
                 &services.index,
-                &settings.node_id,
+                JobType::Scavenge,
+                "",
+                node,
                 "schedule",
                 settings.max_attempts,
             )
@@ -182,8 +185,9 @@ async fn fire_retention_rule(
         if !entry.delete {
             continue;
         }
-        let enqueued = crate::request_delete(
+        let enqueued = crate::queue_job(
             index,
+            JobType::Delete,
             &entry.study_uid,
             &rule.require_target,
             &format!("retention:{}", rule.name),
@@ -199,8 +203,9 @@ async fn fire_verify(services: &Services) -> archive_core::index::IndexResult<us
     let index = &services.index;
     let mut queued = 0;
     for (study, target) in index.packs_to_verify(MAX_JOBS_PER_FIRING).await? {
-        let enqueued = crate::request_verify(
+        let enqueued = crate::queue_job(
             index,
+            JobType::Verify,
             &study,
             &target,
             "verify-sync",

@@ -141,6 +141,19 @@ fn check_date(field: &str, value: &Option<String>) -> ApiResult<()> {
     }
 }
 
+/// An optional query parameter that must name one of an enum's values (ONLINE, QUEUED, …);
+/// otherwise a 400 naming the parameter and the values there are.
+fn parse_choice<T>(value: &Option<String>, name: &str) -> ApiResult<Option<T>>
+where
+    T: std::str::FromStr<Err = archive_core::text_enum::UnknownValue>,
+{
+    value.as_deref().map(str::parse).transpose().map_err(
+        |e: archive_core::text_enum::UnknownValue| {
+            ApiError::bad_request(name, format!("must be one of {}", e.expected.join(", ")))
+        },
+    )
+}
+
 async fn search_studies(
     State(state): State<WebState>,
     query: Result<Query<StudyQuery>, axum::extract::rejection::QueryRejection>,
@@ -148,14 +161,7 @@ async fn search_studies(
     let Query(query) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
     check_date("date_from", &query.date_from)?;
     check_date("date_to", &query.date_to)?;
-    let availability = query
-        .availability
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|_| {
-            ApiError::bad_request("availability", "must be ONLINE, NEARLINE or OFFLINE")
-        })?;
+    let availability = parse_choice(&query.availability, "availability")?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit", "must be between 1 and 1000"));
@@ -306,26 +312,8 @@ async fn list_jobs(
     query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
-    let job_state: Option<JobState> =
-        query
-            .state
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|_| {
-                ApiError::bad_request(
-                    "state",
-                    "must be QUEUED, RUNNING, DONE, FAILED or CANCELLED",
-                )
-            })?;
-    let job_type: Option<JobType> = query
-        .job_type
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e: archive_core::text_enum::UnknownValue| {
-            ApiError::bad_request("type", e.to_string())
-        })?;
+    let job_state: Option<JobState> = parse_choice(&query.state, "state")?;
+    let job_type: Option<JobType> = parse_choice(&query.job_type, "type")?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit", "must be between 1 and 1000"));

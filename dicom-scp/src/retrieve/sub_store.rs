@@ -4,10 +4,8 @@
 use crate::dimse::status;
 use crate::messaging::{send_fragments, send_piece, SendError};
 use archive_core::retrieve::OpenedInstance;
+use archive_core::transcode::{convert, is_native};
 use dicom_dictionary_std::uids;
-use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::InMemDicomObject;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::association::AsyncAssociation;
 use dicom_ul::pdu::PDataValueType;
 use tokio::net::TcpStream;
@@ -39,23 +37,12 @@ pub struct PeerContext {
     pub transfer_syntax: String,
 }
 
-/// Stored syntaxes whose data sets can be re-encoded losslessly (no pixel compression).
-fn is_convertible(transfer_syntax: &str) -> bool {
-    matches!(
-        transfer_syntax,
-        uids::IMPLICIT_VR_LITTLE_ENDIAN
-            | uids::EXPLICIT_VR_LITTLE_ENDIAN
-            | uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
-            | "1.2.840.10008.1.2.2"
-    )
-}
-
 /// Presentation contexts to propose for objects stored in `stored`: one with exactly that
 /// syntax (a peer choosing from a longer list may prefer another and force a conversion), and,
 /// where conversion is lossless, a second with the uncompressed little-endian syntaxes.
 pub fn proposals_for(stored: &str) -> Vec<Vec<String>> {
     let mut contexts = vec![vec![stored.to_string()]];
-    if is_convertible(stored) {
+    if is_native(stored) {
         let fallbacks: Vec<String> = [
             uids::EXPLICIT_VR_LITTLE_ENDIAN,
             uids::IMPLICIT_VR_LITTLE_ENDIAN,
@@ -81,8 +68,8 @@ pub fn plan(contexts: &[PeerContext], sop_class: &str, stored: &str) -> Plan {
     if let Some(context) = for_class().find(|c| c.transfer_syntax == stored) {
         return Plan::AsStored(context.id);
     }
-    if is_convertible(stored) {
-        if let Some(context) = for_class().find(|c| is_convertible(&c.transfer_syntax)) {
+    if is_native(stored) {
+        if let Some(context) = for_class().find(|c| is_native(&c.transfer_syntax)) {
             return Plan::Convert {
                 pc: context.id,
                 target: context.transfer_syntax.clone(),
@@ -165,22 +152,6 @@ pub async fn send_store<A: AsyncAssociation<TcpStream> + Send>(
             None => return Ok(()),
         }
     }
-}
-
-fn convert(bytes: &[u8], from: &str, to: &str) -> Result<Vec<u8>, String> {
-    let source = TransferSyntaxRegistry
-        .get(from)
-        .ok_or(format!("unknown transfer syntax {from}"))?;
-    let target = TransferSyntaxRegistry
-        .get(to)
-        .ok_or(format!("unknown transfer syntax {to}"))?;
-    let object = InMemDicomObject::read_dataset_with_ts(bytes, source)
-        .map_err(|e| format!("cannot read stored data set: {e}"))?;
-    let mut out = Vec::with_capacity(bytes.len());
-    object
-        .write_dataset_with_ts(&mut out, target)
-        .map_err(|e| format!("cannot convert to {to}: {e}"))?;
-    Ok(out)
 }
 
 /// How sending a sub-operation went, before its response.

@@ -60,10 +60,24 @@ impl Reporter {
     }
 }
 
-/// The target a job names, opened (targets stay open in archive-core's `TargetCache`,
-/// reopened when their settings change). A target that does not exist (any more) fails the
-/// job for good; one that cannot be opened (unreadable credentials file, …) is retried.
-pub(crate) async fn open_job_target(
+/// What a running job works with: this node's services, its row, and where it reports.
+#[derive(Clone, Copy)]
+pub(crate) struct JobContext<'a> {
+    pub services: &'a Services,
+    pub job: &'a Job,
+    pub reporter: &'a Reporter,
+}
+
+impl JobContext<'_> {
+    /// The target the job names, opened (targets stay open in archive-core's `TargetCache`,
+    /// reopened when their settings change). A target that does not exist (any more) fails
+    /// the job for good; one that cannot be opened (unreadable credentials file, …) is retried.
+    pub async fn open_target(&self) -> Result<(TargetRow, Arc<dyn NearlineTarget>), JobError> {
+        open_job_target(self.services, self.job).await
+    }
+}
+
+async fn open_job_target(
     services: &Services,
     job: &Job,
 ) -> Result<(TargetRow, Arc<dyn NearlineTarget>), JobError> {

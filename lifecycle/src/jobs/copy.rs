@@ -1,19 +1,16 @@
 //! A copy job: packs the study's not yet copied ONLINE instances and stores the pack on the
 //! target, then records it TO_ARCHIVE (verify-sync makes it ARCHIVED after reading it back).
 
-use super::{JobError, Reporter};
+use super::{JobContext, JobError, Reporter};
 use crate::Services;
 use archive_core::index::now_millis;
 use archive_core::jobs::Job;
 use archive_core::nearline::{NearlineErrorKind, PackRequest, PackSource, PackStatus};
 
-pub(crate) async fn run(
-    services: &Services,
-    job: &Job,
-    reporter: &Reporter,
-) -> Result<(), JobError> {
+pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
+    let (services, job, reporter) = (ctx.services, ctx.job, ctx.reporter);
     let index = &services.index;
-    let (row, target) = super::context::open_job_target(services, job).await?;
+    let (row, target) = ctx.open_target().await?;
 
     // Whatever an earlier attempt left half-uploaded (crash, outage, a node that lost its
     // lease) is abandoned and removed before anything is uploaded again. If it cannot be

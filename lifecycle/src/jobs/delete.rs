@@ -9,15 +9,10 @@
 //! job (requeued at start) unlinks what is left and drops the rows. No row ever points at a
 //! missing file that retrievals would use, and no file is left without a row.
 
-use super::{JobError, Reporter};
-use crate::Services;
-use archive_core::jobs::Job;
+use super::{JobContext, JobError};
 
-pub(crate) async fn run(
-    services: &Services,
-    job: &Job,
-    reporter: &Reporter,
-) -> Result<(), JobError> {
+pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
+    let (services, job, reporter) = (ctx.services, ctx.job, ctx.reporter);
     let index = &services.index;
     // The job's target, if any, is the rule's `require_target`.
     let start = index

@@ -4,11 +4,10 @@
 //! indexed); availability becomes ONLINE and the study counts as just accessed, so retention
 //! rules leave it alone for a while.
 
-use super::{JobError, Reporter};
+use super::{JobContext, JobError};
 use crate::Services;
 use archive_core::accept::Spooled;
 use archive_core::index::now_millis;
-use archive_core::jobs::Job;
 use archive_core::query::Level;
 use std::path::Path;
 use tokio::io::AsyncReadExt;
@@ -16,11 +15,8 @@ use tokio::io::AsyncReadExt;
 /// Read size while streaming a pack member into the spool.
 const CHUNK: usize = 256 * 1024;
 
-pub(crate) async fn run(
-    services: &Services,
-    job: &Job,
-    reporter: &Reporter,
-) -> Result<(), JobError> {
+pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
+    let (services, job, reporter) = (ctx.services, ctx.job, ctx.reporter);
     let index = &services.index;
     let nearline = index
         .nearline_locations(Level::Study, std::slice::from_ref(&job.study_uid))

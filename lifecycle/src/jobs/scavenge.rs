@@ -10,9 +10,8 @@
 //!
 //! Running it twice does no harm: everything it removes is gone the second time.
 
-use super::{JobError, Reporter};
+use super::{JobContext, JobError, Reporter};
 use crate::Services;
-use archive_core::jobs::Job;
 use archive_core::metrics;
 use archive_core::online::sweep::{sweep_spool, walk_objects, FoundFile};
 use std::path::{Path, PathBuf};
@@ -22,11 +21,8 @@ use tokio::sync::mpsc;
 /// Paths asked of the index at once.
 const BATCH: usize = 500;
 
-pub(crate) async fn run(
-    services: &Services,
-    _job: &Job,
-    reporter: &Reporter,
-) -> Result<(), JobError> {
+pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
+    let (services, reporter) = (ctx.services, ctx.reporter);
     let settings = &services.settings;
     let older_than = SystemTime::now() - settings.scavenge_grace;
 

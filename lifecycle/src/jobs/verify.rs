@@ -2,22 +2,18 @@
 //! member against the index, and marks the pack ARCHIVED — or VERIFY_FAILED, queueing a new
 //! copy of what it held.
 
-use super::{JobError, Reporter};
-use crate::Services;
+use super::{JobContext, JobError};
 use archive_core::index::now_millis;
-use archive_core::jobs::Job;
+use archive_core::jobs::JobType;
 use archive_core::nearline::{ExpectedPack, PackStatus, VerifyOutcome};
 
 /// Longest error text stored on a pack: enough for the first few problems.
 const MAX_ERROR_CHARS: usize = 2000;
 
-pub(crate) async fn run(
-    services: &Services,
-    job: &Job,
-    reporter: &Reporter,
-) -> Result<(), JobError> {
+pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
+    let (services, job, reporter) = (ctx.services, ctx.job, ctx.reporter);
     let index = &services.index;
-    let (row, target) = super::context::open_job_target(services, job).await?;
+    let (row, target) = ctx.open_target().await?;
     let packs: Vec<_> = index
         .packs_of_study(&job.study_uid)
         .await?
@@ -75,8 +71,9 @@ pub(crate) async fn run(
         return Ok(());
     }
     // Its members count as not copied any more: a new copy job packs them again.
-    let copy = crate::request_copy(
+    let copy = crate::queue_job(
         index,
+        JobType::Copy,
         &job.study_uid,
         &job.target_name,
         "verify-failed",

@@ -73,16 +73,16 @@ impl DicomWebSettings {
 pub fn routes(state: &WebState) -> Router<WebState> {
     let studies = Router::new()
         .route("/openapi.json", get(openapi))
-        .route("/studies", get(qido::studies).post(stow::store))
-        .route("/series", get(qido::series))
-        .route("/instances", get(qido::instances))
+        .route("/studies", get(qido::search_route).post(stow::store))
+        .route("/series", get(qido::search_route))
+        .route("/instances", get(qido::search_route))
         .route(
             "/studies/{study}",
             get(wado::retrieve_study).post(stow::store_in_study),
         )
         .route("/studies/{study}/metadata", get(metadata::study))
-        .route("/studies/{study}/series", get(qido::series_of_study))
-        .route("/studies/{study}/instances", get(qido::instances_of_study))
+        .route("/studies/{study}/series", get(qido::search_route))
+        .route("/studies/{study}/instances", get(qido::search_route))
         .route(
             "/studies/{study}/series/{series}",
             get(wado::retrieve_series),
@@ -93,7 +93,7 @@ pub fn routes(state: &WebState) -> Router<WebState> {
         )
         .route(
             "/studies/{study}/series/{series}/instances",
-            get(qido::instances_of_series),
+            get(qido::search_route),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}",
@@ -111,15 +111,15 @@ pub fn routes(state: &WebState) -> Router<WebState> {
             "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
             get(wado::bulkdata),
         )
-        .route("/studies/{study}/rendered", get(rendered::study))
-        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
+        .route("/studies/{study}/rendered", get(rendered::collection))
+        .route("/studies/{study}/thumbnail", get(rendered::collection))
         .route(
             "/studies/{study}/series/{series}/rendered",
-            get(rendered::series),
+            get(rendered::collection),
         )
         .route(
             "/studies/{study}/series/{series}/thumbnail",
-            get(rendered::series_thumbnail),
+            get(rendered::collection),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/rendered",
@@ -127,7 +127,7 @@ pub fn routes(state: &WebState) -> Router<WebState> {
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
-            get(rendered::instance_thumbnail),
+            get(rendered::instance),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",

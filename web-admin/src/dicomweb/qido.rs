@@ -8,7 +8,8 @@ use crate::WebState;
 use archive_core::query::{
     attribute_of, tag_of, Attr, FindQuery, Level, Matcher, Model, QueryKey, ValueKind,
 };
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{MatchedPath, Path, RawQuery, State};
+use std::collections::HashMap;
 use axum::http::header::{CONTENT_TYPE, WARNING};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -271,67 +272,30 @@ async fn search(
     Ok(response)
 }
 
-pub async fn studies(
+/// Every QIDO-RS route: the level is the path's last segment (`studies`, `series`,
+/// `instances`), and the UIDs in the path (`{study}`, `{series}`) are fixed keys of the search.
+pub async fn search_route(
     State(state): State<WebState>,
     links: Links,
     headers: HeaderMap,
+    matched: MatchedPath,
+    uids: Option<Path<HashMap<String, String>>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    search(&state, &links, &headers, Level::Study, &[], raw).await
-}
-
-pub async fn series(
-    State(state): State<WebState>,
-    links: Links,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    search(&state, &links, &headers, Level::Series, &[], raw).await
-}
-
-pub async fn instances(
-    State(state): State<WebState>,
-    links: Links,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    search(&state, &links, &headers, Level::Image, &[], raw).await
-}
-
-pub async fn series_of_study(
-    State(state): State<WebState>,
-    links: Links,
-    headers: HeaderMap,
-    Path(study): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let fixed = [(Attr::StudyInstanceUid, study.as_str())];
-    search(&state, &links, &headers, Level::Series, &fixed, raw).await
-}
-
-pub async fn instances_of_study(
-    State(state): State<WebState>,
-    links: Links,
-    headers: HeaderMap,
-    Path(study): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let fixed = [(Attr::StudyInstanceUid, study.as_str())];
-    search(&state, &links, &headers, Level::Image, &fixed, raw).await
-}
-
-pub async fn instances_of_series(
-    State(state): State<WebState>,
-    links: Links,
-    headers: HeaderMap,
-    Path((study, series)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let fixed = [
-        (Attr::StudyInstanceUid, study.as_str()),
-        (Attr::SeriesInstanceUid, series.as_str()),
-    ];
-    search(&state, &links, &headers, Level::Image, &fixed, raw).await
+    let uids = uids.map(|Path(uids)| uids).unwrap_or_default();
+    let level = match matched.as_str().rsplit('/').next() {
+        Some("studies") => Level::Study,
+        Some("series") => Level::Series,
+        _ => Level::Image,
+    };
+    let fixed: Vec<(Attr, &str)> = [
+        (Attr::StudyInstanceUid, "study"),
+        (Attr::SeriesInstanceUid, "series"),
+    ]
+    .into_iter()
+    .filter_map(|(attr, name)| uids.get(name).map(|uid| (attr, uid.as_str())))
+    .collect();
+    search(&state, &links, &headers, level, &fixed, raw).await
 }
 
 #[cfg(test)]

@@ -353,20 +353,12 @@ mod tests {
         let image = DynamicImage::new_luma8(512, 256);
         let fitted = thumb.fit(image.clone());
         assert_eq!((fitted.width(), fitted.height()), (128, 64));
-        let sized = RenderParams::parse(
-            &HeaderMap::new(),
-            &query(&[("viewport", "64,64,0,0,256,256")]),
-            None,
-        )
-        .expect("ok");
-        let fitted = sized.fit(image);
+        let with = |name, value| {
+            RenderParams::parse(&HeaderMap::new(), &query(&[(name, value)]), None).expect("ok")
+        };
+        let fitted = with("viewport", "64,64,0,0,256,256").fit(image);
         assert_eq!((fitted.width(), fitted.height()), (64, 64));
-        let window = RenderParams::parse(
-            &HeaderMap::new(),
-            &query(&[("window", "40,400,sigmoid")]),
-            None,
-        )
-        .expect("ok");
+        let window = with("window", "40,400,sigmoid");
         assert_eq!(
             window.voi_lut(),
             VoiLutOption::CustomWithFunction(

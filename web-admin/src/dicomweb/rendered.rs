@@ -11,7 +11,7 @@ use super::{bad_request, not_found};
 use crate::api::ApiError;
 use crate::WebState;
 use archive_core::index::InstanceLocation;
-use axum::extract::{Path, Query, State};
+use axum::extract::{MatchedPath, Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,13 +31,26 @@ const THUMBNAIL_SIDE: u32 = 128;
 
 type Params = Query<HashMap<String, String>>;
 
+/// Path parameters by name: `study`, and `series` / `instance` where the route has them.
+type Uids = Path<HashMap<String, String>>;
+
+/// The thumbnail side when the route ends in `/thumbnail`, `None` for `/rendered`.
+fn thumbnail_side(matched: &MatchedPath) -> Option<u32> {
+    matched
+        .as_str()
+        .ends_with("/thumbnail")
+        .then_some(THUMBNAIL_SIDE)
+}
+
+/// `…/instances/{instance}/rendered` and `…/thumbnail`: the instance's first frame.
 pub async fn instance(
     State(state): State<WebState>,
     headers: HeaderMap,
+    matched: MatchedPath,
     Path((study, series, instance)): Path<(String, String, String)>,
     Query(query): Params,
 ) -> Result<Response, ApiError> {
-    let params = RenderParams::parse(&headers, &query, None)?;
+    let params = RenderParams::parse(&headers, &query, thumbnail_side(&matched))?;
     let location = one_instance(&state, &study, &series, &instance).await?;
     render_one(&state, location, 1, params).await
 }
@@ -65,61 +78,24 @@ pub async fn frame(
     render_one(&state, location, number, params).await
 }
 
-pub async fn instance_thumbnail(
+/// Study and series level. `/thumbnail`: one image, the middle one of the largest series.
+/// `/rendered`: every instance's first frame, one image part each, rendered one at a time
+/// as the answer streams.
+pub async fn collection(
     State(state): State<WebState>,
     headers: HeaderMap,
-    Path((study, series, instance)): Path<(String, String, String)>,
+    matched: MatchedPath,
+    Path(uids): Uids,
     Query(query): Params,
 ) -> Result<Response, ApiError> {
-    let params = RenderParams::parse(&headers, &query, Some(THUMBNAIL_SIDE))?;
-    let location = one_instance(&state, &study, &series, &instance).await?;
-    render_one(&state, location, 1, params).await
-}
-
-pub async fn series_thumbnail(
-    State(state): State<WebState>,
-    headers: HeaderMap,
-    Path((study, series)): Path<(String, String)>,
-    Query(query): Params,
-) -> Result<Response, ApiError> {
-    let params = RenderParams::parse(&headers, &query, Some(THUMBNAIL_SIDE))?;
-    let found = locations(&state, &study, Some(&series), None).await?;
-    render_one(&state, representative(found), 1, params).await
-}
-
-pub async fn study_thumbnail(
-    State(state): State<WebState>,
-    headers: HeaderMap,
-    Path(study): Path<String>,
-    Query(query): Params,
-) -> Result<Response, ApiError> {
-    let params = RenderParams::parse(&headers, &query, Some(THUMBNAIL_SIDE))?;
-    let found = locations(&state, &study, None, None).await?;
-    render_one(&state, representative(found), 1, params).await
-}
-
-/// Series- and study-level `/rendered`: every instance's first frame, one image part each,
-/// rendered one at a time as the answer streams.
-pub async fn series(
-    State(state): State<WebState>,
-    headers: HeaderMap,
-    Path((study, series)): Path<(String, String)>,
-    Query(query): Params,
-) -> Result<Response, ApiError> {
-    let params = RenderParams::parse(&headers, &query, None)?;
-    let found = locations(&state, &study, Some(&series), None).await?;
-    render_many(state, found, params)
-}
-
-pub async fn study(
-    State(state): State<WebState>,
-    headers: HeaderMap,
-    Path(study): Path<String>,
-    Query(query): Params,
-) -> Result<Response, ApiError> {
-    let params = RenderParams::parse(&headers, &query, None)?;
-    let found = locations(&state, &study, None, None).await?;
-    render_many(state, found, params)
+    let thumbnail = thumbnail_side(&matched);
+    let params = RenderParams::parse(&headers, &query, thumbnail)?;
+    let study = uids.get("study").map(String::as_str).unwrap_or_default();
+    let found = locations(&state, study, uids.get("series").map(String::as_str), None).await?;
+    match thumbnail {
+        Some(_) => render_one(&state, representative(found), 1, params).await,
+        None => render_many(state, found, params),
+    }
 }
 
 async fn one_instance(

@@ -272,23 +272,14 @@ fn answer(links: &Links, study: Option<&str>, outcomes: Vec<PartOutcome>) -> Res
             attribute(VR::UR, &links.study(study)),
         );
     }
-    if !failed.is_empty() {
-        object.insert(
-            key(
-                tags::FAILED_SOP_SEQUENCE.group(),
-                tags::FAILED_SOP_SEQUENCE.element(),
-            ),
-            json!({ "vr": "SQ", "Value": failed }),
-        );
-    }
-    if !referenced.is_empty() {
-        object.insert(
-            key(
-                tags::REFERENCED_SOP_SEQUENCE.group(),
-                tags::REFERENCED_SOP_SEQUENCE.element(),
-            ),
-            json!({ "vr": "SQ", "Value": referenced }),
-        );
+    for (tag, items) in [
+        (tags::FAILED_SOP_SEQUENCE, failed),
+        (tags::REFERENCED_SOP_SEQUENCE, referenced),
+    ] {
+        if !items.is_empty() {
+            let sequence = json!({ "vr": "SQ", "Value": items });
+            object.insert(key(tag.group(), tag.element()), sequence);
+        }
     }
     let mut response = (
         status,

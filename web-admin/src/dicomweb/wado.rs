@@ -13,6 +13,7 @@ use archive_core::dicom_header::part10_header;
 use archive_core::index::InstanceLocation;
 use archive_core::query::Level;
 use archive_core::retrieve::OpenedInstance;
+use archive_core::transcode::{convert, is_native};
 use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
@@ -24,18 +25,6 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use std::collections::HashMap;
-
-/// Transfer syntaxes whose data sets convert into each other without loss.
-const NATIVE: &[&str] = &[
-    "1.2.840.10008.1.2",
-    "1.2.840.10008.1.2.1",
-    "1.2.840.10008.1.2.1.99",
-    "1.2.840.10008.1.2.2",
-];
-
-fn is_native(transfer_syntax: &str) -> bool {
-    NATIVE.contains(&transfer_syntax)
-}
 
 pub async fn retrieve_study(
     State(state): State<WebState>,
@@ -224,23 +213,6 @@ async fn send_object(
     } else {
         Err("client gone".into())
     }
-}
-
-/// Re-encodes a data set between native transfer syntaxes (values unchanged).
-fn convert(data_set: &[u8], from: &str, to: &str) -> Result<Vec<u8>, String> {
-    let (Some(from_ts), Some(to_ts)) = (
-        TransferSyntaxRegistry.get(from),
-        TransferSyntaxRegistry.get(to),
-    ) else {
-        return Err(format!("unknown transfer syntax {from} or {to}"));
-    };
-    let object = InMemDicomObject::read_dataset_with_ts(data_set, from_ts)
-        .map_err(|e| format!("cannot read the stored data set: {e}"))?;
-    let mut out = Vec::with_capacity(data_set.len());
-    object
-        .write_dataset_with_ts(&mut out, to_ts)
-        .map_err(|e| format!("cannot encode in {to}: {e}"))?;
-    Ok(out)
 }
 
 /// The whole data set of one instance (a NEARLINE one by a ranged read): what frames, bulk
