@@ -7,16 +7,11 @@ use crate::jobs::{Enqueued, JobType, NewJob};
 use crate::text_enum::text_enum;
 
 text_enum! {
-    /// What an admin can ask for a study.
+    /// What an admin can ask for a study: `copy` its not yet copied ONLINE files to a
+    /// NEARLINE target, `verify` its packs on a target, `delete-online` the ONLINE copies
+    /// that have a verified NEARLINE copy, `restore` a NEARLINE study to ONLINE.
     pub enum StudyAction("study action") {
-        /// Pack the study's not yet copied ONLINE files onto a NEARLINE target.
-        Copy = "copy",
-        /// Read the study's packs on a target back.
-        Verify = "verify",
-        /// Delete the ONLINE copies that have a verified NEARLINE copy.
-        DeleteOnline = "delete-online",
-        /// Bring a NEARLINE study back ONLINE.
-        Restore = "restore",
+        Copy = "copy", Verify = "verify", DeleteOnline = "delete-online", Restore = "restore",
     }
 }
 

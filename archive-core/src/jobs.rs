@@ -24,10 +24,7 @@ text_enum! {
 
 text_enum! {
     pub enum JobState("job state") {
-        Queued = "QUEUED",
-        Running = "RUNNING",
-        Done = "DONE",
-        Failed = "FAILED",
+        Queued = "QUEUED", Running = "RUNNING", Done = "DONE", Failed = "FAILED",
         Cancelled = "CANCELLED",
     }
 }

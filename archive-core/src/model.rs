@@ -70,9 +70,7 @@ pub struct StoredFile {
 text_enum! {
     /// Where an object can be read from, best first. Stored as text in the index.
     pub enum Availability("availability") {
-        Online = "ONLINE",
-        Nearline = "NEARLINE",
-        Offline = "OFFLINE",
+        Online = "ONLINE", Nearline = "NEARLINE", Offline = "OFFLINE",
     }
 }
 

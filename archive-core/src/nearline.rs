@@ -13,18 +13,16 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 text_enum! {
-    /// Where a pack is in its life, as stored in the index.
+    /// Where a pack is in its life, as stored in the index:
+    /// - `UPLOADING`: being written; a crash leaves it so, and the next attempt abandons it;
+    /// - `TO_ARCHIVE`: written completely, not yet read back;
+    /// - `ARCHIVED`: read back and every member matched: a copy ONLINE files may rely on;
+    /// - `VERIFY_FAILED`: read back and something did not match (or could not be read); a
+    ///   new copy is queued;
+    /// - `ABANDONED`: an upload that never finished (crash, outage); its object was removed.
     pub enum PackStatus("pack status") {
-        /// Being written; a crash leaves it so, and the next attempt abandons it.
-        Uploading = "UPLOADING",
-        /// Written completely, not yet read back.
-        ToArchive = "TO_ARCHIVE",
-        /// Read back and every member matched: a copy ONLINE files may rely on.
-        Archived = "ARCHIVED",
-        /// Read back and something did not match (or could not be read); a new copy is queued.
-        VerifyFailed = "VERIFY_FAILED",
-        /// An upload that never finished (crash, outage); its object was removed.
-        Abandoned = "ABANDONED",
+        Uploading = "UPLOADING", ToArchive = "TO_ARCHIVE", Archived = "ARCHIVED",
+        VerifyFailed = "VERIFY_FAILED", Abandoned = "ABANDONED",
     }
 }
 

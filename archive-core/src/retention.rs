@@ -189,16 +189,9 @@ mod tests {
     fn rule() -> RetentionRuleConfig {
         RetentionRuleConfig {
             name: "r".into(),
-            group: "ONLINE_STORAGE".into(),
             schedule: "0 0 * * * *".into(),
             not_accessed_days: Some(30),
-            free_below_percent: None,
-            free_target_percent: None,
-            min_study_age_days: 0,
-            modalities: vec![],
-            calling_aes: vec![],
-            require_target: String::new(),
-            enabled: true,
+            ..RetentionRuleConfig::default()
         }
     }
 

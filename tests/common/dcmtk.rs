@@ -24,6 +24,18 @@ pub fn run(name: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
 }
 
+/// Runs a DCMTK tool and fails the test (with its stderr) unless it exits 0.
+#[allow(dead_code)] // not every test binary uses it
+pub fn run_ok(name: &str, args: &[&str]) -> Output {
+    let output = run(name, args);
+    assert!(
+        output.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 pub fn echo(port: u16, called_ae: &str) -> Result<(), String> {
     let output = run(
         "echoscu",

@@ -100,9 +100,9 @@ pub fn routes() -> Router<WebState> {
         .route("/studies/{uid}/availability", get(study_availability))
         .route("/studies/{uid}/{action}", post(study_action))
         .route("/jobs", get(list_jobs))
-        .route("/jobs/{id}", get(job_detail))
-        .route("/jobs/{id}/cancel", post(cancel_job))
-        .route("/jobs/{id}/retry", post(retry_job))
+        .route("/jobs/{id}", get(job_route))
+        .route("/jobs/{id}/cancel", post(job_route))
+        .route("/jobs/{id}/retry", post(job_route))
 }
 
 /// The OpenAPI 3 document of these routes (hand-written, checked by the API tests).
@@ -343,27 +343,19 @@ async fn job_or_404(state: &WebState, id: i64) -> ApiResult<Job> {
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
-async fn job_detail(
+/// `GET /jobs/{id}`, and `POST /jobs/{id}/cancel` or `/retry` (by the path's last segment):
+/// the job as it is afterwards.
+async fn job_route(
     State(state): State<WebState>,
+    matched: axum::extract::MatchedPath,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let job = job_or_404(&state, job_id(&id)?).await?;
-    Ok(Json(json!({ "job": job })))
-}
-
-async fn cancel_job(
-    State(state): State<WebState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let job = cancel(&state, job_id(&id)?).await?;
-    Ok(Json(json!({ "job": job })))
-}
-
-async fn retry_job(
-    State(state): State<WebState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let job = retry(&state, job_id(&id)?).await?;
+    let id = job_id(&id)?;
+    let job = match matched.as_str().rsplit('/').next() {
+        Some("cancel") => cancel(&state, id).await?,
+        Some("retry") => retry(&state, id).await?,
+        _ => job_or_404(&state, id).await?,
+    };
     Ok(Json(json!({ "job": job })))
 }
 

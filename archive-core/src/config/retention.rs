@@ -143,16 +143,9 @@ mod tests {
     fn rule() -> RetentionRuleConfig {
         RetentionRuleConfig {
             name: "old".into(),
-            group: default_group(),
             schedule: "0 0 2 * * *".into(),
             not_accessed_days: Some(90),
-            free_below_percent: None,
-            free_target_percent: None,
-            min_study_age_days: 0,
-            modalities: vec![],
-            calling_aes: vec![],
-            require_target: String::new(),
-            enabled: true,
+            ..RetentionRuleConfig::default()
         }
     }
 

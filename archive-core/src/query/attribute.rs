@@ -23,8 +23,22 @@ pub enum ValueKind {
     ModalityList,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Attr {
+/// Declares `Attr` and `Attr::ALL` from one list, so the two cannot drift apart.
+macro_rules! attributes {
+    ($($(#[$doc:meta])* $name:ident,)+) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Attr {
+            $($(#[$doc])* $name,)+
+        }
+
+        impl Attr {
+            /// Every attribute, in declaration order (patient → image).
+            pub const ALL: &'static [Attr] = &[$(Attr::$name,)+];
+        }
+    };
+}
+
+attributes! {
     PatientId,
     IssuerOfPatientId,
     PatientName,
@@ -58,42 +72,6 @@ pub enum Attr {
 }
 
 impl Attr {
-    /// Every attribute, in declaration order (patient → image).
-    pub const ALL: [Attr; 29] = {
-        use Attr::*;
-        [
-            PatientId,
-            IssuerOfPatientId,
-            PatientName,
-            PatientBirthDate,
-            PatientSex,
-            NumberOfPatientRelatedStudies,
-            NumberOfPatientRelatedSeries,
-            NumberOfPatientRelatedInstances,
-            StudyInstanceUid,
-            StudyDate,
-            StudyTime,
-            AccessionNumber,
-            StudyId,
-            StudyDescription,
-            ReferringPhysicianName,
-            ModalitiesInStudy,
-            NumberOfStudyRelatedSeries,
-            NumberOfStudyRelatedInstances,
-            SeriesInstanceUid,
-            Modality,
-            SeriesNumber,
-            SeriesDescription,
-            BodyPartExamined,
-            NumberOfSeriesRelatedInstances,
-            SopInstanceUid,
-            SopClassUid,
-            InstanceNumber,
-            NumberOfFrames,
-            InstanceAvailability,
-        ]
-    };
-
     /// The level the attribute belongs to. `InstanceAvailability` exists at every level but
     /// is reported as the query level's (see `column`), so it counts as a patient-level key.
     pub fn level(self) -> Level {

@@ -537,16 +537,9 @@ pub async fn rule_copies_are_queued_only_for_uncopied_studies(index: Index) {
 async fn deletion_needs_archived_copies(index: &Index, first: i64) {
     let rule = archive_core::config::RetentionRuleConfig {
         name: "idle".into(),
-        group: "ONLINE_STORAGE".into(),
         schedule: "0 * * * * *".into(),
         not_accessed_days: Some(0),
-        free_below_percent: None,
-        free_target_percent: None,
-        min_study_age_days: 0,
-        modalities: vec![],
-        calling_aes: vec![],
-        require_target: String::new(),
-        enabled: true,
+        ..Default::default()
     };
     // A copy that failed verification protects nothing.
     index

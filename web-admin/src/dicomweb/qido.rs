@@ -9,7 +9,6 @@ use archive_core::query::{
     attribute_of, tag_of, Attr, FindQuery, Level, Matcher, Model, QueryKey, ValueKind,
 };
 use axum::extract::{MatchedPath, Path, RawQuery, State};
-use std::collections::HashMap;
 use axum::http::header::{CONTENT_TYPE, WARNING};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +16,7 @@ use dicom_core::dictionary::DataDictionary;
 use dicom_core::VR;
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use serde_json::Value;
+use std::collections::HashMap;
 
 /// Most matches one search returns; more need `offset`.
 pub const MAX_LIMIT: usize = 1000;
@@ -66,7 +66,8 @@ fn default_attributes(level: Level) -> &'static [Attr] {
 fn all_attributes(level: Level) -> Vec<Attr> {
     use Attr::*;
     Attr::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|attr| {
             attr.level() <= level
                 && !matches!(

@@ -222,18 +222,11 @@ pub async fn retention_rule(
     Query(notice): Query<Notice>,
 ) -> Response {
     if name == "new" {
+        // What the form suggests: nightly, studies not accessed for 90 days.
         let blank = RetentionRuleConfig {
-            name: String::new(),
-            group: archive_core::config::DEFAULT_ONLINE_GROUP.into(),
             schedule: "0 3 * * *".into(),
             not_accessed_days: Some(90),
-            free_below_percent: None,
-            free_target_percent: None,
-            min_study_age_days: 0,
-            modalities: Vec::new(),
-            calling_aes: Vec::new(),
-            require_target: String::new(),
-            enabled: true,
+            ..RetentionRuleConfig::default()
         };
         let content = html! { section.card { (retention_form(&session, &blank, true)) } };
         return signed_in_page(
@@ -308,21 +301,24 @@ pub async fn retention_rule(
 pub async fn save_retention_rule(State(state): State<WebState>, form: CheckedForm) -> Response {
     let name = form.text("name");
     let outcome = async {
-        let defaults = RetentionRuleConfig::default();
-        let rule = RetentionRuleConfig {
+        let mut rule = RetentionRuleConfig {
             name: name.clone(),
-            group: form.optional("group").unwrap_or(defaults.group),
             schedule: form.text("schedule"),
-            not_accessed_days: number_field(&form, "not_accessed_days")?,
-            free_below_percent: number_field(&form, "free_below_percent")?,
-            free_target_percent: number_field(&form, "free_target_percent")?,
-            min_study_age_days: number_field(&form, "min_study_age_days")?
-                .unwrap_or(defaults.min_study_age_days),
-            modalities: list_field(&form, "modalities"),
-            calling_aes: list_field(&form, "calling_aes"),
             require_target: form.text("require_target"),
             enabled: form.checked("enabled"),
+            ..RetentionRuleConfig::default()
         };
+        if let Some(group) = form.optional("group") {
+            rule.group = group;
+        }
+        rule.not_accessed_days = number_field(&form, "not_accessed_days")?;
+        rule.free_below_percent = number_field(&form, "free_below_percent")?;
+        rule.free_target_percent = number_field(&form, "free_target_percent")?;
+        if let Some(age) = number_field(&form, "min_study_age_days")? {
+            rule.min_study_age_days = age;
+        }
+        rule.modalities = list_field(&form, "modalities");
+        rule.calling_aes = list_field(&form, "calling_aes");
         settings_api::save_retention_rule(&state, rule).await
     }
     .await;
