@@ -260,7 +260,18 @@ impl RetrieveCache {
             return Ok((pin, final_dir.join(member_path)));
         };
         let path = match fetch_state.member(member_path).await? {
-            MemberWait::Early => partial_dir_of(&final_dir).join(member_path),
+            MemberWait::Early => {
+                let early = partial_dir_of(&final_dir).join(member_path);
+                // The fetch moves `<id>.partial` to `<id>` just before it announces its end:
+                // a member announced early may already have moved. Then wait for that end
+                // (moments away) and read it in its final place.
+                if tokio::fs::try_exists(&early).await.unwrap_or(false) {
+                    early
+                } else {
+                    fetch_state.finished().await?;
+                    final_dir.join(member_path)
+                }
+            }
             MemberWait::Finished => final_dir.join(member_path),
         };
         Ok((pin, path))
