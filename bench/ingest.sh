@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Ingest benchmark: the same workloads, sent the same way (4 parallel storescu, TCP_NODELAY=1),
 # to DCMTK storescp --fork (writes files, no index), Orthanc (Debian package, SQLite index),
-# Strata on SQLite and Strata on PostgreSQL, in one run, beside the durable floor (the same
-# files written durably with no network and no index). Prints wall times, instances/s,
-# ratios, and Strata's peak RSS (16 parallel CT associations; one ~2 GB object).
+# Strata on SQLite and Strata on PostgreSQL, and Orthanc with its PostgreSQL index plugin on
+# the same PostgreSQL (Debian orthanc-postgresql), in one run, beside the durable floor (the
+# same files written durably with no network and no index). Prints wall times, instances/s,
+# ratios, CPU seconds (user + system) per 1,000 instances of each receiver (its children and,
+# for the PostgreSQL receivers, the PostgreSQL server's processes included), what Strata writes
+# beyond the objects per instance (SQLite: the index and its WAL, from /proc/PID/io; PostgreSQL:
+# WAL bytes), and Strata's peak RSS (16 parallel CT associations; one ~2 GB object).
 #
 # Usage: bench/ingest.sh [--quick] [--no-big] [--rounds N]
 #   --quick     1/10 of each workload (a smoke run of the script itself)
@@ -44,6 +48,11 @@ if ! [ -x /usr/bin/storescp ] || ! command -v Orthanc >/dev/null; then
 fi
 need /usr/bin/storescp "apt-get install dcmtk"
 need Orthanc "apt-get install orthanc"
+orthanc_pg_plugin=/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so
+if [ ! -f "$orthanc_pg_plugin" ]; then
+    echo "installing orthanc-postgresql (Debian package): Orthanc's PostgreSQL index"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc-postgresql >/dev/null
+fi
 
 echo "building strata (release)"
 cargo build --release --quiet
@@ -52,6 +61,28 @@ strata=$root/target/release/strata
 floor=$root/target/release/examples/durable_floor
 
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
+ticks=$(getconf CLK_TCK)
+# CPU seconds (user + system) of a process and of its reaped children (storescp --fork).
+proc_cpu() { awk -v t="$ticks" '{ printf "%.3f", ($14 + $15 + $16 + $17) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# CPU seconds of the PostgreSQL server: every postgres process (the postmaster's children's
+# times count once they exit). Zero when PostgreSQL is not in use.
+pg_cpu() {
+    local total=0 pid
+    for pid in $(pgrep -x postgres 2>/dev/null); do total=$(calc "$total + $(proc_cpu "$pid")"); done
+    echo "$total"
+}
+# Bytes a process has caused to be written to storage.
+proc_written() { awk '/^write_bytes/ { print $2 }' "/proc/$1/io" 2>/dev/null || echo 0; }
+# Apparent size of everything below a directory (the objects a receiver stored).
+tree_bytes() { find "$1" -type f -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'; }
+wal_lsn() { psql "$1" -Atc 'SELECT pg_current_wal_lsn()'; }
+wal_bytes() { psql "$1" -Atc "SELECT pg_wal_lsn_diff('$3', '$2')"; }
+# CPU seconds of this shell's reaped children so far (the durable floor runs as one). `times`
+# must run in this shell, not in a $( ) subshell, whose children's times start at zero.
+children_cpu_into() { # variable
+    times > "$run_root/.times"
+    printf -v "$1" '%s' "$(tail -1 "$run_root/.times" | awk '{ gsub(/[ms]/, " "); split($0, f, " "); printf "%.3f", f[1] * 60 + f[2] + f[3] * 60 + f[4] }')"
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
@@ -88,24 +119,43 @@ declare -A seconds
 # rename, directory fsync), one writer per sender, no network and no index
 # (archive-core/examples/durable_floor.rs).
 run_floor() { # workload
-    local out=$run_root/floor-$1-$round; mkdir -p "$out"
-    seconds[durable-floor,$1]=$("$floor" "$bench/workloads/$1" "$out")
+    local out=$run_root/floor-$1-$round before after; mkdir -p "$out"
+    children_cpu_into before
+    "$floor" "$bench/workloads/$1" "$out" > "$out.seconds"
+    children_cpu_into after
+    seconds[durable-floor,$1]=$(cat "$out.seconds")
+    cpu[durable-floor,$1]=$(calc "$after - $before")
 }
 run_storescp() { # workload
     local port out; port=$(free_port); out=$run_root/storescp-$1-$round; mkdir -p "$out"
     /usr/bin/storescp --fork -aet STRATA -od "$out" "$port" & local pid=$!
-    wait_port "$port"; seconds[storescp,$1]=$(send_parallel "$port" "$1" 4)
+    wait_port "$port"; local before; before=$(proc_cpu "$pid")
+    seconds[storescp,$1]=$(send_parallel "$port" "$1" 4)
+    sleep 0.2   # the last forked children are reaped
+    cpu[storescp,$1]=$(calc "$(proc_cpu "$pid") - $before")
     kill "$pid"; wait "$pid" 2>/dev/null || true
 }
-run_orthanc() { # workload
-    local port http dir; port=$(free_port); http=$(free_port); dir=$run_root/orthanc-$1-$round; mkdir -p "$dir"
+run_orthanc() { # workload [postgres]
+    local port http dir label=orthanc plugins="" pg_conf="" url=""
+    port=$(free_port); http=$(free_port)
+    if [ "${2:-}" = postgres ]; then
+        # Orthanc's PostgreSQL index plugin on the same server Strata-PG uses; files stay on disk.
+        label=orthanc-postgres; url=$(fresh_pg_url); local db=${url##*/}
+        plugins="\"$orthanc_pg_plugin\""
+        pg_conf=", \"PostgreSQL\": { \"EnableIndex\": true, \"EnableStorage\": false, \"Host\": \"127.0.0.1\", \"Port\": 5432, \"Database\": \"$db\", \"Username\": \"${pg_user:-root}\", \"Password\": \"\", \"Lock\": false }"
+    fi
+    dir=$run_root/$label-$1-$round; mkdir -p "$dir"
     cat > "$dir/orthanc.json" <<JSON
 { "Name": "bench", "StorageDirectory": "$dir/db", "IndexDirectory": "$dir/db", "DicomAet": "STRATA",
   "DicomPort": $port, "HttpPort": $http, "RemoteAccessAllowed": false, "AuthenticationEnabled": false,
-  "DicomCheckCalledAet": false, "StorageCompression": false, "Plugins": [] }
+  "DicomCheckCalledAet": false, "StorageCompression": false, "Plugins": [ $plugins ]$pg_conf }
 JSON
     Orthanc "$dir/orthanc.json" >"$dir/log" 2>&1 & local pid=$!
-    wait_port "$port"; seconds[orthanc,$1]=$(send_parallel "$port" "$1" 4)
+    wait_port "$port"
+    local before pg_before; before=$(proc_cpu "$pid"); pg_before=$(pg_cpu)
+    seconds[$label,$1]=$(send_parallel "$port" "$1" 4)
+    cpu[$label,$1]=$(calc "$(proc_cpu "$pid") - $before")
+    [ -n "$url" ] && cpu[$label,$1]=$(calc "${cpu[$label,$1]} + $(pg_cpu) - $pg_before")
     kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 start_strata() { # data-dir db-url [binary] -> sets STRATA_PID STRATA_PORT
@@ -125,25 +175,43 @@ run_strata() { # backend workload [binary label]
     local dir=$run_root/$label-$1-$2-$round url; mkdir -p "$dir"
     if [ "$1" = sqlite ]; then url="sqlite://$dir/index.db"; else url=$(fresh_pg_url); fi
     start_strata "$dir" "$url" "${3:-$strata}"
+    local before written pg_before lsn=""
+    before=$(proc_cpu "$STRATA_PID"); written=$(proc_written "$STRATA_PID"); pg_before=$(pg_cpu)
+    [ "$1" = postgres ] && lsn=$(wal_lsn "$url")
     seconds[$label-$1,$2]=$(send_parallel "$STRATA_PORT" "$2" 4)
+    cpu[$label-$1,$2]=$(calc "$(proc_cpu "$STRATA_PID") - $before")
+    local n; n=$(count "$2")
+    if [ "$1" = postgres ]; then
+        cpu[$label-$1,$2]=$(calc "${cpu[$label-$1,$2]} + $(pg_cpu) - $pg_before")
+        extra[$label-$1,$2]=$(calc "$(wal_bytes "$url" "$lsn" "$(wal_lsn "$url")") / $n")
+    else
+        # Everything Strata wrote beyond the objects themselves: the index, its WAL and checkpoints.
+        extra[$label-$1,$2]=$(calc "($(proc_written "$STRATA_PID") - $written - $(tree_bytes "$dir/online")) / $n")
+    fi
     rss[$label-$1,$2]=$(peak_rss_mb "$STRATA_PID")
     stop_strata
 }
-declare -A rss
+declare -A rss cpu extra
 pg_ok=""; psql "$pg_admin" -qc 'select 1' >/dev/null 2>&1 && pg_ok=1
+pg_user=$(psql "$pg_admin" -Atc 'select current_user' 2>/dev/null || echo root)
 
-# Every run's seconds by receiver and workload; the table shows the median.
-declare -A runs
+# Every run's seconds, CPU and extra bytes by receiver and workload; the table shows medians.
+declare -A runs cpu_runs extra_runs
 record() { # receiver workload
     runs[$1,$2]="${runs[$1,$2]:-} ${seconds[$1,$2]}"
-    printf '  %-15s %s s%s\n' "$1" "${seconds[$1,$2]}" "${rss[$1,$2]:+ (peak RSS ${rss[$1,$2]} MB)}"
+    cpu_runs[$1,$2]="${cpu_runs[$1,$2]:-} ${cpu[$1,$2]:-}"
+    extra_runs[$1,$2]="${extra_runs[$1,$2]:-} ${extra[$1,$2]:-}"
+    printf '  %-17s %s s, CPU %s s%s%s\n' "$1" "${seconds[$1,$2]}" "${cpu[$1,$2]:-?}" \
+        "${extra[$1,$2]:+, ${extra[$1,$2]} B/instance beyond the objects}" "${rss[$1,$2]:+ (peak RSS ${rss[$1,$2]} MB)}"
 }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# Median of the numbers on stdin; empty for none (a receiver without that figure).
+median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for round in $(seq 1 "$rounds"); do
     for workload in small ct; do
         echo "round $round/$rounds, workload $workload ($(count $workload) instances)"
         run_storescp "$workload"; record storescp "$workload"
         run_orthanc "$workload"; record orthanc "$workload"
+        if [ -n "$pg_ok" ]; then run_orthanc "$workload" postgres; record orthanc-postgres "$workload"; fi
         run_floor "$workload"; record durable-floor "$workload"
         run_strata sqlite "$workload"; record strata-sqlite "$workload"
         if [ -n "$pg_ok" ]; then run_strata postgres "$workload"; record strata-postgres "$workload"; fi
@@ -153,7 +221,11 @@ for round in $(seq 1 "$rounds"); do
         fi
     done
 done
-for key in "${!runs[@]}"; do seconds[$key]=$(echo "${runs[$key]}" | median); done
+for key in "${!runs[@]}"; do
+    seconds[$key]=$(echo "${runs[$key]}" | median)
+    cpu[$key]=$(echo "${cpu_runs[$key]}" | median)
+    extra[$key]=$(echo "${extra_runs[$key]:-}" | median)
+done
 
 # Peak RSS with 16 parallel CT associations: the CT workload split 16 ways.
 echo "RSS: 16 parallel CT associations"
@@ -185,18 +257,25 @@ if [ -n "$big" ]; then
 fi
 
 echo
-echo "| workload | receiver | seconds (median) | instances/s | vs storescp | vs Orthanc | every run (s) |"
-echo "|---|---|---:|---:|---:|---:|---|"
+echo "| workload | receiver | seconds (median) | instances/s | vs durable floor | vs storescp | vs Orthanc (same engine) | CPU s / 1,000 | written beyond objects, B/instance | every run (s) |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
 for workload in small ct; do
     n=$(count "$workload")
-    for target in storescp orthanc durable-floor strata-sqlite strata-postgres baseline-sqlite baseline-postgres; do
+    for target in storescp orthanc orthanc-postgres durable-floor strata-sqlite strata-postgres baseline-sqlite baseline-postgres; do
         s=${seconds[$target,$workload]:-}; [ -z "$s" ] && continue
         ips=$(calc "$n / $s")
+        vs_floor=$(calc "${seconds[durable-floor,$workload]} / $s")
         vs_scp=$(calc "${seconds[storescp,$workload]} / $s")
-        vs_orthanc=$(calc "${seconds[orthanc,$workload]} / $s")
-        printf '| %s | %s | %.2f | %.0f | %.2fx | %.2fx |%s |\n' "$workload" "$target" "$s" "$ips" "$vs_scp" "$vs_orthanc" "${runs[$target,$workload]}"
+        peer=orthanc; [[ "$target" == *postgres ]] && [ -n "${seconds[orthanc-postgres,$workload]:-}" ] && peer=orthanc-postgres
+        vs_orthanc=$(calc "${seconds[$peer,$workload]} / $s")
+        cpu_k=$(calc "${cpu[$target,$workload]:-0} * 1000 / $n")
+        printf '| %s | %s | %.2f | %.0f | %.2fx | %.2fx | %.2fx | %.2f | %s |%s |\n' "$workload" "$target" "$s" "$ips" "$vs_floor" "$vs_scp" "$vs_orthanc" \
+            "$cpu_k" "${extra[$target,$workload]:--}" "${runs[$target,$workload]}"
     done
 done
+echo "CPU: the receiver process and its children; for PostgreSQL receivers plus every postgres"
+echo "process. Written beyond objects: SQLite, bytes Strata wrote (/proc/PID/io) minus the bytes"
+echo "of the files it stored; PostgreSQL, WAL bytes generated. Orthanc-PG is Strata-PG's peer."
 echo
 echo "durable-floor: the same files written durably by 4 writers, no network, no index: no"
 echo "receiver that makes each object durable before answering can be faster on this machine."
