@@ -39,12 +39,17 @@ async fn scavenge(backend: Backend, remove_orphans: bool) {
 
     let old_spool = online.join(".incoming/4242-1.part");
     let young_spool = online.join(".incoming/4242-2.part");
-    let old_orphan = online.join("1.2.999/1.2.999.1/lost.dcm");
-    let young_orphan = online.join("1.2.999/1.2.999.1/arriving.dcm");
+    // Orphans have the layout's shape (YYYY/MM/DD/<hash>/<hash>/<hash>.dcm); anything else below
+    // the root (another filesystem nested in it, an admin's file) is never a candidate.
+    let series = online.join("2020/01/01/aaaaaaaaaaaa/bbbbbbbbbbbb");
+    let old_orphan = series.join("cccccccccccccccccccc.dcm");
+    let young_orphan = series.join("dddddddddddddddddddd.dcm");
+    let not_an_object = online.join("nested-disk/2020/old.dcm");
     write_aged(&old_spool, b"half an object", TWO_HOURS);
     write_aged(&young_spool, b"being received", Duration::ZERO);
     write_aged(&old_orphan, &[7u8; 1000], TWO_HOURS);
     write_aged(&young_orphan, &[7u8; 1000], Duration::ZERO);
+    write_aged(&not_an_object, &[7u8; 1000], TWO_HOURS);
 
     let found_before = strata.metric("strata_scavenge_orphan_files_found_total");
     let said = strata.cli_ok(&["scavenge", "--wait", "--timeout-secs", "60"]);
@@ -56,8 +61,8 @@ async fn scavenge(backend: Backend, remove_orphans: bool) {
         "a transfer under way keeps its spool file"
     );
     assert!(
-        young_orphan.exists(),
-        "a file younger than the grace period stays"
+        young_orphan.exists() && not_an_object.exists(),
+        "a file younger than the grace period stays, and one outside the layout is never touched"
     );
     assert_eq!(
         strata.metric("strata_scavenge_orphan_files_found_total"),

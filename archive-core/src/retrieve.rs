@@ -128,10 +128,14 @@ impl Retriever {
                 })
             }
         };
+        // Once open, the instance no longer needs its pack in the cache: a small one is in
+        // memory, a large one is read through a descriptor that survives eviction's unlink.
+        // Keeping the pin while the caller sends would let instances opened ahead (WADO-RS
+        // opens four) hold their pack while another pack waits for room behind them.
+        drop(pin);
         Ok(OpenedInstance {
             location: location.clone(),
             body,
-            _pin: pin,
         })
     }
 
@@ -252,7 +256,6 @@ impl Retriever {
         Ok(OpenedInstance {
             location: location.clone(),
             body: Body::Memory(bytes[offset..].to_vec()),
-            _pin: None,
         })
     }
 }
@@ -330,8 +333,6 @@ fn open_blocking(path: PathBuf, sop_uid: &str) -> Result<Body, RetrieveError> {
 pub struct OpenedInstance {
     pub location: InstanceLocation,
     body: Body,
-    /// Keeps a cached pack from eviction while this instance is read.
-    _pin: Option<CachePin>,
 }
 
 impl OpenedInstance {

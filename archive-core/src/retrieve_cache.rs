@@ -305,7 +305,7 @@ impl RetrieveCache {
             tokio::pin!(room_freed);
             room_freed.as_mut().enable();
             let (next, evicted) = self.decide(pack_id, size);
-            self.remove_dirs(evicted);
+            delete_in_background(evicted);
             match next {
                 Next::Ready(pin) => return Ok((None, pin)),
                 Next::Wait(fetch_state, pin) => return Ok((Some(fetch_state), pin)),
@@ -327,7 +327,7 @@ impl RetrieveCache {
 
     /// Under the lock: join the slot (pinning it), or reserve room and create one, or wait.
     /// Returns the packs evicted to make room, whose directories the caller removes.
-    fn decide(self: &Arc<Self>, pack_id: i64, size: u64) -> (Next, Vec<i64>) {
+    fn decide(self: &Arc<Self>, pack_id: i64, size: u64) -> (Next, Vec<PathBuf>) {
         let mut state = self.lock();
         if let Some(slot) = state.slots.get_mut(&pack_id) {
             slot.readers += 1;
@@ -344,7 +344,9 @@ impl RetrieveCache {
                 }
             };
         }
-        let evicted = make_room(&mut state, self.cap, size);
+        // Evicted directories are renamed aside under the lock, so a new fetch of the same pack
+        // (which needs the lock to start) can never find the old directory in its place.
+        let evicted = self.set_aside(make_room(&mut state, self.cap, size));
         if state.used + size > self.cap {
             return (Next::WaitForRoom, evicted);
         }
@@ -413,6 +415,11 @@ impl RetrieveCache {
                     )));
                 }
             }
+            if result.is_err() {
+                // Before the slot goes: while it is still fetching no retry can start, so this
+                // cannot delete what a new fetch of the same pack writes into the same place.
+                let _ = tokio::fs::remove_dir_all(&partial).await;
+            }
             {
                 let mut state = cache.lock();
                 let ours = state
@@ -439,9 +446,6 @@ impl RetrieveCache {
                 fetch_state.end(result.clone());
             }
             cache.room_freed.notify_waiters();
-            if result.is_err() {
-                let _ = tokio::fs::remove_dir_all(&partial).await;
-            }
         });
     }
 
@@ -468,26 +472,39 @@ impl RetrieveCache {
             if claimed {
                 continue;
             }
-            let path = entry.path();
-            let gone = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
+            // Renamed aside under the lock (a metadata operation), deleted after it: no other
+            // request waits on the mutex while a leftover pack's files are unlinked.
+            let trash = self
+                .dir
+                .join(format!(".evicted-leftover-{}", unique_suffix()));
+            let moved = std::fs::rename(entry.path(), &trash);
             drop(state);
-            match gone {
-                Ok(()) => removed += 1,
+            match moved {
+                Ok(()) => {
+                    let gone = if trash.is_dir() {
+                        std::fs::remove_dir_all(&trash)
+                    } else {
+                        std::fs::remove_file(&trash)
+                    };
+                    match gone {
+                        Ok(()) => removed += 1,
+                        Err(error) => {
+                            tracing::warn!(path = %trash.display(), %error, "cannot remove a retrieve-cache leftover")
+                        }
+                    }
+                }
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(name = %name, %error, "cannot remove a retrieve-cache leftover")
+                }
             }
         }
         Ok(removed)
     }
 
-    /// Evicted packs are renamed out of the way at once (one metadata operation), so a new
-    /// fetch of the same pack cannot collide with them, and removed on the blocking pool:
-    /// unlinking a pack's thousands of files must not hold up an async thread.
-    fn remove_dirs(&self, packs: Vec<i64>) {
+    /// Renames evicted packs' directories out of the way (one metadata operation each) and
+    /// returns where they went, for [`delete_in_background`].
+    fn set_aside(&self, packs: Vec<i64>) -> Vec<PathBuf> {
         let mut doomed = Vec::with_capacity(packs.len());
         for pack_id in packs {
             let trash = self
@@ -500,20 +517,26 @@ impl RetrieveCache {
                 }
             }
         }
-        if doomed.is_empty() {
-            return;
-        }
-        let remove = move || {
-            for trash in doomed {
-                if let Err(error) = std::fs::remove_dir_all(&trash) {
-                    tracing::warn!(path = %trash.display(), %error, "cannot remove an evicted pack from the retrieve cache");
-                }
+        doomed
+    }
+}
+
+/// Deletes evicted packs on the blocking pool: unlinking a pack's thousands of files must not
+/// hold up an async thread.
+fn delete_in_background(doomed: Vec<PathBuf>) {
+    if doomed.is_empty() {
+        return;
+    }
+    let remove = move || {
+        for trash in doomed {
+            if let Err(error) = std::fs::remove_dir_all(&trash) {
+                tracing::warn!(path = %trash.display(), %error, "cannot remove an evicted pack from the retrieve cache");
             }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
-            Err(_) => remove(),
         }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+        Err(_) => remove(),
     }
 }
 

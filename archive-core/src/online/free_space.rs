@@ -12,17 +12,22 @@ use std::time::{Duration, Instant};
 
 /// How old a reading may get before it is re-measured.
 const REFRESH: Duration = Duration::from_secs(1);
+/// A reading this old means re-measuring is stuck (a hung NFS mount): the filesystem counts as
+/// unmeasurable, and so receives nothing, rather than trusting a figure that may be long gone.
+const STALE: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 struct Reading {
     available: Result<u64, String>,
     at: Instant,
+    /// A re-measurement of this filesystem is under way (one at a time per filesystem, so
+    /// one hung mount does not keep the others from being measured).
+    refreshing: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
 pub(crate) struct FreeSpace {
     readings: Mutex<HashMap<String, Reading>>,
-    refreshing: AtomicBool,
 }
 
 impl FreeSpace {
@@ -31,8 +36,12 @@ impl FreeSpace {
         let known = self.lock().get(path).cloned();
         match known {
             Some(reading) => {
-                if reading.at.elapsed() > REFRESH {
-                    self.refresh_in_background();
+                let age = reading.at.elapsed();
+                if age > REFRESH {
+                    self.refresh_in_background(path, &reading.refreshing);
+                }
+                if age > STALE {
+                    return Err(format!("free space not measured for {} s", age.as_secs()));
                 }
                 reading.available
             }
@@ -51,28 +60,31 @@ impl FreeSpace {
     }
 
     fn record(&self, path: &str, available: Result<u64, String>) {
-        self.lock().insert(
+        let mut readings = self.lock();
+        let refreshing = readings
+            .get(path)
+            .map(|r| r.refreshing.clone())
+            .unwrap_or_default();
+        readings.insert(
             path.to_string(),
             Reading {
                 available,
                 at: Instant::now(),
+                refreshing,
             },
         );
     }
 
-    /// Re-measures every known filesystem on the blocking pool; one refresh at a time.
-    fn refresh_in_background(self: &Arc<Self>) {
-        if self.refreshing.swap(true, Ordering::AcqRel) {
+    /// Re-measures one filesystem on the blocking pool, unless that is already under way.
+    fn refresh_in_background(self: &Arc<Self>, path: &str, refreshing: &Arc<AtomicBool>) {
+        if refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let free = self.clone();
+        let (free, path, flag) = (self.clone(), path.to_string(), refreshing.clone());
         let refresh = move || {
-            let paths: Vec<String> = free.lock().keys().cloned().collect();
-            for path in paths {
-                let available = measure(&path);
-                free.record(&path, available);
-            }
-            free.refreshing.store(false, Ordering::Release);
+            let available = measure(&path);
+            free.record(&path, available);
+            flag.store(false, Ordering::Release);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn_blocking(refresh)),

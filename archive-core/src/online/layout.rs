@@ -27,9 +27,47 @@ pub fn relative_path_for(
     )
 }
 
+/// Whether a relative path has the shape [`relative_path_for`] gives (a collision variant
+/// `<instance>-<n>.dcm` included). Anything else below a filesystem root is not a stored
+/// object: a scavenge never treats it as one.
+pub fn is_object_path(rel_path: &str) -> bool {
+    let parts: Vec<&str> = rel_path.split('/').collect();
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match parts.as_slice() {
+        [year, month, day, study, series, file] => {
+            let stem = file.strip_suffix(".dcm").unwrap_or("");
+            let base = stem.split('-').next().unwrap_or("");
+            digits(year, 4)
+                && digits(month, 2)
+                && digits(day, 2)
+                && hex(study, 12)
+                && hex(series, 12)
+                && hex(base, 20)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_paths_are_recognised_and_nothing_else() {
+        let date = chrono::NaiveDate::from_ymd_opt(2026, 3, 7).expect("valid date");
+        let path = relative_path_for(date, "1.2.3", "1.2.3.4", "1.2.3.4.5");
+        assert!(is_object_path(&path));
+        assert!(is_object_path(&path.replace(".dcm", "-2.dcm")));
+        for other in [
+            "index.db",
+            "nearline/1.2/3-1.tar",
+            "disk2/2026/03/07/a/b/c.dcm",
+            "admin-token",
+        ] {
+            assert!(!is_object_path(other), "{other}");
+        }
+    }
 
     #[test]
     fn paths_are_dated_hashed_and_stable() {

@@ -7,7 +7,7 @@ mod layout;
 mod object_writer;
 pub mod sweep;
 
-pub use layout::relative_path_for;
+pub use layout::{is_object_path, relative_path_for};
 pub use object_writer::{ObjectWriter, ParseSource};
 
 use crate::model::{Filesystem, StoredFile};

@@ -1,7 +1,10 @@
 //! What a scavenge needs to know about an ONLINE filesystem's layout: the spool holds only
-//! transfers under way (`.part` files), everything else under the root is a stored object
-//! that an index row should point at.
+//! transfers under way (`.part` files), and stored objects are the files whose path has the
+//! layout's shape (`YYYY/MM/DD/<hash>/<hash>/<hash>.dcm`). Nothing else below a root is ever a
+//! candidate, so another filesystem nested in this one, a data directory or an admin's file is
+//! left alone.
 
+use super::layout::is_object_path;
 use super::INCOMING_DIR;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -37,22 +40,34 @@ pub fn sweep_spool(root: &Path, older_than: SystemTime) -> std::io::Result<(u64,
     Ok((files, bytes))
 }
 
-/// Walks the stored objects under `root` (the spool excluded), handing over batches of files
-/// not modified since `older_than`. Stops early when `batch` returns `false`.
+/// What a walk could not read (a directory it may not list): skipped, counted, not fatal.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WalkReport {
+    pub unreadable_dirs: u64,
+}
+
+/// Walks the stored objects under `root` (files with the layout's path shape, the spool
+/// excluded), handing over batches of those not modified since `older_than`. Stops early when
+/// `batch` returns `false`. A directory that cannot be listed is skipped and counted.
 pub fn walk_objects(
     root: &Path,
     older_than: SystemTime,
     batch_size: usize,
     mut batch: impl FnMut(Vec<FoundFile>) -> bool,
-) -> std::io::Result<()> {
-    let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
+) -> WalkReport {
+    let mut report = WalkReport::default();
+    let mut pending: Vec<(PathBuf, usize)> = vec![(root.to_path_buf(), 0)];
     let mut found = Vec::with_capacity(batch_size);
-    while let Some(dir) = pending.pop() {
+    while let Some((dir, depth)) = pending.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             // A directory removed meanwhile (a study deleted) is not an error.
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(error),
+            Err(error) => {
+                tracing::warn!(path = %dir.display(), %error, "scavenge: cannot list a directory; skipped");
+                report.unreadable_dirs += 1;
+                continue;
+            }
         };
         for entry in entries.flatten() {
             let path = entry.path();
@@ -60,8 +75,14 @@ pub fn walk_objects(
                 continue;
             };
             if file_type.is_dir() {
-                if !(dir == root && entry.file_name() == INCOMING_DIR) {
-                    pending.push(path);
+                // Objects sit five directories down (YYYY/MM/DD/study/series); at the top only
+                // year directories are entered, which keeps the spool, nested filesystems and
+                // anything else an admin keeps there out of the walk.
+                let name = entry.file_name();
+                let year =
+                    name.len() == 4 && name.to_string_lossy().bytes().all(|b| b.is_ascii_digit());
+                if depth < 5 && (depth > 0 || year) {
+                    pending.push((path, depth + 1));
                 }
                 continue;
             }
@@ -72,7 +93,7 @@ pub fn walk_objects(
             if !is_older(&meta, older_than) {
                 continue;
             }
-            let Some(rel_path) = relative(root, &path) else {
+            let Some(rel_path) = relative(root, &path).filter(|p| is_object_path(p)) else {
                 continue;
             };
             found.push(FoundFile {
@@ -80,14 +101,14 @@ pub fn walk_objects(
                 size: meta.len(),
             });
             if found.len() >= batch_size && !batch(std::mem::take(&mut found)) {
-                return Ok(());
+                return report;
             }
         }
     }
     if !found.is_empty() {
         batch(found);
     }
-    Ok(())
+    report
 }
 
 fn is_older(meta: &std::fs::Metadata, older_than: SystemTime) -> bool {
@@ -120,12 +141,17 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let spool = root.path().join(INCOMING_DIR);
         std::fs::create_dir_all(&spool).expect("mkdir");
-        std::fs::create_dir_all(root.path().join("1.2/3.4")).expect("mkdir");
+        let series = root.path().join("2026/01/02/aaaaaaaaaaaa/bbbbbbbbbbbb");
+        std::fs::create_dir_all(&series).expect("mkdir");
+        std::fs::create_dir_all(root.path().join("disk2/2026")).expect("mkdir");
         for (path, old) in [
             (spool.join("1-1.part"), true),
             (spool.join("1-2.part"), false),
-            (root.path().join("1.2/3.4/old.dcm"), true),
-            (root.path().join("1.2/3.4/new.dcm"), false),
+            (series.join("cccccccccccccccccccc.dcm"), true),
+            (series.join("dddddddddddddddddddd.dcm"), false),
+            (series.join("notes.txt"), true),
+            (root.path().join("index.db"), true),
+            (root.path().join("disk2/2026/x.dcm"), true),
         ] {
             std::fs::write(&path, b"0123456789").expect("write");
             if old {
@@ -134,18 +160,18 @@ mod tests {
         }
         let hour_ago = SystemTime::now() - Duration::from_secs(3600);
         let mut walked = Vec::new();
-        walk_objects(root.path(), hour_ago, 1, |batch| {
+        let report = walk_objects(root.path(), hour_ago, 1, |batch| {
             walked.extend(batch);
             true
-        })
-        .expect("walk");
+        });
+        assert_eq!(report, WalkReport::default());
         assert_eq!(
             walked,
             vec![FoundFile {
-                rel_path: "1.2/3.4/old.dcm".into(),
+                rel_path: "2026/01/02/aaaaaaaaaaaa/bbbbbbbbbbbb/cccccccccccccccccccc.dcm".into(),
                 size: 10
             }],
-            "young files and the spool are not walked"
+            "young files, the spool, and files outside the layout are not walked"
         );
         assert_eq!(sweep_spool(root.path(), hour_ago).expect("sweep"), (1, 10));
         assert!(!spool.join("1-1.part").exists());

@@ -125,10 +125,14 @@ async fn scan_filesystem(
             metrics::ORPHANS_REMOVED.add(removed);
         }
     }
-    walker
+    let report = walker
         .await
-        .map_err(|e| JobError::retry(format!("the walk of {} stopped: {e}", root.display())))?
-        .map_err(|e| JobError::retry(format!("cannot walk {}: {e}", root.display())))
+        .map_err(|e| JobError::retry(format!("the walk of {} stopped: {e}", root.display())))?;
+    if report.unreadable_dirs > 0 {
+        tracing::warn!(filesystem = %root.display(), directories = report.unreadable_dirs,
+            "scavenge: directories that could not be listed were skipped");
+    }
+    Ok(())
 }
 
 /// Removes orphans, asking the index once more right before: a row committed since the walk
@@ -152,7 +156,10 @@ async fn remove_orphans(
             match std::fs::remove_file(&path) {
                 Ok(()) => removed += 1,
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
+                // One file that cannot go (permissions, a busy mount) does not stop the rest.
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "scavenge: cannot remove an orphan file")
+                }
             }
         }
         Ok(removed)
