@@ -78,6 +78,8 @@ fn describe(
 /// An object being received into the spool of the filesystem chosen for it.
 pub struct Spooled {
     writer: ObjectWriter,
+    /// Tells the group-commit writer this object is on its way (see `ingest::GATHER`).
+    arriving: Option<crate::ingest::Arriving>,
 }
 
 /// How an object arrived, and what it must agree with.
@@ -262,6 +264,7 @@ impl Acceptor {
     pub fn begin(&self) -> Result<Spooled, Refusal> {
         Ok(Spooled {
             writer: self.online.begin()?,
+            arriving: Some(self.ingest.arriving()),
         })
     }
 
@@ -274,6 +277,7 @@ impl Acceptor {
         arrival: Arrival<'_>,
     ) -> Result<Accepted, Refused> {
         let mut writer = spooled.writer;
+        let mut arriving = spooled.arriving;
         let negotiated = arrival.transfer_syntax.map(str::to_string);
         let (record, metadata) = match writer.parse_source().await.map_err(Refusal::from)? {
             // Small objects (most of a CT series) are parsed in place: a hand-off to the
@@ -317,6 +321,7 @@ impl Acceptor {
             received_at: now_millis(),
             metadata,
         };
+        arriving.take(); // queued next: the writer sees it in the queue now
         let outcome = match self.ingest.store(new).await {
             Ok(outcome) => outcome,
             Err(error) => {
