@@ -110,7 +110,10 @@ impl TransferProgress {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
     pub fn add_item(&self) {
-        self.items.fetch_add(1, Ordering::Relaxed);
+        self.add_items(1);
+    }
+    pub fn add_items(&self, n: u64) {
+        self.items.fetch_add(n, Ordering::Relaxed);
     }
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)

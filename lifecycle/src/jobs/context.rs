@@ -73,28 +73,14 @@ impl JobContext<'_> {
     /// reopened when their settings change). A target that does not exist (any more) fails
     /// the job for good; one that cannot be opened (unreadable credentials file, …) is retried.
     pub async fn open_target(&self) -> Result<(TargetRow, Arc<dyn NearlineTarget>), JobError> {
-        open_job_target(self.services, self.job).await
-    }
-}
-
-async fn open_job_target(
-    services: &Services,
-    job: &Job,
-) -> Result<(TargetRow, Arc<dyn NearlineTarget>), JobError> {
-    let row = services
-        .index
-        .target(&job.target_name)
-        .await?
-        .ok_or_else(|| {
-            JobError::permanent(format!(
-                "there is no nearline target named `{}`",
-                job.target_name
-            ))
+        let name = &self.job.target_name;
+        let row = self.services.index.target(name).await?.ok_or_else(|| {
+            JobError::permanent(format!("there is no nearline target named `{name}`"))
         })?;
-    let target = services
-        .targets
-        .get(&row)
-        .await
-        .map_err(|e| JobError::retry(format!("cannot open target `{}`: {e}", row.spec.name)))?;
-    Ok((row, target))
+        let target =
+            self.services.targets.get(&row).await.map_err(|e| {
+                JobError::retry(format!("cannot open target `{}`: {e}", row.spec.name))
+            })?;
+        Ok((row, target))
+    }
 }

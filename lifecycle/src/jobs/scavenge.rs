@@ -110,9 +110,7 @@ async fn scan_filesystem(
             .into_iter()
             .filter(|file| !known.contains(&file.rel_path))
             .collect();
-        for _ in 0..paths.len() {
-            reporter.transfer.add_item();
-        }
+        reporter.transfer.add_items(paths.len() as u64);
         for file in &unknown {
             orphans.files += 1;
             orphans.bytes += file.size;
