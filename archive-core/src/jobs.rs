@@ -39,6 +39,16 @@ impl JobState {
     }
 }
 
+/// Why a node hands its RUNNING jobs back to the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandBack {
+    /// At start: the node died while running them. The run counts as an attempt, so a job
+    /// that kills its node every time ends FAILED after `max_attempts` instead of looping.
+    AfterCrash,
+    /// At a clean shutdown: the node stopped them itself; the interrupted run does not count.
+    Shutdown,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Job {
     pub id: i64,

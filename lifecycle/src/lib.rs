@@ -14,8 +14,9 @@ pub use archive_core::actions::queue_job;
 pub use settings::Settings;
 
 use archive_core::accept::Acceptor;
+use archive_core::audit::Auditor;
 use archive_core::index::Index;
-use archive_core::jobs::JobType;
+use archive_core::jobs::{HandBack, JobType};
 use archive_core::nearline::TargetCache;
 use archive_core::retrieve::Retriever;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub(crate) struct Services {
     pub retriever: Retriever,
     /// The accept path restored instances go through.
     pub acceptor: Acceptor,
+    /// Deletions and restores are recorded here.
+    pub auditor: Auditor,
     pub settings: Settings,
 }
 
@@ -48,10 +51,13 @@ impl Lifecycle {
         targets: Arc<TargetCache>,
         retriever: Retriever,
         acceptor: Acceptor,
+        auditor: Auditor,
         settings: Settings,
     ) -> archive_core::index::IndexResult<Lifecycle> {
         let now = archive_core::index::now_millis();
-        let requeued = index.requeue_jobs_of_node(&settings.node_id, now).await?;
+        let requeued = index
+            .requeue_jobs_of_node(&settings.node_id, now, HandBack::AfterCrash)
+            .await?;
         if requeued > 0 {
             tracing::info!(
                 jobs = requeued,
@@ -68,6 +74,7 @@ impl Lifecycle {
             targets,
             retriever,
             acceptor,
+            auditor,
             index,
             settings,
         });
@@ -94,7 +101,7 @@ impl Lifecycle {
         let now = archive_core::index::now_millis();
         match services
             .index
-            .requeue_jobs_of_node(&services.settings.node_id, now)
+            .requeue_jobs_of_node(&services.settings.node_id, now, HandBack::Shutdown)
             .await
         {
             Ok(0) => {}

@@ -3,7 +3,13 @@
 //! writers anyway (one node), and the same single UPDATE is atomic there.
 
 use super::{Dialect, Index, IndexResult};
-use crate::jobs::{Enqueued, Job, JobFilter, JobOutcome, JobProgress, JobState, JobType, NewJob};
+use crate::jobs::{
+    Enqueued, HandBack, Job, JobFilter, JobOutcome, JobProgress, JobState, JobType, NewJob,
+};
+
+/// The error a job gets when every one of its runs ended with its node gone (SQL literal).
+const LOST_RUNS: &str =
+    "'its node stopped (crash, kill or lost database) during every attempt; see that node''s log'";
 
 const JOB_COLUMNS: &str = "id, job_type, study_uid, target_name, state, attempts, max_attempts, \
     next_run_at, owner_node, lease_expires_at, done_items, total_items, done_bytes, total_bytes, \
@@ -102,6 +108,17 @@ impl Index {
             .map(|t| format!("'{}'", t.as_str()))
             .collect();
         let known = known.join(", ");
+        // A lease that expired means its node died mid-run (or lost the database for longer
+        // than the lease). That run counted as an attempt when it was claimed; a job that
+        // has used them all is not run again, or a job that kills its node would loop forever.
+        sqlx::query(&format!(
+            "UPDATE job SET state = 'FAILED', finished_at = $1, updated_at = $1, \
+             lease_expires_at = 0, last_error = {LOST_RUNS} \
+             WHERE state = 'RUNNING' AND lease_expires_at < $1 AND attempts >= max_attempts"
+        ))
+        .bind(now)
+        .execute(self.pool())
+        .await?;
         let sql = format!(
             "UPDATE job SET state = 'RUNNING', owner_node = $1, lease_expires_at = $2, \
              attempts = attempts + 1, updated_at = $3 \
@@ -177,17 +194,36 @@ impl Index {
         Ok(result.rows_affected() == 1)
     }
 
-    /// Puts this node's RUNNING jobs back in the queue (at start: whatever we were running
-    /// when we died; at shutdown: what we stop running).
-    pub async fn requeue_jobs_of_node(&self, node: &str, now: i64) -> IndexResult<u64> {
-        let result = sqlx::query(
-            "UPDATE job SET state = 'QUEUED', next_run_at = $1, updated_at = $1, \
-             lease_expires_at = 0 WHERE owner_node = $2 AND state = 'RUNNING'",
-        )
-        .bind(now)
-        .bind(node)
-        .execute(self.pool())
-        .await?;
+    /// Puts this node's RUNNING jobs back in the queue: at start, whatever it was running when
+    /// it died (those out of attempts end FAILED); at shutdown, what it stops running (that
+    /// interrupted run is not counted).
+    pub async fn requeue_jobs_of_node(
+        &self,
+        node: &str,
+        now: i64,
+        why: HandBack,
+    ) -> IndexResult<u64> {
+        let sql = match why {
+            HandBack::AfterCrash => format!(
+                "UPDATE job SET \
+                 state = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'QUEUED' END, \
+                 finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE NULL END, \
+                 last_error = CASE WHEN attempts >= max_attempts THEN {LOST_RUNS} \
+                     ELSE last_error END, \
+                 next_run_at = $1, updated_at = $1, lease_expires_at = 0 \
+                 WHERE owner_node = $2 AND state = 'RUNNING'"
+            ),
+            HandBack::Shutdown => "UPDATE job SET state = 'QUEUED', next_run_at = $1, \
+                 updated_at = $1, lease_expires_at = 0, \
+                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
+                 WHERE owner_node = $2 AND state = 'RUNNING'"
+                .to_string(),
+        };
+        let result = sqlx::query(&sql)
+            .bind(now)
+            .bind(node)
+            .execute(self.pool())
+            .await?;
         Ok(result.rows_affected())
     }
 

@@ -3,7 +3,7 @@
 use super::{filesystem_id, new_instance, one, record};
 use archive_core::config::{CopyRuleConfig, DuplicatePolicy, TargetSpec};
 use archive_core::index::Index;
-use archive_core::jobs::{JobOutcome, JobProgress, JobState, JobType, NewJob};
+use archive_core::jobs::{HandBack, JobOutcome, JobProgress, JobState, JobType, NewJob};
 use archive_core::nearline::TargetRow;
 use archive_core::nearline::{MemberPlacement, PackStatus};
 use std::collections::HashSet;
@@ -192,33 +192,80 @@ pub async fn jobs_are_claimed_once_and_leases_expire(index: Index) {
         JobState::Cancelled
     );
 
-    // A restarted node hands back what it was running.
+    // A node that shuts down hands back what it was running; that run is not counted.
     let queued = index
         .enqueue_job(&copy_job("9.9"), later)
         .await
         .expect("enqueue");
+    let mut clock = later + 6000;
     let running = index
-        .claim_job("node-d", later + 6000, 60_000)
+        .claim_job("node-d", clock, 60_000)
         .await
         .expect("claim")
         .expect("job");
-    assert_eq!(running.id, queued.job_id);
+    assert_eq!((running.id, running.attempts), (queued.job_id, 1));
     assert_eq!(
         index
-            .requeue_jobs_of_node("node-d", later + 6001)
+            .requeue_jobs_of_node("node-d", clock + 1, HandBack::Shutdown)
             .await
             .expect("requeue"),
         1
     );
-    assert_eq!(
-        index
-            .job(running.id)
+    let stored = index.job(running.id).await.expect("job").expect("exists");
+    assert_eq!((stored.state, stored.attempts), (JobState::Queued, 0));
+
+    // A node that died while running it (found at its restart) counts the run: after
+    // max_attempts (3) such deaths the job fails instead of killing the node forever.
+    for attempt in 1..=3 {
+        clock += 10;
+        let again = index
+            .claim_job("node-d", clock, 60_000)
             .await
-            .expect("job")
-            .expect("exists")
-            .state,
-        JobState::Queued
-    );
+            .expect("claim")
+            .expect("queued job is due");
+        assert_eq!((again.id, again.attempts), (running.id, attempt));
+        index
+            .requeue_jobs_of_node("node-d", clock + 1, HandBack::AfterCrash)
+            .await
+            .expect("requeue");
+        let stored = index.job(running.id).await.expect("job").expect("exists");
+        let expected = if attempt < 3 {
+            JobState::Queued
+        } else {
+            JobState::Failed
+        };
+        assert_eq!(stored.state, expected, "after crash {attempt}");
+    }
+    let failed = index.job(running.id).await.expect("job").expect("exists");
+    assert!(failed.last_error.contains("during every attempt"));
+    assert_eq!(failed.finished_at, Some(clock + 1));
+
+    // The same when the node never comes back: another node finds the expired lease.
+    let orphan = index
+        .enqueue_job(&copy_job("9.10"), clock)
+        .await
+        .expect("enqueue");
+    for attempt in 1..=3 {
+        clock += 10;
+        let taken = index
+            .claim_job("node-e", clock, 5)
+            .await
+            .expect("claim")
+            .expect("due or expired");
+        assert_eq!((taken.id, taken.attempts), (orphan.job_id, attempt));
+    }
+    clock += 10;
+    assert!(index
+        .claim_job("node-f", clock, 60_000)
+        .await
+        .expect("claim")
+        .is_none());
+    let stored = index
+        .job(orphan.job_id)
+        .await
+        .expect("job")
+        .expect("exists");
+    assert_eq!(stored.state, JobState::Failed);
 
     let listed = index
         .list_jobs(&archive_core::jobs::JobFilter {
