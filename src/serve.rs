@@ -2,6 +2,8 @@
 
 use anyhow::Context;
 use archive_core::accept::Acceptor;
+use archive_core::audit::{AuditSink, Auditor};
+use archive_core::audit_syslog::UdpSyslog;
 use archive_core::config::{redact_url, Config};
 use archive_core::index::Index;
 use archive_core::ingest::IngestQueue;
@@ -102,7 +104,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ingest,
         config.dicom.duplicate_policy,
     );
-    let mut scp = ScpContext::new(&config, index.clone(), acceptor.clone());
+    let auditor = start_auditor(&config, &index)?;
+    let mut scp = ScpContext::new(&config, index.clone(), acceptor.clone(), auditor.clone());
     scp.retriever = retriever.clone();
     let context = Arc::new(scp);
 
@@ -196,6 +199,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             retriever: retriever.clone(),
             dicomweb,
             viewer_enabled: viewer.is_some(),
+            auditor: auditor.clone(),
         },
         viewer,
     );
@@ -212,14 +216,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
         targets,
         retriever,
         acceptor,
+        auditor.clone(),
         lifecycle::Settings::from_config(&config),
     )
     .await
     .context("cannot start the lifecycle services")?;
     tokio::join!(http, dicom);
     lifecycle.shutdown().await;
+    auditor.flush().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The audit trail's writer, sending to the ATNA repository in `audit.syslog` too if set.
+fn start_auditor(config: &Config, index: &Index) -> anyhow::Result<Auditor> {
+    let sink: Option<Arc<dyn AuditSink>> = match config.audit.syslog_address() {
+        Some(address) => Some(Arc::new(UdpSyslog::connect(address).with_context(
+            || format!("cannot reach the audit repository {address} (key audit.syslog)"),
+        )?)),
+        None => None,
+    };
+    Ok(Auditor::start(index.clone(), config.node_id(), sink))
 }
 
 /// Filesystems added or changed through another node's API reach this one within this time.

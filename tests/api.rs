@@ -5,44 +5,9 @@
 mod common;
 
 use common::lifecycle::*;
-use common::{Backend, Strata};
+use common::{http_json as http, Backend, Strata};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::time::Duration;
-
-/// One HTTP/1.0 request; returns the status and the JSON body (Null if not JSON).
-fn http(
-    strata: &Strata,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, Value) {
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", strata.http_port)).expect("connect");
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    if let Some(body) = body {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    request.push_str(body.unwrap_or(""));
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("receive");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
 
 async fn wait_for_job(strata: &Strata, token: &str, id: i64) -> Value {
     let mut job = Value::Null;

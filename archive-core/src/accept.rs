@@ -100,6 +100,8 @@ pub struct Arrival<'a> {
 /// The UIDs of an object, once its header could be read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Identity {
+    /// Empty when not known (a restore: the index already has it).
+    pub patient_id: String,
     pub study_uid: String,
     pub series_uid: String,
     pub sop_instance_uid: String,
@@ -368,6 +370,7 @@ impl Acceptor {
         location: &InstanceLocation,
     ) -> Result<StoredFile, Refused> {
         let identity = Identity {
+            patient_id: String::new(),
             study_uid: location.study_uid.clone(),
             series_uid: location.series_uid.clone(),
             sop_instance_uid: location.sop_uid.clone(),
@@ -411,6 +414,7 @@ impl Acceptor {
 
 fn identity_of(record: &InstanceRecord) -> Identity {
     Identity {
+        patient_id: record.patient.patient_id.clone(),
         study_uid: record.study.study_uid.clone(),
         series_uid: record.series.series_uid.clone(),
         sop_instance_uid: record.instance.sop_instance_uid.clone(),

@@ -4,6 +4,8 @@
 pub mod accept;
 pub mod actions;
 pub mod admission;
+pub mod audit;
+pub mod audit_syslog;
 pub mod config;
 pub mod dicom_header;
 pub mod index;

@@ -763,4 +763,84 @@ on_both_backends!(
     jobs_are_claimed_once_and_leases_expire,
     packs_track_what_is_copied,
     rule_copies_are_queued_only_for_uncopied_studies,
+    audit_events_are_appended_filtered_and_never_changed,
 );
+
+async fn audit_events_are_appended_filtered_and_never_changed(index: Index) {
+    use archive_core::audit::{AuditAction, AuditFilter, AuditOutcome, Auditor, NewAuditEvent};
+    let auditor = Auditor::start(index.clone(), "node-a".into(), None);
+    for n in 0..1200 {
+        let outcome = AuditOutcome::of(n % 100 != 0);
+        let event = NewAuditEvent::new(AuditAction::Store, outcome, format!("CT{}", n % 3))
+            .peer("10.1.2.3")
+            .study(format!("1.2.{}", n % 7))
+            .patient("PAT'1")
+            .detail("C-STORE: 1 stored, 0 refused");
+        auditor.record(event).await;
+    }
+    auditor
+        .record(NewAuditEvent::new(
+            AuditAction::Login,
+            AuditOutcome::Failure,
+            "admin-ui",
+        ))
+        .await;
+    auditor.flush().await;
+    assert_eq!(auditor.dropped(), 0);
+
+    let all = |filter: AuditFilter| {
+        let index = index.clone();
+        async move { index.list_audit_events(&filter).await.expect("list") }
+    };
+    let newest = all(AuditFilter::default()).await;
+    assert_eq!(newest.len(), 100, "100 unless asked");
+    assert_eq!(newest[0].action, AuditAction::Login, "newest first");
+    assert_eq!(newest[0].node, "node-a");
+    let failures = all(AuditFilter {
+        action: Some(AuditAction::Store),
+        outcome: Some(AuditOutcome::Failure),
+        limit: 1000,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(failures.len(), 12);
+    let study = all(AuditFilter {
+        study_uid: Some("1.2.3".into()),
+        actor: Some("CT0".into()),
+        limit: 1000,
+        ..Default::default()
+    })
+    .await;
+    // n ≡ 3 (mod 7) and n ≡ 0 (mod 3): n ≡ 3 (mod 21), 57 of 0..1200.
+    assert_eq!(study.len(), 57);
+    assert!(study
+        .iter()
+        .all(|e| e.patient_id == "PAT'1" && e.peer == "10.1.2.3"));
+    let page = all(AuditFilter {
+        before_id: Some(newest[99].id),
+        limit: 5000,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(page.len(), 1000, "capped at 1,000");
+    assert!(page[0].id < newest[99].id);
+    let window = all(AuditFilter {
+        since: Some(newest[0].at),
+        until: Some(newest[0].at + 1),
+        ..Default::default()
+    })
+    .await;
+    assert!(window.iter().any(|e| e.id == newest[0].id));
+
+    // The table refuses changes, whoever asks.
+    let pool = index.pool_for_tests();
+    assert!(sqlx::query("UPDATE audit_event SET outcome = 'SUCCESS'")
+        .execute(pool)
+        .await
+        .is_err());
+    assert!(sqlx::query("DELETE FROM audit_event")
+        .execute(pool)
+        .await
+        .is_err());
+    assert_eq!(all(AuditFilter::default()).await[0].id, newest[0].id);
+}

@@ -4,10 +4,12 @@
 //! data PDVs stream into the C-STORE in progress as they arrive, so an object of any size
 //! passes through with memory bounded by the PDU size and the writer's buffer.
 
+use crate::command_pdvs::{Collected, CommandPdvs, MAX_COMMAND};
 use crate::context::ScpContext;
 use crate::dimse::{command_field as cf, status, Command, Response};
 use crate::messaging::{send_message, Association};
 use crate::operation::{run_operation, Operation};
+use crate::received::ReceivedStudies;
 use crate::retrieve::PeerContext;
 use crate::store::IncomingObject;
 use crate::syntaxes::is_storage_sop_class;
@@ -66,19 +68,20 @@ pub async fn serve(mut association: Association, context: &ScpContext, peer: Soc
     tracing::info!(contexts = contexts.len(), "association established");
     drop(_entered);
 
-    let mut command_bytes: Vec<u8> = Vec::new();
+    let mut command_pdvs = CommandPdvs::default();
     let mut expecting: Option<Expecting> = None;
-    loop {
+    let mut received = ReceivedStudies::default();
+    'session: loop {
         let pdu = match tokio::time::timeout(context.idle_timeout, association.receive()).await {
             Ok(Ok(pdu)) => pdu,
             Ok(Err(error)) => {
                 tracing::info!(parent: &span, %error, "association ended without release");
-                return;
+                break 'session;
             }
             Err(_) => {
                 tracing::info!(parent: &span, "association idle too long; aborting");
                 abort(association, context).await;
-                return;
+                break 'session;
             }
         };
         let values = match pdu {
@@ -86,26 +89,30 @@ pub async fn serve(mut association: Association, context: &ScpContext, peer: Soc
             Pdu::ReleaseRQ => {
                 let _ = association.send(&Pdu::ReleaseRP).await;
                 tracing::info!(parent: &span, "association released");
-                return;
+                break 'session;
             }
             Pdu::AbortRQ { .. } => {
                 tracing::info!(parent: &span, "association aborted by peer");
-                return;
+                break 'session;
             }
             other => {
                 tracing::warn!(parent: &span, pdu = %other.short_description(), "unexpected PDU; aborting");
                 abort(association, context).await;
-                return;
+                break 'session;
             }
         };
         for value in values {
             let flow = match value.value_type {
                 PDataValueType::Command => {
-                    command_bytes.extend_from_slice(&value.data);
-                    if !value.is_last {
-                        continue;
-                    }
-                    let bytes = std::mem::take(&mut command_bytes);
+                    let bytes = match command_pdvs.push(&value.data, value.is_last) {
+                        Collected::Partial => continue,
+                        Collected::Complete(bytes) => bytes,
+                        Collected::TooLong => {
+                            tracing::warn!(parent: &span, max = MAX_COMMAND, "command set too long");
+                            abort(association, context).await;
+                            break 'session;
+                        }
+                    };
                     on_command(
                         &mut association,
                         context,
@@ -118,16 +125,23 @@ pub async fn serve(mut association: Association, context: &ScpContext, peer: Soc
                     .await
                 }
                 PDataValueType::Data => {
-                    on_data(&mut association, context, &contexts, value, &mut expecting).await
+                    let data = Data {
+                        contexts: &contexts,
+                        peer,
+                        received: &mut received,
+                    };
+                    on_data(&mut association, context, data, value, &mut expecting).await
                 }
             };
             if let Flow::Stop = flow {
                 tracing::warn!(parent: &span, "protocol error; association aborted");
                 abort(association, context).await;
-                return;
+                break 'session;
             }
         }
     }
+    // An association that ends in any way (release, abort, error) reports what it stored.
+    received.report(context, &calling_ae, peer).await;
 }
 
 async fn on_command(
@@ -212,13 +226,25 @@ async fn on_command(
     }
 }
 
+/// What data PDVs need to know about the association they arrive on.
+struct Data<'a> {
+    contexts: &'a HashMap<u8, AcceptedContext>,
+    peer: SocketAddr,
+    received: &'a mut ReceivedStudies,
+}
+
 async fn on_data(
     association: &mut Association,
     context: &ScpContext,
-    contexts: &HashMap<u8, AcceptedContext>,
+    data: Data<'_>,
     value: PDataValue,
     expecting: &mut Option<Expecting>,
 ) -> Flow {
+    let Data {
+        contexts,
+        peer,
+        received,
+    } = data;
     match expecting {
         Some(Expecting::Store(object, _)) => object.receive(&value.data).await,
         Some(Expecting::Discard(..)) => {}
@@ -246,7 +272,8 @@ async fn on_data(
     }
     match expecting.take() {
         Some(Expecting::Store(object, pc_id)) => {
-            let response = object.complete(context).await;
+            let (response, identity) = object.complete(context).await;
+            received.add(identity.as_ref(), response.status == status::SUCCESS);
             send_response(association, pc_id, response).await
         }
         Some(Expecting::Discard(response, pc_id)) => {
@@ -271,6 +298,7 @@ async fn on_data(
                 &accepted.transfer_syntax,
                 &identifier,
                 &storage,
+                peer,
             )
             .await;
             if keep_going {

@@ -2,6 +2,7 @@
 
 use crate::ae_policy::AePolicy;
 use archive_core::accept::Acceptor;
+use archive_core::audit::Auditor;
 use archive_core::config::Config;
 use archive_core::index::Index;
 use archive_core::retrieve::Retriever;
@@ -14,6 +15,8 @@ pub struct ScpContext {
     pub retriever: Retriever,
     /// The one accept path every C-STORE goes through.
     pub acceptor: Acceptor,
+    /// Associations, stores, queries and retrievals are recorded here.
+    pub auditor: Auditor,
     pub ae_policy: AePolicy,
     pub max_pdu: u32,
     pub max_associations: usize,
@@ -28,12 +31,13 @@ pub struct ScpContext {
 }
 
 impl ScpContext {
-    pub fn new(config: &Config, index: Index, acceptor: Acceptor) -> ScpContext {
+    pub fn new(config: &Config, index: Index, acceptor: Acceptor, auditor: Auditor) -> ScpContext {
         ScpContext {
             ae_title: config.dicom.ae_title.clone(),
             index,
             retriever: Retriever::new(),
             acceptor,
+            auditor,
             ae_policy: AePolicy {
                 peers: Arc::new(config.dicom.peers.clone()),
                 accept_unknown_from_local: config.dicom.accept_unknown_from_loopback,

@@ -3,7 +3,7 @@
 
 use crate::dimse::{status, text_element, Command, Response};
 use crate::identifier::Identifier;
-use crate::messaging::{check_for_cancel, send_message, Association, Interruption};
+use crate::messaging::{check_for_cancel, send_final, send_message, Association, Interruption};
 use archive_core::query::{attribute_of, FindQuery, FindRow, Matcher, Model, QueryKey};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
@@ -40,6 +40,7 @@ pub struct FindContext<'a> {
 }
 
 /// Runs one C-FIND; returns false when the association must end (peer gone).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_find(
     association: &mut Association,
     context: &FindContext<'_>,
@@ -48,15 +49,14 @@ pub async fn serve_find(
     model: Model,
     transfer_syntax: &str,
     identifier: &[u8],
+    final_status: &mut Option<u16>,
 ) -> bool {
     let request = match parse_request(identifier, transfer_syntax, model, context.max_results) {
         Ok(request) => request,
         Err((code, comment)) => {
             tracing::info!(%comment, "C-FIND refused");
             let response = Response::to(command, code).with_comment(comment);
-            return send_message(association, pc_id, &response, None)
-                .await
-                .is_ok();
+            return send_final(association, pc_id, &response, None, final_status).await;
         }
     };
     tracing::debug!(
@@ -70,9 +70,7 @@ pub async fn serve_find(
             tracing::error!(%error, "C-FIND: index query failed");
             let response =
                 Response::to(command, status::OUT_OF_RESOURCES).with_comment("index unavailable");
-            return send_message(association, pc_id, &response, None)
-                .await
-                .is_ok();
+            return send_final(association, pc_id, &response, None, final_status).await;
         }
     };
     let limited = rows.len() > context.max_results;
@@ -81,9 +79,7 @@ pub async fn serve_find(
             Interruption::Nothing => {}
             Interruption::Cancelled => {
                 let response = Response::to(command, status::CANCEL);
-                return send_message(association, pc_id, &response, None)
-                    .await
-                    .is_ok();
+                return send_final(association, pc_id, &response, None, final_status).await;
             }
             Interruption::Gone => return false,
         }
@@ -92,9 +88,7 @@ pub async fn serve_find(
             Err(error) => {
                 tracing::error!(%error, "C-FIND: cannot encode an answer");
                 let response = Response::to(command, 0xC001).with_comment("cannot encode answer");
-                return send_message(association, pc_id, &response, None)
-                    .await
-                    .is_ok();
+                return send_final(association, pc_id, &response, None, final_status).await;
             }
         };
         let pending = Response::to(command, status::PENDING).with_data_set();
@@ -115,7 +109,7 @@ pub async fn serve_find(
     } else {
         Response::to(command, status::SUCCESS)
     };
-    send_message(association, pc_id, &last, None).await.is_ok()
+    send_final(association, pc_id, &last, None, final_status).await
 }
 
 fn parse_request(

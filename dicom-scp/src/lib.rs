@@ -6,12 +6,14 @@
 pub mod ae_policy;
 mod association;
 mod association_request;
+mod command_pdvs;
 pub mod context;
 pub mod dimse;
 pub mod find;
 mod identifier;
 pub mod messaging;
 pub mod operation;
+mod received;
 pub mod retrieve;
 pub mod server;
 pub mod store;

@@ -34,6 +34,21 @@ pub async fn send_message<A: AsyncAssociation<TcpStream> + Send>(
     Ok(())
 }
 
+/// Sends the final response of an operation and notes its status for the audit trail;
+/// false when the association is unusable.
+pub async fn send_final<A: AsyncAssociation<TcpStream> + Send>(
+    association: &mut A,
+    pc_id: u8,
+    response: &Response,
+    data_set: Option<&[u8]>,
+    final_status: &mut Option<u16>,
+) -> bool {
+    *final_status = Some(response.status);
+    send_message(association, pc_id, response, data_set)
+        .await
+        .is_ok()
+}
+
 /// Sends `bytes` as one complete message part (command or data set).
 pub async fn send_fragments<A: AsyncAssociation<TcpStream> + Send>(
     association: &mut A,

@@ -4,12 +4,20 @@
 use crate::context::ScpContext;
 use crate::dimse::{command_field as cf, status, Command, Response};
 use crate::find::{model_of, serve_find, FindContext};
-use crate::messaging::{send_message, Association};
+use crate::messaging::{send_final, Association};
 use crate::retrieve::{
     get_model_of, move_model_of, serve_get, serve_move, PeerContext, RetrieveContext,
 };
+use archive_core::audit::{AuditAction, AuditOutcome, NewAuditEvent};
+use archive_core::dicom_header::text;
 use archive_core::query::Model;
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::association::Association as _;
+use std::net::SocketAddr;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Operation {
@@ -41,15 +49,91 @@ pub async fn run_operation(
     transfer_syntax: &str,
     identifier: &[u8],
     storage_contexts: &[PeerContext],
+    peer: SocketAddr,
 ) -> bool {
     let calling_ae = association.peer_ae_title().trim().to_string();
-    if let Some(refusal) = not_allowed(context, operation, &calling_ae).await {
+    let mut final_status = None;
+    let keep_going = if let Some(refusal) = not_allowed(context, operation, &calling_ae).await {
         tracing::info!(calling_ae = %calling_ae, %refusal, "operation refused");
         let response = Response::to(command, status::NOT_AUTHORIZED).with_comment(refusal);
-        return send_message(association, pc_id, &response, None)
-            .await
-            .is_ok();
-    }
+        send_final(association, pc_id, &response, None, &mut final_status).await
+    } else {
+        serve(
+            association,
+            context,
+            operation,
+            command,
+            pc_id,
+            transfer_syntax,
+            identifier,
+            storage_contexts,
+            &mut final_status,
+        )
+        .await
+    };
+    let event = audit_event(operation, command, &calling_ae, final_status)
+        .peer(peer.ip())
+        .study(identifier_text(
+            identifier,
+            transfer_syntax,
+            tags::STUDY_INSTANCE_UID,
+        ))
+        .patient(identifier_text(
+            identifier,
+            transfer_syntax,
+            tags::PATIENT_ID,
+        ));
+    context.auditor.record(event).await;
+    keep_going
+}
+
+/// The audit event of a finished operation (study and patient are added by the caller).
+fn audit_event(
+    operation: Operation,
+    command: &Command,
+    calling_ae: &str,
+    final_status: Option<u16>,
+) -> NewAuditEvent {
+    let (action, name) = match operation {
+        Operation::Find(_) => (AuditAction::Query, "C-FIND"),
+        Operation::Move(_) => (AuditAction::Retrieve, "C-MOVE"),
+        Operation::Get(_) => (AuditAction::Retrieve, "C-GET"),
+    };
+    let success = matches!(final_status, Some(status::SUCCESS));
+    let status = match final_status {
+        Some(code) => format!("status {code:#06X}"),
+        None => "association lost before the final response".to_string(),
+    };
+    let detail = match operation {
+        Operation::Move(_) => format!("{name} to {}: {status}", command.move_destination),
+        _ => format!("{name}: {status}"),
+    };
+    NewAuditEvent::new(action, AuditOutcome::of(success), calling_ae).detail(detail)
+}
+
+/// A key of the request's identifier (the study or patient it names), empty if absent or
+/// unreadable: the audit event records what was asked for.
+fn identifier_text(identifier: &[u8], transfer_syntax: &str, tag: Tag) -> String {
+    TransferSyntaxRegistry
+        .get(transfer_syntax)
+        .and_then(|ts| InMemDicomObject::read_dataset_with_ts(identifier, ts).ok())
+        .map(|object| text(&object, tag))
+        .unwrap_or_default()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    association: &mut Association,
+    context: &ScpContext,
+    operation: Operation,
+    command: &Command,
+    pc_id: u8,
+    transfer_syntax: &str,
+    identifier: &[u8],
+    storage_contexts: &[PeerContext],
+    final_status: &mut Option<u16>,
+) -> bool {
+    let calling_ae = association.peer_ae_title().trim().to_string();
     let retrieve = RetrieveContext {
         index: &context.index,
         retriever: &context.retriever,
@@ -72,6 +156,7 @@ pub async fn run_operation(
                 model,
                 transfer_syntax,
                 identifier,
+                final_status,
             )
             .await
         }
@@ -85,6 +170,7 @@ pub async fn run_operation(
                 transfer_syntax,
                 identifier,
                 &calling_ae,
+                final_status,
             )
             .await
         }
@@ -98,6 +184,7 @@ pub async fn run_operation(
                 transfer_syntax,
                 identifier,
                 storage_contexts,
+                final_status,
             )
             .await
         }

@@ -7,6 +7,7 @@ use crate::context::ScpContext;
 use crate::syntaxes::accepted_transfer_syntaxes;
 use crate::syntaxes::is_storage_sop_class;
 use archive_core::admission::{Admission, AdmissionLimits, AdmissionPermit};
+use archive_core::audit::{AuditAction, AuditOutcome, NewAuditEvent};
 use dicom_dictionary_std::uids;
 use dicom_ul::association::server::{AccessControl, Negotiation, ServerAssociationOptions};
 use dicom_ul::pdu::{AssociationRJServiceUserReason, RequestorRoles, UserIdentity};
@@ -110,6 +111,12 @@ async fn handle_connection(
     let peer_access = context.ae_policy.for_peer(peer.ip());
     if let Err(reason) = peer_access.check_access(&context.ae_title, &calling_ae, &called_ae, None)
     {
+        audit_refused(
+            &context,
+            &calling_ae,
+            peer,
+            format!("called {called_ae}: {reason:?}"),
+        );
         let _ = tokio::time::timeout(artim, async {
             association_request::reject(&mut socket, reason).await;
             association_request::drain_until_closed(&mut socket).await;
@@ -145,6 +152,14 @@ async fn handle_connection(
     };
     match tokio::time::timeout_at(deadline, options.establish_async(socket)).await {
         Ok(Ok(established)) => {
+            let event = NewAuditEvent::new(
+                AuditAction::Association,
+                AuditOutcome::Success,
+                calling_ae.as_str(),
+            )
+            .peer(peer.ip())
+            .detail(format!("association accepted as {called_ae}"));
+            context.auditor.record(event).await;
             drop(keeper);
             drop(pending_place);
             let slot = take_slot(&slot);
@@ -153,6 +168,12 @@ async fn handle_connection(
         }
         Ok(Err(error)) => {
             tracing::info!(%peer, %error, "association not established");
+            audit_refused(
+                &context,
+                &calling_ae,
+                peer,
+                format!("called {called_ae}: {error}"),
+            );
             let _ =
                 tokio::time::timeout(artim, association_request::drain_until_closed(&mut keeper))
                     .await;
@@ -162,6 +183,15 @@ async fn handle_connection(
             association_request::close(keeper);
         }
     }
+}
+
+/// A refused association request. Anyone who can reach the port can cause these in bulk, so
+/// they are dropped rather than waited for when the audit writer is behind.
+fn audit_refused(context: &ScpContext, calling_ae: &str, peer: SocketAddr, detail: String) {
+    let event = NewAuditEvent::new(AuditAction::Association, AuditOutcome::Failure, calling_ae)
+        .peer(peer.ip())
+        .detail(detail);
+    context.auditor.record_unless_busy(event);
 }
 
 fn take_slot(slot: &Mutex<Option<OwnedSemaphorePermit>>) -> Option<OwnedSemaphorePermit> {

@@ -9,7 +9,7 @@
 use crate::context::ScpContext;
 use crate::dimse::{status, Command, Response};
 use crate::syntaxes::is_storage_sop_class;
-use archive_core::accept::{Acceptor, Arrival, Refusal, Spooled};
+use archive_core::accept::{Acceptor, Arrival, Identity, Refusal, Spooled};
 use archive_core::dicom_header;
 
 pub use archive_core::dicom_header::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
@@ -89,11 +89,11 @@ impl IncomingObject {
     }
 
     /// Called after the last Data PDV: makes the object durable, indexes it, and returns the
-    /// response to send.
-    pub async fn complete(self, context: &ScpContext) -> Response {
+    /// response to send and, when known, what the object was (for the audit trail).
+    pub async fn complete(self, context: &ScpContext) -> (Response, Option<Identity>) {
         let command = self.command;
-        let (code, comment) = match self.spooled {
-            Err(failure) => failure,
+        let (code, comment, identity) = match self.spooled {
+            Err((code, comment)) => (code, comment, None),
             Ok(spooled) => {
                 let arrival = Arrival {
                     transfer_syntax: Some(&self.transfer_syntax),
@@ -103,8 +103,14 @@ impl IncomingObject {
                     study_uid: None,
                 };
                 match context.acceptor.accept(spooled, arrival).await {
-                    Ok(_) => return Response::to(&command, status::SUCCESS),
-                    Err(refused) => refusal_status(refused.reason),
+                    Ok(accepted) => {
+                        let response = Response::to(&command, status::SUCCESS);
+                        return (response, Some(accepted.identity));
+                    }
+                    Err(refused) => {
+                        let (code, comment) = refusal_status(refused.reason);
+                        (code, comment, refused.identity)
+                    }
                 }
             }
         };
@@ -115,7 +121,7 @@ impl IncomingObject {
             "C-STORE refused"
         );
         tracing::debug!(sop_instance_uid = %command.affected_sop_instance_uid, reason = %comment, "C-STORE refusal reason");
-        Response::to(&command, code).with_comment(comment)
+        (Response::to(&command, code).with_comment(comment), identity)
     }
 }
 

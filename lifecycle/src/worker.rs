@@ -4,8 +4,9 @@
 
 use crate::jobs::Reporter;
 use crate::Services;
+use archive_core::audit::{AuditAction, AuditOutcome, NewAuditEvent};
 use archive_core::index::now_millis;
-use archive_core::jobs::{Job, JobOutcome};
+use archive_core::jobs::{Job, JobOutcome, JobType};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -79,6 +80,7 @@ async fn run_claimed(services: &Services, job: Job) {
         }
         JobOutcome::Failed { error } => tracing::error!(%error, "job failed"),
     }
+    audit(services, &job, &outcome, &reporter).await;
     match services
         .index
         .finish_job(job.id, &services.settings.node_id, now, &outcome)
@@ -92,6 +94,32 @@ async fn run_claimed(services: &Services, job: Job) {
             tracing::error!(%error, "cannot record the job's outcome; its lease will expire and it will run again")
         }
     }
+}
+
+/// Deletions and restores change what the archive holds: each one that ended (done, or
+/// failed for good) is an audit event. Copies and verifications are not: they add copies.
+async fn audit(services: &Services, job: &Job, outcome: &JobOutcome, reporter: &Reporter) {
+    let action = match job.job_type {
+        JobType::Delete => AuditAction::Delete,
+        JobType::Restore => AuditAction::Restore,
+        _ => return,
+    };
+    let progress = reporter.snapshot();
+    let (outcome, detail) = match outcome {
+        JobOutcome::Done => (
+            AuditOutcome::Success,
+            format!(
+                "job {}: {} ONLINE files, {} bytes",
+                job.id, progress.done_items, progress.done_bytes
+            ),
+        ),
+        JobOutcome::Failed { error } => (AuditOutcome::Failure, format!("job {}: {error}", job.id)),
+        JobOutcome::Retry { .. } => return,
+    };
+    let event = NewAuditEvent::new(action, outcome, job.created_by.as_str())
+        .study(job.study_uid.as_str())
+        .detail(detail);
+    services.auditor.record(event).await;
 }
 
 /// Renews the lease every third of its length; returns only if the job is no longer ours.

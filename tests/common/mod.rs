@@ -37,6 +37,59 @@ pub enum Backend {
     Postgres,
 }
 
+/// One HTTP/1.0 request with a JSON body (if any); returns the status and the JSON answer
+/// (Null if not JSON).
+pub fn http_json(
+    strata: &Strata,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let authorization = token.map(|token| format!("Bearer {token}"));
+    let mut headers = Vec::new();
+    if let Some(value) = &authorization {
+        headers.push(("Authorization", value.as_str()));
+    }
+    if body.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    let (status, text) = http_text(strata, method, path, &headers, body.unwrap_or(""));
+    (status, serde_json::from_str(&text).unwrap_or_default())
+}
+
+/// One HTTP/1.0 request; returns the status and the body as text.
+pub fn http_text(
+    strata: &Strata,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use std::io::Write;
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", strata.http_port)).expect("connect");
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("receive");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, body.to_string())
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

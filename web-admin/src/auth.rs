@@ -101,7 +101,9 @@ pub async fn require_token(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
     match presented {
-        Some(secret) if token.matches(secret) => next.run(request).await,
+        Some(secret) if token.matches(secret) => {
+            crate::audit_http::with_actor(next.run(request).await, "admin")
+        }
         _ => crate::api::ApiError::unauthorized().into_response(),
     }
 }

@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod audit_api;
+pub mod audit_http;
 pub mod auth;
 pub mod dicomweb;
 mod filesystems_api;
@@ -15,6 +17,7 @@ pub mod viewer;
 pub use auth::AdminToken;
 
 use archive_core::accept::Acceptor;
+use archive_core::audit::Auditor;
 use archive_core::index::Index;
 use archive_core::online::OnlineStore;
 use archive_core::retrieve::Retriever;
@@ -42,6 +45,8 @@ pub struct WebState {
     pub dicomweb: dicomweb::DicomWebSettings,
     /// The OHIF viewer is served at /viewer/ (study pages link to it).
     pub viewer_enabled: bool,
+    /// DICOMweb requests, changes through the API and UI, and logins are recorded here.
+    pub auditor: Auditor,
 }
 
 pub fn router(state: WebState, viewer: Option<viewer::Viewer>) -> Router {
@@ -52,6 +57,7 @@ pub fn router(state: WebState, viewer: Option<viewer::Viewer>) -> Router {
             "/api",
             api::routes()
                 .merge(settings_api::routes())
+                .merge(audit_api::routes())
                 .merge(filesystems_api::routes()),
         )
         .route_layer(from_fn_with_state(state.token.clone(), auth::require_token));
@@ -67,6 +73,11 @@ pub fn router(state: WebState, viewer: Option<viewer::Viewer>) -> Router {
         })
         // Every handler here reads whole bodies (JSON, forms); none streams.
         .layer(body_limit)
+        // Outside the credential checks, so it sees who they let in (or that they did not).
+        .layer(from_fn_with_state(
+            state.clone(),
+            audit_http::audit_requests,
+        ))
         .with_state(state)
 }
 

@@ -11,6 +11,7 @@
 //!   timeout, and browsers use HTTP/2 only over TLS.
 
 use archive_core::admission::{Admission, AdmissionLimits};
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -19,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tower::util::MapRequest;
 
 /// After shutdown is asked for, connections still serving a request get this long to finish.
 const DRAIN_TIME: Duration = Duration::from_secs(30);
@@ -84,7 +86,14 @@ pub async fn serve(
         if let Err(error) = socket.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone());
+        // Handlers and the audit trail see the client's address as axum's `ConnectInfo`.
+        let service = TowerToHyperService::new(MapRequest::new(
+            app.clone(),
+            move |mut request: axum::extract::Request<_>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
         let serving = graceful.watch(connection.serve_connection(TokioIo::new(socket), service));
         tokio::spawn(async move {
             if let Err(error) = serving.await {

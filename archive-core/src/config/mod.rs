@@ -37,6 +37,23 @@ pub struct Config {
     pub online: OnlineConfig,
     pub nearline: NearlineConfig,
     pub lifecycle: LifecycleConfig,
+    pub audit: AuditConfig,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Also send every audit event to an IHE ATNA audit record repository:
+    /// `udp://host:port` (RFC 5424 syslog over UDP, DICOM audit message XML). Empty: off
+    /// (events are always kept in the index).
+    pub syslog: String,
+}
+
+impl AuditConfig {
+    /// `host:port` of the syslog receiver, if one is configured.
+    pub fn syslog_address(&self) -> Option<&str> {
+        self.syslog.strip_prefix("udp://")
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -175,6 +192,7 @@ impl Default for Config {
             online: OnlineConfig::default(),
             nearline: NearlineConfig::default(),
             lifecycle: LifecycleConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -262,6 +280,7 @@ impl fmt::Debug for Config {
             .field("online", &self.online)
             .field("nearline", &self.nearline)
             .field("lifecycle", &self.lifecycle)
+            .field("audit", &self.audit)
             .finish()
     }
 }

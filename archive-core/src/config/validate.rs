@@ -33,6 +33,23 @@ impl Config {
                 "must start with sqlite:// or postgres://",
             ));
         }
+        if !self.audit.syslog.is_empty() {
+            let address = self.audit.syslog_address().ok_or_else(|| {
+                ConfigError::key(
+                    "audit.syslog",
+                    "must be udp://host:port (or empty for none)",
+                )
+            })?;
+            if address
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(ConfigError::key(
+                    "audit.syslog",
+                    format!("`{address}` is not host:port"),
+                ));
+            }
+        }
         check_ae_title(&self.dicom.ae_title).map_err(|m| ConfigError::key("dicom.ae_title", m))?;
         if self.dicom.port == 0 {
             return Err(ConfigError::key(

@@ -19,6 +19,7 @@
 //! builds `$n` lists.
 
 mod admin;
+mod audit;
 mod commit_script;
 mod dialect;
 mod filesystems;
@@ -100,6 +101,12 @@ impl Index {
             dialect,
             writer: Arc::default(),
         })
+    }
+
+    /// The connection pool, for tests that must check what the database itself refuses.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn pool_for_tests(&self) -> &AnyPool {
+        self.pool()
     }
 
     fn pool(&self) -> &AnyPool {

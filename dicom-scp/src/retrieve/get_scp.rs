@@ -4,7 +4,9 @@
 use super::sub_store::{send_sub_operation, PeerContext, Sent, SubOutcome};
 use super::{next_keeping_alive, resolve, studies_of, Prefetch, Progress, RetrieveContext};
 use crate::dimse::{command_field, encode_c_store_rq, status, Command};
-use crate::messaging::{check_for_cancel, read_command, send_message, Association, Interruption};
+use crate::messaging::{
+    check_for_cancel, read_command, send_final, send_message, Association, Interruption,
+};
 use archive_core::index::InstanceLocation;
 use archive_core::query::Model;
 use archive_core::retrieve::{OpenedInstance, RetrieveError};
@@ -20,14 +22,13 @@ pub async fn serve_get(
     transfer_syntax: &str,
     identifier: &[u8],
     storage_contexts: &[PeerContext],
+    final_status: &mut Option<u16>,
 ) -> bool {
     let (locations, level) =
         match resolve(context.index, command, model, transfer_syntax, identifier).await {
             Ok(resolved) => resolved,
             Err(response) => {
-                return send_message(association, pc_id, &response, None)
-                    .await
-                    .is_ok()
+                return send_final(association, pc_id, &response, None, final_status).await
             }
         };
     tracing::info!(instances = locations.len(), "C-GET");
@@ -86,9 +87,7 @@ pub async fn serve_get(
         tracing::warn!(%error, "cannot record study access");
     }
     let (response, data) = progress.finish(command, cancelled, transfer_syntax);
-    send_message(association, pc_id, &response, data.as_deref())
-        .await
-        .is_ok()
+    send_final(association, pc_id, &response, data.as_deref(), final_status).await
 }
 
 /// One sub-operation on the requesting association. A C-CANCEL for the C-GET may arrive

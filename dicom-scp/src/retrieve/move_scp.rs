@@ -4,7 +4,9 @@
 use super::sub_store::{proposals_for, send_sub_operation, PeerContext, Sent, SubOutcome};
 use super::{next_keeping_alive, resolve, studies_of, Prefetch, Progress, RetrieveContext};
 use crate::dimse::{encode_c_store_rq_for_move, status, Command, Response};
-use crate::messaging::{check_for_cancel, read_command, send_message, Association, Interruption};
+use crate::messaging::{
+    check_for_cancel, read_command, send_final, send_message, Association, Interruption,
+};
 use archive_core::index::InstanceLocation;
 use archive_core::model::AePeer;
 use archive_core::query::Model;
@@ -28,6 +30,7 @@ pub async fn serve_move(
     transfer_syntax: &str,
     identifier: &[u8],
     calling_ae: &str,
+    final_status: &mut Option<u16>,
 ) -> bool {
     let destination = match context.index.ae_get(&command.move_destination).await {
         Ok(Some(peer)) if peer.can_store => peer,
@@ -39,35 +42,27 @@ pub async fn serve_move(
             tracing::info!(destination = %command.move_destination, "C-MOVE: unknown destination");
             let response =
                 Response::to(command, status::MOVE_DESTINATION_UNKNOWN).with_comment(comment);
-            return send_message(association, pc_id, &response, None)
-                .await
-                .is_ok();
+            return send_final(association, pc_id, &response, None, final_status).await;
         }
         Err(error) => {
             tracing::error!(%error, "C-MOVE: cannot read the peer table");
             let response = Response::to(command, status::UNABLE_TO_PERFORM_SUBOPERATIONS)
                 .with_comment("index unavailable");
-            return send_message(association, pc_id, &response, None)
-                .await
-                .is_ok();
+            return send_final(association, pc_id, &response, None, final_status).await;
         }
     };
     let (locations, level) =
         match resolve(context.index, command, model, transfer_syntax, identifier).await {
             Ok(resolved) => resolved,
             Err(response) => {
-                return send_message(association, pc_id, &response, None)
-                    .await
-                    .is_ok()
+                return send_final(association, pc_id, &response, None, final_status).await
             }
         };
     tracing::info!(destination = %destination.ae_title, instances = locations.len(), "C-MOVE");
     let mut progress = Progress::new(locations.len());
     if locations.is_empty() {
         let (response, data) = progress.finish(command, false, transfer_syntax);
-        return send_message(association, pc_id, &response, data.as_deref())
-            .await
-            .is_ok();
+        return send_final(association, pc_id, &response, data.as_deref(), final_status).await;
     }
     let mut client = match open_sub_association(context, &destination, &locations).await {
         Ok(client) => client,
@@ -79,9 +74,7 @@ pub async fn serve_move(
             );
             let response = Response::to(command, status::UNABLE_TO_PERFORM_SUBOPERATIONS)
                 .with_comment(comment);
-            return send_message(association, pc_id, &response, None)
-                .await
-                .is_ok();
+            return send_final(association, pc_id, &response, None, final_status).await;
         }
     };
     let peer_contexts: Vec<PeerContext> = client
@@ -149,9 +142,7 @@ pub async fn serve_move(
     end_sub_association(client, sub_association_ok, context.artim_timeout).await;
     record_access(context, &locations).await;
     let (response, data) = progress.finish(command, cancelled, transfer_syntax);
-    send_message(association, pc_id, &response, data.as_deref())
-        .await
-        .is_ok()
+    send_final(association, pc_id, &response, data.as_deref(), final_status).await
 }
 
 /// One sub-operation. `Err` means the sub-association is unusable.

@@ -16,6 +16,7 @@ mod stow;
 mod wado;
 
 use crate::api::ApiError;
+use crate::audit_http::with_actor;
 use crate::{AdminToken, WebState};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{
@@ -37,7 +38,8 @@ pub struct DicomWebSettings {
     pub cors_origins: Arc<Vec<String>>,
     pub stow_max_bytes: u64,
     /// Read-only tokens: GET routes of DICOMweb only.
-    pub viewer_tokens: Arc<Vec<AdminToken>>,
+    /// Read-only tokens, each with the name of the file it came from.
+    pub viewer_tokens: Arc<Vec<(String, AdminToken)>>,
 }
 
 impl DicomWebSettings {
@@ -59,7 +61,12 @@ impl DicomWebSettings {
                     path.display()
                 ));
             }
-            viewer_tokens.push(AdminToken::from_secret(&text));
+            // The file's name says whose token it is in the audit trail (`viewer:<name>`).
+            let name = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("{i}"));
+            viewer_tokens.push((name, AdminToken::from_secret(&text)));
         }
         Ok(DicomWebSettings {
             base: http.dicomweb_base.clone(),
@@ -154,27 +161,28 @@ async fn require_access(State(state): State<WebState>, request: Request, next: N
         .and_then(|value| value.strip_prefix("Bearer "));
     if let Some(secret) = bearer {
         if state.token.matches(secret) {
-            return next.run(request).await;
+            return with_actor(next.run(request).await, "admin");
         }
-        if state
+        if let Some((name, _)) = state
             .dicomweb
             .viewer_tokens
             .iter()
-            .any(|t| t.matches(secret))
+            .find(|(_, token)| token.matches(secret))
         {
+            let actor = format!("viewer:{name}");
             if read_only {
-                return next.run(request).await;
+                return with_actor(next.run(request).await, &actor);
             }
-            return ApiError::new(
+            let refused = ApiError::new(
                 StatusCode::FORBIDDEN,
                 "read_only_token",
                 "this token may only read (GET); storing needs the admin token",
-            )
-            .into_response();
+            );
+            return with_actor(refused.into_response(), &actor);
         }
     } else if read_only && crate::ui::session::session_of(&state.token, request.headers()).is_some()
     {
-        return next.run(request).await;
+        return with_actor(next.run(request).await, "admin-ui");
     }
     ApiError::unauthorized().into_response()
 }

@@ -90,6 +90,27 @@ fn boundary_of(headers: &HeaderMap) -> Result<String, ApiError> {
         .ok_or_else(|| bad_request("Content-Type has no boundary"))
 }
 
+/// The body's parts, read as they arrive. Bodies without a length are counted as they
+/// arrive too (in `received`): beyond `limit` the stream fails.
+fn parts_of(
+    body: Body,
+    boundary: String,
+    limit: u64,
+    received: Arc<AtomicU64>,
+) -> multer::Multipart<'static> {
+    let stream = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        let total = received.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+        if total > limit {
+            return Err(std::io::Error::other(
+                "request larger than http.stow_max_bytes",
+            ));
+        }
+        Ok::<Bytes, std::io::Error>(chunk)
+    });
+    multer::Multipart::new(stream, boundary)
+}
+
 /// What became of one part.
 enum PartOutcome {
     Stored(Identity),
@@ -112,20 +133,8 @@ async fn stow(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large(limit));
     }
-    // Bodies without a length are counted as they arrive.
     let received = Arc::new(AtomicU64::new(0));
-    let counter = received.clone();
-    let stream = body.into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        let total = counter.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
-        if total > limit {
-            return Err(std::io::Error::other(
-                "request larger than http.stow_max_bytes",
-            ));
-        }
-        Ok::<Bytes, std::io::Error>(chunk)
-    });
-    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut multipart = parts_of(body, boundary, limit, received.clone());
     let mut outcomes = Vec::new();
     loop {
         let mut field = match multipart.next_field().await {
@@ -313,4 +322,92 @@ fn sop_reference(identity: &Identity) -> Map<String, Value> {
         attribute(VR::UI, &identity.sop_instance_uid),
     );
     item
+}
+
+/// Robustness of what a client controls: the Content-Type header and the multipart body, read
+/// exactly as `stow` reads them. Nothing panics; broken bodies are errors; well-formed ones
+/// come through part for part.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every part's bytes, or the error that ended the body.
+    fn read_all(body: Vec<u8>, boundary: &str, limit: u64) -> Result<Vec<Vec<u8>>, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let received = Arc::new(AtomicU64::new(0));
+            let mut multipart = parts_of(Body::from(body), boundary.to_string(), limit, received);
+            let mut parts = Vec::new();
+            while let Some(mut field) = multipart.next_field().await.map_err(|e| e.to_string())? {
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(|e| e.to_string())? {
+                    bytes.extend_from_slice(&chunk);
+                }
+                parts.push(bytes);
+            }
+            Ok(parts)
+        })
+    }
+
+    fn body_of(parts: &[Vec<u8>], boundary: &str) -> Vec<u8> {
+        let mut body = Vec::new();
+        for part in parts {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+            );
+            body.extend_from_slice(part);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        body
+    }
+
+    fn headers_with(content_type: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(content_type) {
+            headers.insert(CONTENT_TYPE, value);
+        }
+        headers
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_content_type_is_a_boundary_or_a_4xx(text in "\\PC{0,120}") {
+            if let Err(error) = boundary_of(&headers_with(&text)) {
+                prop_assert!(error.status().is_client_error());
+            }
+        }
+
+        #[test]
+        fn any_body_is_parts_or_an_error(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = read_all(body, "xyz", 1 << 20);
+        }
+
+        #[test]
+        fn well_formed_bodies_come_through_and_mutated_ones_do_not_panic(
+            parts in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 1..4),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            // A boundary that cannot occur in the parts' bytes (they would need its text).
+            let boundary = "strata-proptest-boundary-7f3a";
+            let body = body_of(&parts, boundary);
+            prop_assert_eq!(read_all(body.clone(), boundary, 1 << 20), Ok(parts.clone()));
+            let mut mutated = body.clone();
+            for (at, value) in flips {
+                let at = at.index(mutated.len());
+                mutated[at] = value;
+            }
+            let _ = read_all(mutated, boundary, 1 << 20);
+            let cut = cut.index(body.len());
+            prop_assert!(read_all(body[..cut].to_vec(), boundary, 1 << 20).is_err() || cut == 0 || cut + 2 >= body.len());
+            // Over the size limit: an error, never a partial success.
+            prop_assert!(read_all(body.clone(), boundary, (body.len() as u64).saturating_sub(1)).is_err());
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! that refresh the live parts (job progress). Everything lives under `/ui`; each page asks
 //! the same functions the REST API uses, so both validate alike.
 
+mod audit;
 mod dashboard;
 mod peers;
 mod rules;
@@ -12,6 +13,7 @@ mod widgets;
 
 use crate::api::ApiError;
 use crate::WebState;
+use archive_core::audit::{AuditAction, AuditOutcome, NewAuditEvent};
 use axum::extract::{Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
@@ -58,6 +60,7 @@ pub fn routes(state: WebState) -> Router<WebState> {
         )
         .route("/ui/ae-titles", get(peers::list).post(peers::save))
         .route("/ui/ae-titles/{ae}/remove", post(peers::remove))
+        .route("/ui/audit", get(audit::page))
         .route("/ui/logout", post(logout))
         .route_layer(from_fn_with_state(state, session::require_session));
     Router::new()
@@ -98,7 +101,7 @@ pub fn layout(
     notice: &Notice,
     content: Markup,
 ) -> Markup {
-    const NAV: [(&str, &str); 7] = [
+    const NAV: [(&str, &str); 8] = [
         ("/ui/", "Dashboard"),
         ("/ui/studies", "Studies"),
         ("/ui/jobs", "Jobs"),
@@ -106,6 +109,7 @@ pub fn layout(
         ("/ui/targets", "Nearline targets"),
         ("/ui/rules", "Rules"),
         ("/ui/ae-titles", "AE titles"),
+        ("/ui/audit", "Audit trail"),
     ];
     html! {
         (DOCTYPE)
@@ -248,9 +252,31 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<WebState>, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(state): State<WebState>,
+    extensions: axum::http::Extensions,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let next = safe_next(form.next.as_deref());
-    if !state.token.matches(&form.token) {
+    let matched = state.token.matches(&form.token);
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string())
+        .unwrap_or_default();
+    let event = NewAuditEvent::new(AuditAction::Login, AuditOutcome::of(matched), "admin-ui")
+        .peer(peer)
+        .detail(if matched {
+            "admin UI login"
+        } else {
+            "admin UI login refused: wrong token"
+        });
+    if matched {
+        state.auditor.record(event).await;
+    } else {
+        // Guessing is cheap for a client: never let it slow the server down.
+        state.auditor.record_unless_busy(event);
+    }
+    if !matched {
         // Slows down guessing; says nothing about why.
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         tracing::warn!("admin UI: failed login");

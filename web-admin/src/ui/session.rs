@@ -123,7 +123,7 @@ pub async fn require_session(
     match session_of(&state.token, request.headers()) {
         Some(session) => {
             request.extensions_mut().insert(session);
-            next.run(request).await
+            crate::audit_http::with_actor(next.run(request).await, "admin-ui")
         }
         None => {
             let wanted = request

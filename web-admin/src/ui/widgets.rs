@@ -57,9 +57,9 @@ pub fn person_name(name: &str) -> String {
 /// A coloured label for availability, pack status or job state.
 pub fn badge(text: &str) -> Markup {
     let class = match text {
-        "ONLINE" | "ARCHIVED" | "DONE" | "rw" => "good",
+        "ONLINE" | "ARCHIVED" | "DONE" | "SUCCESS" | "rw" => "good",
         "NEARLINE" | "TO_ARCHIVE" | "QUEUED" | "UPLOADING" | "RUNNING" | "ro" => "info",
-        "OFFLINE" | "FAILED" | "VERIFY_FAILED" | "ABANDONED" => "bad",
+        "OFFLINE" | "FAILED" | "VERIFY_FAILED" | "ABANDONED" | "FAILURE" => "bad",
         _ => "neutral",
     };
     html! { span class={ "badge " (class) } { (text) } }
