@@ -17,6 +17,7 @@ pub fn run(config: Config, command: AeCommand) -> anyhow::Result<()> {
                 no_query,
                 no_retrieve,
                 no_store,
+                tls,
                 description,
             } => {
                 if let Err(message) = check_ae_title(&ae_title) {
@@ -33,6 +34,7 @@ pub fn run(config: Config, command: AeCommand) -> anyhow::Result<()> {
                     can_retrieve: !no_retrieve,
                     can_store: !no_store,
                     description,
+                    tls,
                 };
                 index
                     .ae_upsert(&peer)
@@ -43,19 +45,20 @@ pub fn run(config: Config, command: AeCommand) -> anyhow::Result<()> {
             AeCommand::List => {
                 let peers = index.ae_list().await.context("cannot list peers")?;
                 println!(
-                    "{:<16} {:<24} {:>5}  query retrieve store  description",
+                    "{:<16} {:<24} {:>5}  query retrieve store tls  description",
                     "AE title", "host", "port"
                 );
                 for peer in peers {
                     let yes = |b: bool| if b { "yes" } else { "no" };
                     println!(
-                        "{:<16} {:<24} {:>5}  {:<5} {:<8} {:<5}  {}",
+                        "{:<16} {:<24} {:>5}  {:<5} {:<8} {:<5} {:<3}  {}",
                         peer.ae_title,
                         peer.host,
                         peer.port,
                         yes(peer.can_query),
                         yes(peer.can_retrieve),
                         yes(peer.can_store),
+                        yes(peer.tls),
                         peer.description
                     );
                 }

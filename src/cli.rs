@@ -225,6 +225,9 @@ pub enum AeCommand {
         /// May not be sent to (C-MOVE destination)
         #[arg(long)]
         no_store: bool,
+        /// Open associations to it with TLS (C-MOVE; needs dicom.tls)
+        #[arg(long)]
+        tls: bool,
         #[arg(long, default_value = "")]
         description: String,
     },

@@ -11,6 +11,7 @@ use archive_core::nearline::TargetCache;
 use archive_core::online::OnlineStore;
 use archive_core::retrieve::{NearlineAccess, Retriever};
 use archive_core::retrieve_cache::RetrieveCache;
+use archive_core::tls;
 use dicom_scp::ScpContext;
 use std::sync::Arc;
 
@@ -107,7 +108,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let auditor = start_auditor(&config, &index)?;
     let mut scp = ScpContext::new(&config, index.clone(), acceptor.clone(), auditor.clone());
     scp.retriever = retriever.clone();
+    (scp.tls_server, scp.tls_client) = dicom_tls(&config)?;
     let context = Arc::new(scp);
+    let https = http_tls(&config)?;
 
     // Before the listeners open: whoever can connect can also read a complete token file.
     let token_file = config
@@ -137,6 +140,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| {
             format!("cannot listen for DICOM on {dicom_address} (key dicom.port / dicom.bind)")
         })?;
+    let dicom_tls_listener =
+        match &context.tls_server {
+            Some(_) => {
+                let address = format!("{}:{}", config.dicom.bind, config.dicom.tls.port);
+                Some(tokio::net::TcpListener::bind(&address).await.with_context(|| {
+                format!("cannot listen for DICOM over TLS on {address} (key dicom.tls.port)")
+            })?)
+            }
+            None => None,
+        };
     let http_listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| {
@@ -152,16 +165,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "  DICOM: AE title {} on port {} (try: echoscu -aec {} localhost {})",
         config.dicom.ae_title, config.dicom.port, config.dicom.ae_title, config.dicom.port
     );
+    if context.tls_server.is_some() {
+        println!(
+            "  DICOM over TLS: port {}{}",
+            config.dicom.tls.port,
+            if config.dicom.tls.client_ca.is_some() {
+                " (clients need a certificate from dicom.tls.client_ca)"
+            } else {
+                ""
+            }
+        );
+    }
+    let scheme = if https.is_some() { "https" } else { "http" };
     println!(
-        "  Admin: http://{}/ui/ (log in with the API token below); REST API under /api",
+        "  Admin: {scheme}://{}/ui/ (log in with the API token below); REST API under /api",
         config.http.listen
     );
     println!(
-        "  DICOMweb: http://{}{} (QIDO-RS, WADO-RS, STOW-RS; WADO-URI at /wado){}",
+        "  DICOMweb: {scheme}://{}{} (QIDO-RS, WADO-RS, STOW-RS; WADO-URI at /wado){}",
         config.http.listen,
         config.http.dicomweb_base,
         if viewer.is_some() {
-            format!("; viewer at http://{}/viewer/", config.http.listen)
+            format!("; viewer at {scheme}://{}/viewer/", config.http.listen)
         } else {
             String::new()
         }
@@ -208,9 +233,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         http_listener,
         web,
         web_admin::server::HttpLimits::from_config(&config.http),
+        https,
         shutdown_signal(),
     );
-    let dicom = dicom_scp::server::run(dicom_listener, context, shutdown_signal());
+    let dicom = dicom_scp::server::run(
+        dicom_listener,
+        dicom_tls_listener,
+        context,
+        shutdown_signal(),
+    );
     let lifecycle = lifecycle::Lifecycle::start(
         index.clone(),
         targets,
@@ -226,6 +257,57 @@ async fn run(config: Config) -> anyhow::Result<()> {
     auditor.flush().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// DICOM TLS: the listener's settings, and the client side for peers marked `tls`.
+type DicomTls = (
+    Option<Arc<archive_core::tls::rustls::ServerConfig>>,
+    Option<Arc<archive_core::tls::rustls::ClientConfig>>,
+);
+
+fn dicom_tls(config: &Config) -> anyhow::Result<DicomTls> {
+    let tls = &config.dicom.tls;
+    let Some((cert, key)) = tls.identity() else {
+        return Ok((None, None));
+    };
+    let server = tls::server_config(&tls::ServerTls {
+        cert,
+        key,
+        client_ca: tls.client_ca.as_deref(),
+        section: "dicom.tls",
+        cert_key: "cert",
+        key_key: "key",
+    })?;
+    let client = match tls.effective_peer_ca() {
+        Some(ca) => Some(tls::client_config(
+            ca,
+            "dicom.tls.peer_ca",
+            Some((cert, key)),
+            "dicom.tls",
+        )?),
+        None => None,
+    };
+    Ok((Some(server), client))
+}
+
+fn http_tls(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<archive_core::tls::rustls::ServerConfig>>> {
+    let (Some(cert), Some(key)) = (&config.http.tls_cert, &config.http.tls_key) else {
+        return Ok(None);
+    };
+    let mut server = (*tls::server_config(&tls::ServerTls {
+        cert,
+        key,
+        client_ca: None,
+        section: "http",
+        cert_key: "tls_cert",
+        key_key: "tls_key",
+    })?)
+    .clone();
+    // HTTP/1.1 only (see web-admin's server): say so in ALPN.
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(server)))
 }
 
 /// The audit trail's writer, sending to the ATNA repository in `audit.syslog` too if set.

@@ -6,9 +6,11 @@
 mod common;
 
 use common::dcmtk::Storescp;
-use common::{corpus, data_set_sha256, dcmtk, files_below, sop_instance_uid, Backend, Strata};
+use common::{
+    corpus, data_set_sha256, dcmtk, files_below, sop_instance_uid, study_of, Backend, Strata,
+};
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const STUDY_ROOT_MOVE: &str = "-S";
 
@@ -31,17 +33,6 @@ fn load(strata: &Strata, sets: &[corpus::CorpusSet]) -> HashMap<String, PathBuf>
         }
     }
     files
-}
-
-fn study_of(file: &Path) -> String {
-    let object = dicom_object::open_file(file).expect("open");
-    object
-        .element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
-        .expect("uid")
-        .to_str()
-        .expect("str")
-        .trim_end_matches('\0')
-        .to_string()
 }
 
 /// pynetdicom C-MOVE: returns the final status, counts, failed UIDs and pending count.

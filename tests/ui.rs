@@ -77,6 +77,9 @@ fn log_in(strata: &Strata, token: &str) -> String {
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
+    // Plain HTTP (these tests): a Secure cookie would never come back. Over HTTPS it is
+    // Secure (the browser test and tests/tls.rs).
+    assert!(!cookie.contains("Secure"), "{cookie}");
     let value = cookie
         .trim_start_matches("strata_session=")
         .split(';')
@@ -230,7 +233,16 @@ fn browser_tools() -> (PathBuf, PathBuf) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_admin_runs_the_archive_from_the_browser() {
     let (ui, chromium) = browser_tools();
-    let strata = Strata::start(Backend::Sqlite, &lifecycle_toml("", "")).await;
+    // Over HTTPS, as a hospital would run it (tests/tls.rs checks the certificate with curl).
+    let cert_dir = tempfile::tempdir().expect("tempdir");
+    let certs = common::tls::make(cert_dir.path());
+    let (cert, key) = certs.server();
+    let https = format!(
+        "[http]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let strata = Strata::start(Backend::Sqlite, &(lifecycle_toml("", "") + &https)).await;
     let study = ingest(&strata, 1, 2, 64).await.remove(0);
     let new_fs = strata.data_dir().join("online-added-in-ui");
     let shots = screenshots_dir();
@@ -239,7 +251,7 @@ async fn an_admin_runs_the_archive_from_the_browser() {
         .current_dir(&ui)
         .env(
             "STRATA_URL",
-            format!("http://127.0.0.1:{}", strata.http_port),
+            format!("https://127.0.0.1:{}", strata.http_port),
         )
         .env("STRATA_TOKEN", strata.api_token())
         .env("STUDY_UID", &study)
@@ -288,6 +300,7 @@ async fn an_admin_runs_the_archive_from_the_browser() {
         "jobs",
         "targets",
         "ae-titles",
+        "audit",
         "dashboard-after",
     ] {
         let path = shots.join(format!("{name}.png"));

@@ -23,4 +23,5 @@ pub mod retrieve_cache;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod text_enum;
+pub mod tls;
 pub mod transcode;

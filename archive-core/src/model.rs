@@ -151,4 +151,6 @@ pub struct AePeer {
     pub can_retrieve: bool,
     pub can_store: bool,
     pub description: String,
+    /// Associations Strata opens to this peer (C-MOVE) use TLS (`dicom.tls`).
+    pub tls: bool,
 }

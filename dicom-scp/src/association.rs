@@ -7,7 +7,7 @@
 use crate::command_pdvs::{Collected, CommandPdvs, MAX_COMMAND};
 use crate::context::ScpContext;
 use crate::dimse::{command_field as cf, status, Command, Response};
-use crate::messaging::{send_message, Association};
+use crate::messaging::{send_message, Association, DicomStream};
 use crate::operation::{run_operation, Operation};
 use crate::received::ReceivedStudies;
 use crate::retrieve::PeerContext;
@@ -47,7 +47,11 @@ enum Flow {
     Stop,
 }
 
-pub async fn serve(mut association: Association, context: &ScpContext, peer: SocketAddr) {
+pub async fn serve<S: DicomStream>(
+    mut association: Association<S>,
+    context: &ScpContext,
+    peer: SocketAddr,
+) {
     let calling_ae = association.peer_ae_title().trim().to_string();
     let contexts: HashMap<u8, AcceptedContext> = association
         .presentation_contexts()
@@ -144,8 +148,8 @@ pub async fn serve(mut association: Association, context: &ScpContext, peer: Soc
     received.report(context, &calling_ae, peer).await;
 }
 
-async fn on_command(
-    association: &mut Association,
+async fn on_command<S: DicomStream>(
+    association: &mut Association<S>,
     context: &ScpContext,
     contexts: &HashMap<u8, AcceptedContext>,
     calling_ae: &str,
@@ -233,8 +237,8 @@ struct Data<'a> {
     received: &'a mut ReceivedStudies,
 }
 
-async fn on_data(
-    association: &mut Association,
+async fn on_data<S: DicomStream>(
+    association: &mut Association<S>,
     context: &ScpContext,
     data: Data<'_>,
     value: PDataValue,
@@ -312,11 +316,15 @@ async fn on_data(
 }
 
 /// A-ABORT, bounded by the ARTIM time: a peer that stopped reading cannot hold the task.
-async fn abort(association: Association, context: &ScpContext) {
+async fn abort<S: DicomStream>(association: Association<S>, context: &ScpContext) {
     let _ = tokio::time::timeout(context.artim_timeout, association.abort()).await;
 }
 
-async fn send_response(association: &mut Association, pc_id: u8, response: Response) -> Flow {
+async fn send_response<S: DicomStream>(
+    association: &mut Association<S>,
+    pc_id: u8,
+    response: Response,
+) -> Flow {
     match send_message(association, pc_id, &response, None).await {
         Ok(()) => Flow::Continue,
         Err(error) => {

@@ -6,6 +6,7 @@ use archive_core::audit::Auditor;
 use archive_core::config::Config;
 use archive_core::index::Index;
 use archive_core::retrieve::Retriever;
+use archive_core::tls::rustls::{ClientConfig, ServerConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,10 @@ pub struct ScpContext {
     pub max_pending: usize,
     pub max_pending_per_host: usize,
     pub max_find_results: usize,
+    /// The TLS listener's settings (`dicom.tls`), when it is on.
+    pub tls_server: Option<Arc<ServerConfig>>,
+    /// TLS for associations we open to peers marked `tls` (C-MOVE), when configured.
+    pub tls_client: Option<Arc<ClientConfig>>,
 }
 
 impl ScpContext {
@@ -49,6 +54,8 @@ impl ScpContext {
             max_pending: config.dicom.max_pending as usize,
             max_pending_per_host: config.dicom.max_pending_per_host as usize,
             max_find_results: config.dicom.max_find_results as usize,
+            tls_server: None,
+            tls_client: None,
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use crate::dimse::{status, text_element, Command, Response};
 use crate::identifier::Identifier;
-use crate::messaging::{check_for_cancel, send_final, send_message, Association, Interruption};
+use crate::messaging::{
+    check_for_cancel, send_final, send_message, Association, DicomStream, Interruption,
+};
 use archive_core::query::{attribute_of, FindQuery, FindRow, Matcher, Model, QueryKey};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
@@ -41,8 +43,8 @@ pub struct FindContext<'a> {
 
 /// Runs one C-FIND; returns false when the association must end (peer gone).
 #[allow(clippy::too_many_arguments)]
-pub async fn serve_find(
-    association: &mut Association,
+pub async fn serve_find<S: DicomStream>(
+    association: &mut Association<S>,
     context: &FindContext<'_>,
     command: &Command,
     pc_id: u8,

@@ -6,16 +6,21 @@ use dicom_ul::association::{AsyncAssociation, AsyncServerAssociation};
 use dicom_ul::pdu::{write_pdu, PDataValue, PDataValueType, Pdu};
 use std::future::Future;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-pub type Association = AsyncServerAssociation<TcpStream>;
+/// The byte stream under an association: a TCP socket, or TLS over one (`dicom.tls`).
+pub trait DicomStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> DicomStream for T {}
+
+/// An association we accepted, over either kind of stream.
+pub type Association<S> = AsyncServerAssociation<S>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot send: {0}")]
 pub struct SendError(pub String);
 
 /// Sends a command and, if given, its data set, split to fit the peer's maximum PDU length.
-pub async fn send_message<A: AsyncAssociation<TcpStream> + Send>(
+pub async fn send_message<S: DicomStream, A: AsyncAssociation<S> + Send>(
     association: &mut A,
     pc_id: u8,
     response: &Response,
@@ -36,7 +41,7 @@ pub async fn send_message<A: AsyncAssociation<TcpStream> + Send>(
 
 /// Sends the final response of an operation and notes its status for the audit trail;
 /// false when the association is unusable.
-pub async fn send_final<A: AsyncAssociation<TcpStream> + Send>(
+pub async fn send_final<S: DicomStream, A: AsyncAssociation<S> + Send>(
     association: &mut A,
     pc_id: u8,
     response: &Response,
@@ -50,7 +55,7 @@ pub async fn send_final<A: AsyncAssociation<TcpStream> + Send>(
 }
 
 /// Sends `bytes` as one complete message part (command or data set).
-pub async fn send_fragments<A: AsyncAssociation<TcpStream> + Send>(
+pub async fn send_fragments<S: DicomStream, A: AsyncAssociation<S> + Send>(
     association: &mut A,
     pc_id: u8,
     value_type: PDataValueType,
@@ -61,7 +66,7 @@ pub async fn send_fragments<A: AsyncAssociation<TcpStream> + Send>(
 
 /// Sends `bytes` as PDVs of `value_type`, the last PDV marked last only when `last` is set:
 /// a data set streamed in several pieces is still one message.
-pub async fn send_piece<A: AsyncAssociation<TcpStream> + Send>(
+pub async fn send_piece<S: DicomStream, A: AsyncAssociation<S> + Send>(
     association: &mut A,
     pc_id: u8,
     value_type: PDataValueType,
@@ -113,7 +118,7 @@ pub enum Interruption {
 
 /// Reads one whole DIMSE command (which may span PDUs), skipping nothing: for waiting on a
 /// C-STORE response during C-MOVE and C-GET.
-pub async fn read_command<A: AsyncAssociation<TcpStream> + Send>(
+pub async fn read_command<S: DicomStream, A: AsyncAssociation<S> + Send>(
     association: &mut A,
 ) -> Result<Command, SendError> {
     let mut bytes = Vec::new();
@@ -145,7 +150,7 @@ pub async fn read_command<A: AsyncAssociation<TcpStream> + Send>(
 
 /// Looks, without waiting, for a C-CANCEL of `message_id`. dicom-ul's `receive` only reads
 /// into the association's buffer, so abandoning it when nothing is there loses nothing.
-pub async fn check_for_cancel<A: AsyncAssociation<TcpStream> + Send>(
+pub async fn check_for_cancel<S: DicomStream, A: AsyncAssociation<S> + Send>(
     association: &mut A,
     message_id: u16,
 ) -> Interruption {

@@ -4,7 +4,7 @@
 use crate::context::ScpContext;
 use crate::dimse::{command_field as cf, status, Command, Response};
 use crate::find::{model_of, serve_find, FindContext};
-use crate::messaging::{send_final, Association};
+use crate::messaging::{send_final, Association, DicomStream};
 use crate::retrieve::{
     get_model_of, move_model_of, serve_get, serve_move, PeerContext, RetrieveContext,
 };
@@ -40,8 +40,8 @@ impl Operation {
 
 /// Runs the operation; false when the association must end.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_operation(
-    association: &mut Association,
+pub async fn run_operation<S: DicomStream>(
+    association: &mut Association<S>,
     context: &ScpContext,
     operation: Operation,
     command: &Command,
@@ -122,8 +122,8 @@ fn identifier_text(identifier: &[u8], transfer_syntax: &str, tag: Tag) -> String
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn serve(
-    association: &mut Association,
+async fn serve<S: DicomStream>(
+    association: &mut Association<S>,
     context: &ScpContext,
     operation: Operation,
     command: &Command,
@@ -140,6 +140,7 @@ async fn serve(
         ae_title: &context.ae_title,
         max_pdu: context.max_pdu,
         artim_timeout: context.artim_timeout,
+        tls_client: context.tls_client.clone(),
     };
     match operation {
         Operation::Find(model) => {

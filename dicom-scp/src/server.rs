@@ -8,8 +8,10 @@ use crate::syntaxes::accepted_transfer_syntaxes;
 use crate::syntaxes::is_storage_sop_class;
 use archive_core::admission::{Admission, AdmissionLimits, AdmissionPermit};
 use archive_core::audit::{AuditAction, AuditOutcome, NewAuditEvent};
+use archive_core::tls::rustls::ServerConfig;
 use dicom_dictionary_std::uids;
 use dicom_ul::association::server::{AccessControl, Negotiation, ServerAssociationOptions};
+use dicom_ul::association::Association as _;
 use dicom_ul::pdu::{AssociationRJServiceUserReason, RequestorRoles, UserIdentity};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// request therefore cannot lock modalities out.
 pub async fn run(
     listener: TcpListener,
+    tls_listener: Option<TcpListener>,
     context: Arc<ScpContext>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -41,11 +44,14 @@ pub async fn run(
         context.ae_policy.listed_hosts(),
         true,
     );
+    // Both ports share the association slots and the pending places.
+    let tls = tls_listener.zip(context.tls_server.clone());
     tokio::pin!(shutdown);
     loop {
-        let accepted = tokio::select! {
+        let (accepted, tls_config) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept() => (accepted, None),
+            accepted = accept_tls(&tls) => accepted,
         };
         let (socket, peer) = match accepted {
             Ok(connection) => connection,
@@ -67,19 +73,116 @@ pub async fn run(
         }
         let context = context.clone();
         let slots = slots.clone();
-        tokio::spawn(async move {
-            handle_connection(socket, peer, context, slots, pending_place).await
-        });
+        let connection = Connection {
+            socket,
+            peer,
+            slots,
+            pending_place,
+        };
+        match tls_config {
+            None => tokio::spawn(async move { handle_connection(connection, context).await }),
+            Some(config) => {
+                tokio::spawn(
+                    async move { handle_tls_connection(connection, context, config).await },
+                )
+            }
+        };
     }
 }
 
-async fn handle_connection(
-    mut socket: TcpStream,
+/// The next connection on the TLS port, with its settings; never, when TLS is off.
+async fn accept_tls(
+    tls: &Option<(TcpListener, Arc<ServerConfig>)>,
+) -> (
+    std::io::Result<(TcpStream, SocketAddr)>,
+    Option<Arc<ServerConfig>>,
+) {
+    match tls {
+        Some((listener, config)) => (listener.accept().await, Some(config.clone())),
+        None => std::future::pending().await,
+    }
+}
+
+/// A connection and what it holds while it negotiates.
+struct Connection {
+    socket: TcpStream,
     peer: SocketAddr,
-    context: Arc<ScpContext>,
     slots: Arc<Semaphore>,
     pending_place: AdmissionPermit,
+}
+
+/// What every association is offered, on either port.
+fn association_options(
+    context: &ScpContext,
+    access: Access,
+) -> ServerAssociationOptions<'_, Access, StorageRoles> {
+    let mut options = ServerAssociationOptions::new()
+        .ae_access_control(access)
+        .with_negotiation(StorageRoles)
+        .ae_title(context.ae_title.as_str())
+        .with_abstract_syntax(uids::VERIFICATION)
+        .promiscuous(true)
+        .max_pdu_length(context.max_pdu)
+        .read_timeout(context.idle_timeout);
+    for transfer_syntax in accepted_transfer_syntaxes() {
+        options = options.with_transfer_syntax(transfer_syntax);
+    }
+    options
+}
+
+/// TLS port: the handshake and the A-ASSOCIATE-RQ together within the ARTIM time. The
+/// request cannot be inspected in the receive buffer (it is encrypted), so the AE policy and
+/// the association slots are applied by dicom-ul's access control as the request is read;
+/// under mutual TLS a client without a certificate signed by `client_ca` fails the handshake.
+async fn handle_tls_connection(
+    connection: Connection,
+    context: Arc<ScpContext>,
+    tls_config: Arc<ServerConfig>,
 ) {
+    let Connection {
+        socket,
+        peer,
+        slots,
+        pending_place,
+    } = connection;
+    let slot = Arc::new(Mutex::new(None));
+    let access = Access {
+        peer: context.ae_policy.for_peer(peer.ip()),
+        slots,
+        slot: slot.clone(),
+    };
+    let options = association_options(&context, access).tls_config(tls_config);
+    let deadline = tokio::time::Instant::now() + context.artim_timeout;
+    match tokio::time::timeout_at(deadline, options.establish_tls_async(socket)).await {
+        Ok(Ok(established)) => {
+            let calling_ae = established.peer_ae_title().trim().to_string();
+            let event =
+                NewAuditEvent::new(AuditAction::Association, AuditOutcome::Success, calling_ae)
+                    .peer(peer.ip())
+                    .detail("association accepted over TLS");
+            context.auditor.record(event).await;
+            drop(pending_place);
+            let slot = take_slot(&slot);
+            association::serve(established, &context, peer).await;
+            drop(slot);
+        }
+        Ok(Err(error)) => {
+            tracing::info!(%peer, %error, "TLS association not established");
+            audit_refused(&context, "", peer, format!("TLS: {error}"));
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "ARTIM timer expired during TLS negotiation");
+        }
+    }
+}
+
+async fn handle_connection(connection: Connection, context: Arc<ScpContext>) {
+    let Connection {
+        mut socket,
+        peer,
+        slots,
+        pending_place,
+    } = connection;
     let artim = context.artim_timeout;
     let deadline = tokio::time::Instant::now() + artim;
     let start = tokio::time::timeout_at(
@@ -130,17 +233,7 @@ async fn handle_connection(
         slots,
         slot: slot.clone(),
     };
-    let mut options = ServerAssociationOptions::new()
-        .ae_access_control(access)
-        .with_negotiation(StorageRoles)
-        .ae_title(context.ae_title.as_str())
-        .with_abstract_syntax(uids::VERIFICATION)
-        .promiscuous(true)
-        .max_pdu_length(context.max_pdu)
-        .read_timeout(context.idle_timeout);
-    for transfer_syntax in accepted_transfer_syntaxes() {
-        options = options.with_transfer_syntax(transfer_syntax);
-    }
+    let options = association_options(&context, access);
     // dicom-ul closes the socket as soon as it has written an A-ASSOCIATE-RJ; a second handle
     // keeps the connection open until the peer has read it and closed (the ARTIM wait).
     let (socket, mut keeper) = match duplicate(socket) {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 /// Runs each named `async fn(Backend)` as two tests, `sqlite::name` and `postgres::name`.
+#[allow(unused_macros)] // not every test binary runs on both backends
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -23,6 +24,7 @@ pub mod dcmtk;
 pub mod lifecycle;
 pub mod s3;
 pub mod scu;
+pub mod tls;
 
 use archive_core::index::Index;
 use std::io::Read;
@@ -354,6 +356,18 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Study Instance UID of a Part-10 file.
+pub fn study_of(file: &Path) -> String {
+    let object = dicom_object::open_file(file).expect("open");
+    object
+        .element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
+        .expect("uid")
+        .to_str()
+        .expect("str")
+        .trim_end_matches('\0')
+        .to_string()
 }
 
 /// SOP Instance UID of a Part-10 file.

@@ -29,7 +29,13 @@ const browser = await chromium.launch({
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
   ],
 });
-const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+// Over HTTPS the certificate comes from the test's own CA, which this fresh profile does not
+// trust (curl checks the chain in tests/tls.rs); what is checked here is the UI over TLS.
+const https = base.startsWith("https:");
+const context = await browser.newContext({
+  viewport: { width: 1280, height: 800 },
+  ignoreHTTPSErrors: https,
+});
 const page = await context.newPage();
 page.setDefaultTimeout(20_000);
 page.on("dialog", (dialog) => dialog.accept()); // the confirm() before destructive actions
@@ -53,6 +59,10 @@ try {
   await page.fill("#token", token);
   await page.click("button[type=submit]");
   await page.waitForURL(/\/ui\/jobs/);
+  const session = (await context.cookies()).find((cookie) => cookie.name === "strata_session");
+  assert.ok(session, "a session cookie");
+  assert.equal(session.secure, https, "the session cookie is Secure exactly when served over HTTPS");
+  assert.equal(session.httpOnly, true);
   await page.click("header nav >> text=Dashboard");
   await page.waitForSelector("h1:has-text('Dashboard')");
   assert.ok(await page.locator("text=Studies by availability").isVisible());
@@ -154,6 +164,18 @@ try {
   assert.match(await notice("ok"), /Peer VIEWER1 saved/);
   assert.ok(await page.locator("#peers td:has-text('VIEWER1')").isVisible());
   await shot("ae-titles");
+
+  step("the audit trail lists the failed login and the peer saved");
+  await page.click("header nav >> text=Audit trail");
+  await page.selectOption("select[name=action]", "LOGIN");
+  await page.click("button:has-text('Filter')");
+  const failedLogin = page.locator("#audit tbody tr", { hasText: "FAILURE" });
+  assert.ok((await failedLogin.count()) >= 1, "the wrong token is in the audit trail");
+  assert.match(await failedLogin.first().textContent(), /127\.0\.0\.1/);
+  await page.selectOption("select[name=action]", "CONFIG");
+  await page.click("button:has-text('Filter')");
+  assert.ok(await page.locator("#audit td:has-text('/ui/ae-titles')").first().isVisible());
+  await shot("audit");
 
   step("the dashboard shows the study NEARLINE; logging out ends the session");
   await page.click("header nav >> text=Dashboard");

@@ -18,9 +18,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 use tower::util::MapRequest;
+
+/// In a request's extensions when its connection is TLS (HTTPS).
+#[derive(Clone, Copy, Debug)]
+pub struct OverTls;
 
 /// After shutdown is asked for, connections still serving a request get this long to finish.
 const DRAIN_TIME: Duration = Duration::from_secs(30);
@@ -47,8 +54,10 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    tls: Option<Arc<ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let tls = tls.map(TlsAcceptor::from);
     let admission = Admission::new(
         "http",
         AdmissionLimits {
@@ -86,17 +95,51 @@ pub async fn serve(
         if let Err(error) = socket.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        // Handlers and the audit trail see the client's address as axum's `ConnectInfo`.
+        // Handlers and the audit trail see the client's address as axum's `ConnectInfo`,
+        // and whether it came over TLS (session cookies are then `Secure`).
+        let over_tls = tls.is_some();
         let service = TowerToHyperService::new(MapRequest::new(
             app.clone(),
             move |mut request: axum::extract::Request<_>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                if over_tls {
+                    request.extensions_mut().insert(OverTls);
+                }
                 request
             },
         ));
-        let serving = graceful.watch(connection.serve_connection(TokioIo::new(socket), service));
+        let connection = connection.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            if let Err(error) = serving.await {
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(connection.serve_connection(TokioIo::new(socket), service))
+                        .await
+                }
+                // The handshake counts against the header time: a client that stalls in it
+                // holds a connection no longer than one that stalls in its header.
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(socket)).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(connection.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(error) = served {
                 // Timeouts, resets and malformed requests: the client's problem, not ours.
                 tracing::debug!(%peer, %error, "HTTP connection ended with an error");
             }

@@ -116,6 +116,9 @@ struct PeerBody {
     can_store: bool,
     #[serde(default)]
     description: String,
+    /// Open associations to it (C-MOVE) with TLS.
+    #[serde(default)]
+    tls: bool,
 }
 
 fn yes() -> bool {
@@ -138,6 +141,7 @@ async fn put_peer(
             can_retrieve: body.can_retrieve,
             can_store: body.can_store,
             description: body.description,
+            tls: body.tls,
         },
     )
     .await?;

@@ -83,6 +83,49 @@ pub struct DicomConfig {
     /// Accept calling AE titles that are not in `peers` when they connect from loopback.
     pub accept_unknown_from_loopback: bool,
     pub peers: Vec<AllowedPeer>,
+    pub tls: DicomTlsConfig,
+}
+
+/// DICOM over TLS (PS3.15 B.1 / BCP 195): a second listener, and TLS on C-MOVE
+/// sub-associations to peers marked `tls`. Off unless `cert` and `key` are given.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomTlsConfig {
+    pub port: u16,
+    /// Our certificate chain (PEM, leaf first).
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM); read once at start, never logged.
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM): when set, only clients with a certificate they signed may
+    /// connect to the TLS port (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// CA certificates (PEM) that peers' certificates must chain to when Strata connects to
+    /// them (C-MOVE to peers marked `tls`); default `client_ca`.
+    pub peer_ca: Option<PathBuf>,
+}
+
+impl Default for DicomTlsConfig {
+    fn default() -> Self {
+        DicomTlsConfig {
+            port: 2762,
+            cert: None,
+            key: None,
+            client_ca: None,
+            peer_ca: None,
+        }
+    }
+}
+
+impl DicomTlsConfig {
+    /// Certificate and key, when TLS is on.
+    pub fn identity(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        Some((self.cert.as_deref()?, self.key.as_deref()?))
+    }
+
+    /// The CA file peers' certificates are checked against.
+    pub fn effective_peer_ca(&self) -> Option<&std::path::Path> {
+        self.peer_ca.as_deref().or(self.client_ca.as_deref())
+    }
 }
 
 /// A calling AE title and the host it may connect from (`*` for any host).
@@ -133,6 +176,9 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// An OHIF Viewer build (scripts/install-viewer.sh) to serve at `/viewer/`.
     pub viewer_dir: Option<PathBuf>,
+    /// HTTPS: certificate chain (PEM, leaf first) and private key (PEM). Both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -213,6 +259,7 @@ impl Default for DicomConfig {
             max_find_results: 2000,
             accept_unknown_from_loopback: true,
             peers: Vec::new(),
+            tls: DicomTlsConfig::default(),
         }
     }
 }
@@ -231,6 +278,8 @@ impl Default for HttpConfig {
             viewer_token_files: Vec::new(),
             cors_origins: Vec::new(),
             viewer_dir: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -50,6 +50,49 @@ impl Config {
                 ));
             }
         }
+        let tls = &self.dicom.tls;
+        match (&tls.cert, &tls.key) {
+            (Some(_), None) => {
+                return Err(ConfigError::key(
+                    "dicom.tls.key",
+                    "is needed with dicom.tls.cert",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::key(
+                    "dicom.tls.cert",
+                    "is needed with dicom.tls.key",
+                ))
+            }
+            _ => {}
+        }
+        if tls.identity().is_some() && (tls.port == 0 || tls.port == self.dicom.port) {
+            return Err(ConfigError::key(
+                "dicom.tls.port",
+                "must be a port other than dicom.port",
+            ));
+        }
+        if tls.identity().is_none() && (tls.client_ca.is_some() || tls.peer_ca.is_some()) {
+            return Err(ConfigError::key(
+                "dicom.tls.cert",
+                "is needed when dicom.tls.client_ca or peer_ca is set",
+            ));
+        }
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::key(
+                    "http.tls_key",
+                    "is needed with http.tls_cert",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::key(
+                    "http.tls_cert",
+                    "is needed with http.tls_key",
+                ))
+            }
+            _ => {}
+        }
         check_ae_title(&self.dicom.ae_title).map_err(|m| ConfigError::key("dicom.ae_title", m))?;
         if self.dicom.port == 0 {
             return Err(ConfigError::key(

@@ -7,14 +7,15 @@ use crate::model::{AePeer, Availability};
 use serde::Serialize;
 
 const UPSERT_AE: &str = "INSERT INTO ae_peer \
-    (ae_title, host, port, can_query, can_retrieve, can_store, description, created_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (ae_title) DO UPDATE SET \
+    (ae_title, host, port, can_query, can_retrieve, can_store, description, created_at, tls) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (ae_title) DO UPDATE SET \
     host = excluded.host, port = excluded.port, can_query = excluded.can_query, \
     can_retrieve = excluded.can_retrieve, can_store = excluded.can_store, \
-    description = excluded.description";
+    description = excluded.description, tls = excluded.tls";
 
 const AE_COLUMNS: &str =
-    "SELECT ae_title, host, port, can_query, can_retrieve, can_store, description FROM ae_peer";
+    "SELECT ae_title, host, port, can_query, can_retrieve, can_store, description, tls \
+     FROM ae_peer";
 
 fn select_aes() -> String {
     format!("{AE_COLUMNS} ORDER BY ae_title")
@@ -275,6 +276,7 @@ impl Index {
             .bind(i64::from(peer.can_store))
             .bind(&peer.description)
             .bind(super::now_millis())
+            .bind(i64::from(peer.tls))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -303,11 +305,11 @@ impl Index {
     }
 }
 
-type AeRow = (String, String, i64, i64, i64, i64, String);
+type AeRow = (String, String, i64, i64, i64, i64, String, i64);
 
 impl From<AeRow> for AePeer {
     fn from(
-        (ae_title, host, port, can_query, can_retrieve, can_store, description): AeRow,
+        (ae_title, host, port, can_query, can_retrieve, can_store, description, tls): AeRow,
     ) -> AePeer {
         AePeer {
             ae_title,
@@ -317,6 +319,7 @@ impl From<AeRow> for AePeer {
             can_retrieve: can_retrieve != 0,
             can_store: can_store != 0,
             description,
+            tls: tls != 0,
         }
     }
 }

@@ -5,7 +5,8 @@ use super::sub_store::{send_sub_operation, PeerContext, Sent, SubOutcome};
 use super::{next_keeping_alive, resolve, studies_of, Prefetch, Progress, RetrieveContext};
 use crate::dimse::{command_field, encode_c_store_rq, status, Command};
 use crate::messaging::{
-    check_for_cancel, read_command, send_final, send_message, Association, Interruption,
+    check_for_cancel, read_command, send_final, send_message, Association, DicomStream,
+    Interruption,
 };
 use archive_core::index::InstanceLocation;
 use archive_core::query::Model;
@@ -13,8 +14,8 @@ use archive_core::retrieve::{OpenedInstance, RetrieveError};
 
 /// Runs one C-GET; returns false when the association must end.
 #[allow(clippy::too_many_arguments)]
-pub async fn serve_get(
-    association: &mut Association,
+pub async fn serve_get<S: DicomStream>(
+    association: &mut Association<S>,
     context: &RetrieveContext<'_>,
     command: &Command,
     pc_id: u8,
@@ -92,8 +93,8 @@ pub async fn serve_get(
 
 /// One sub-operation on the requesting association. A C-CANCEL for the C-GET may arrive
 /// while we wait for the C-STORE response: it is noted in `cancelled`.
-async fn store_one(
-    association: &mut Association,
+async fn store_one<S: DicomStream>(
+    association: &mut Association<S>,
     opened: Result<OpenedInstance, RetrieveError>,
     storage_contexts: &[PeerContext],
     location: &InstanceLocation,

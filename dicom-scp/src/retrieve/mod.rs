@@ -29,6 +29,8 @@ pub struct RetrieveContext<'a> {
     pub max_pdu: u32,
     /// ARTIM: how long a sub-association's release or abort may wait for the destination.
     pub artim_timeout: std::time::Duration,
+    /// TLS for sub-associations to peers marked `tls` (`dicom.tls`), if configured.
+    pub tls_client: Option<std::sync::Arc<archive_core::tls::rustls::ClientConfig>>,
 }
 
 pub fn move_model_of(abstract_syntax: &str) -> Option<Model> {
@@ -282,9 +284,9 @@ impl<'a> Prefetch<'a> {
 /// Awaits the next instance. Opening one can take long (fetching its pack from NEARLINE):
 /// meanwhile the requester gets a pending response every 250 ms, so it does not time out.
 /// `Err` when the requester's association is gone.
-pub(crate) async fn next_keeping_alive(
+pub(crate) async fn next_keeping_alive<S: crate::messaging::DicomStream>(
     reader: &mut Prefetch<'_>,
-    association: &mut crate::messaging::Association,
+    association: &mut crate::messaging::Association<S>,
     pc_id: u8,
     progress: &Progress,
     command: &Command,

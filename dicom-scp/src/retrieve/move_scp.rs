@@ -5,13 +5,16 @@ use super::sub_store::{proposals_for, send_sub_operation, PeerContext, Sent, Sub
 use super::{next_keeping_alive, resolve, studies_of, Prefetch, Progress, RetrieveContext};
 use crate::dimse::{encode_c_store_rq_for_move, status, Command, Response};
 use crate::messaging::{
-    check_for_cancel, read_command, send_final, send_message, Association, Interruption,
+    check_for_cancel, read_command, send_final, send_message, Association, DicomStream,
+    Interruption,
 };
 use archive_core::index::InstanceLocation;
 use archive_core::model::AePeer;
 use archive_core::query::Model;
 use archive_core::retrieve::{OpenedInstance, RetrieveError};
-use dicom_ul::association::client::{AsyncClientAssociation, ClientAssociationOptions};
+use dicom_ul::association::client::{
+    AsyncClientAssociation, AsyncTlsStream as ClientTlsStream, ClientAssociationOptions,
+};
 use dicom_ul::pdu::PresentationContextResultReason;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -21,8 +24,8 @@ const MAX_CONTEXTS: usize = 128;
 
 /// Runs one C-MOVE; returns false when the association must end.
 #[allow(clippy::too_many_arguments)]
-pub async fn serve_move(
-    association: &mut Association,
+pub async fn serve_move<S: DicomStream>(
+    association: &mut Association<S>,
     context: &RetrieveContext<'_>,
     command: &Command,
     pc_id: u8,
@@ -59,13 +62,31 @@ pub async fn serve_move(
             }
         };
     tracing::info!(destination = %destination.ae_title, instances = locations.len(), "C-MOVE");
-    let mut progress = Progress::new(locations.len());
     if locations.is_empty() {
-        let (response, data) = progress.finish(command, false, transfer_syntax);
+        let (response, data) = Progress::new(0).finish(command, false, transfer_syntax);
         return send_final(association, pc_id, &response, data.as_deref(), final_status).await;
     }
-    let mut client = match open_sub_association(context, &destination, &locations).await {
-        Ok(client) => client,
+    let moved = match open_sub_association(context, &destination, &locations).await {
+        Ok(SubAssociation::Plain(client)) => {
+            let sub = Sub {
+                context,
+                destination: &destination,
+                calling_ae,
+                pc_id,
+                command,
+            };
+            move_instances(association, client, &sub, &locations, level).await
+        }
+        Ok(SubAssociation::Tls(client)) => {
+            let sub = Sub {
+                context,
+                destination: &destination,
+                calling_ae,
+                pc_id,
+                command,
+            };
+            move_instances(association, client, &sub, &locations, level).await
+        }
         Err(error) => {
             tracing::warn!(destination = %destination.ae_title, %error, "C-MOVE: cannot associate with destination");
             let comment = format!(
@@ -77,6 +98,47 @@ pub async fn serve_move(
             return send_final(association, pc_id, &response, None, final_status).await;
         }
     };
+    let Some((progress, cancelled)) = moved else {
+        return false;
+    };
+    record_access(context, &locations).await;
+    let (response, data) = progress.finish(command, cancelled, transfer_syntax);
+    send_final(association, pc_id, &response, data.as_deref(), final_status).await
+}
+
+/// A sub-association to the destination, plain or TLS (peers marked `tls`).
+// One per C-MOVE, moved once: the TLS variant's size (rustls's state) costs nothing here.
+#[allow(clippy::large_enum_variant)]
+enum SubAssociation {
+    Plain(AsyncClientAssociation<TcpStream>),
+    Tls(AsyncClientAssociation<ClientTlsStream>),
+}
+
+/// What sending over a sub-association needs to know about the C-MOVE.
+struct Sub<'a, 'c> {
+    context: &'a RetrieveContext<'c>,
+    destination: &'a AePeer,
+    calling_ae: &'a str,
+    pc_id: u8,
+    command: &'a Command,
+}
+
+/// Sends every instance over `client`, with pending responses and C-CANCEL on the way; the
+/// counts and whether it was cancelled, or `None` when the requester's association is gone.
+async fn move_instances<S: DicomStream, C: DicomStream>(
+    association: &mut Association<S>,
+    mut client: AsyncClientAssociation<C>,
+    sub: &Sub<'_, '_>,
+    locations: &[InstanceLocation],
+    level: archive_core::query::Level,
+) -> Option<(Progress, bool)> {
+    let Sub {
+        context,
+        destination,
+        calling_ae,
+        pc_id,
+        command,
+    } = *sub;
     let peer_contexts: Vec<PeerContext> = client
         .presentation_contexts()
         .iter()
@@ -88,15 +150,16 @@ pub async fn serve_move(
         })
         .collect();
 
+    let mut progress = Progress::new(locations.len());
     let mut cancelled = false;
     let mut sub_association_ok = true;
-    let mut reader = Prefetch::new(context.retriever, &locations, level);
+    let mut reader = Prefetch::new(context.retriever, locations, level);
     for (position, location) in locations.iter().enumerate() {
         let Ok(opened) =
             next_keeping_alive(&mut reader, association, pc_id, &progress, command).await
         else {
             end_sub_association(client, false, context.artim_timeout).await;
-            return false;
+            return None;
         };
         match check_for_cancel(association, command.message_id).await {
             Interruption::Nothing => {}
@@ -106,7 +169,7 @@ pub async fn serve_move(
             }
             Interruption::Gone => {
                 end_sub_association(client, false, context.artim_timeout).await;
-                return false;
+                return None;
             }
         }
         let message_id = (position % 0xFFFF) as u16 + 1;
@@ -136,18 +199,16 @@ pub async fn serve_move(
                 .is_err()
         {
             end_sub_association(client, false, context.artim_timeout).await;
-            return false;
+            return None;
         }
     }
     end_sub_association(client, sub_association_ok, context.artim_timeout).await;
-    record_access(context, &locations).await;
-    let (response, data) = progress.finish(command, cancelled, transfer_syntax);
-    send_final(association, pc_id, &response, data.as_deref(), final_status).await
+    Some((progress, cancelled))
 }
 
 /// One sub-operation. `Err` means the sub-association is unusable.
-async fn store_one(
-    client: &mut AsyncClientAssociation<TcpStream>,
+async fn store_one<C: DicomStream>(
+    client: &mut AsyncClientAssociation<C>,
     opened: Result<OpenedInstance, RetrieveError>,
     peer_contexts: &[PeerContext],
     location: &InstanceLocation,
@@ -181,7 +242,7 @@ async fn open_sub_association(
     context: &RetrieveContext<'_>,
     destination: &AePeer,
     locations: &[InstanceLocation],
-) -> Result<AsyncClientAssociation<TcpStream>, String> {
+) -> Result<SubAssociation, String> {
     let mut pairs: Vec<(String, String)> = locations
         .iter()
         .map(|l| (l.sop_class_uid.clone(), l.transfer_syntax.clone()))
@@ -200,19 +261,36 @@ async fn open_sub_association(
             options = options.with_presentation_context(sop_class.clone(), syntaxes);
         }
     }
+    let address = (destination.host.as_str(), destination.port);
+    // DCMTK peers stall per message with Nagle on.
+    if destination.tls {
+        let tls = context.tls_client.clone().ok_or_else(|| {
+            format!(
+                "{} is marked tls, but dicom.tls (cert, key, peer_ca) is not configured",
+                destination.ae_title
+            )
+        })?;
+        let mut client = options
+            .tls_config(tls)
+            .server_name(&destination.host)
+            .establish_tls_async(address)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = client.inner_stream().get_ref().0.set_nodelay(true);
+        return Ok(SubAssociation::Tls(client));
+    }
     let mut client = options
-        .establish_async((destination.host.as_str(), destination.port))
+        .establish_async(address)
         .await
         .map_err(|e| e.to_string())?;
-    // DCMTK peers stall per message with Nagle on.
     let _ = client.inner_stream().set_nodelay(true);
-    Ok(client)
+    Ok(SubAssociation::Plain(client))
 }
 
 /// Releases (or aborts) the sub-association, waiting for the destination's A-RELEASE-RP at
 /// most the ARTIM time: a destination that never answers must not hold the C-MOVE.
-async fn end_sub_association(
-    client: AsyncClientAssociation<TcpStream>,
+async fn end_sub_association<C: DicomStream>(
+    client: AsyncClientAssociation<C>,
     release: bool,
     artim: Duration,
 ) {

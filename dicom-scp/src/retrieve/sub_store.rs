@@ -2,13 +2,12 @@
 //! accepted, convert the data set only where that is lossless, stream it, and read the answer.
 
 use crate::dimse::status;
-use crate::messaging::{send_fragments, send_piece, SendError};
+use crate::messaging::{send_fragments, send_piece, DicomStream, SendError};
 use archive_core::retrieve::OpenedInstance;
 use archive_core::transcode::{convert, is_native};
 use dicom_dictionary_std::uids;
 use dicom_ul::association::AsyncAssociation;
 use dicom_ul::pdu::PDataValueType;
-use tokio::net::TcpStream;
 
 pub enum SubOutcome {
     Completed,
@@ -97,7 +96,7 @@ pub enum SendFailure {
 
 /// Sends the C-STORE-RQ `command` and the instance's data set on `pc`, converting to
 /// `convert_to` if given. Does not read the response.
-pub async fn send_store<A: AsyncAssociation<TcpStream> + Send>(
+pub async fn send_store<S: DicomStream, A: AsyncAssociation<S> + Send>(
     association: &mut A,
     pc: u8,
     command: Vec<u8>,
@@ -164,7 +163,7 @@ pub enum Sent {
 
 /// Plans, encodes (with `request`, given the chosen context) and sends one sub-operation.
 /// `Err` means the association is unusable.
-pub async fn send_sub_operation<A: AsyncAssociation<TcpStream> + Send>(
+pub async fn send_sub_operation<S: DicomStream, A: AsyncAssociation<S> + Send>(
     association: &mut A,
     opened: Result<OpenedInstance, archive_core::retrieve::RetrieveError>,
     contexts: &[PeerContext],

@@ -288,7 +288,7 @@ async fn login(
     match session::new_cookie(&state.token) {
         Ok(cookie) => session::with_cookie(
             session::see_other(&next),
-            session::session_cookie_header(&cookie),
+            session::session_cookie_header(&cookie, over_tls(&extensions)),
         ),
         Err(error) => {
             tracing::error!(%error, "admin UI: cannot create a session");
@@ -300,11 +300,16 @@ async fn login(
     }
 }
 
-async fn logout(_form: session::CheckedForm) -> Response {
+async fn logout(extensions: axum::http::Extensions, _form: session::CheckedForm) -> Response {
     session::with_cookie(
         session::see_other("/ui/login"),
-        session::clear_cookie_header(),
+        session::clear_cookie_header(over_tls(&extensions)),
     )
+}
+
+/// Whether the request came over HTTPS (the listener marks it).
+fn over_tls(extensions: &axum::http::Extensions) -> bool {
+    extensions.get::<crate::server::OverTls>().is_some()
 }
 
 /// Percent-encodes text for a URL's path segment or query value.

@@ -22,13 +22,14 @@ pub async fn list(
     let content = html! {
         section.card {
             table #peers {
-                thead { tr { th { "AE title" } th { "Host" } th.num { "Port" } th { "Query" } th { "Retrieve" } th { "Store" } th { "Description" } th { "" } } }
+                thead { tr { th { "AE title" } th { "Host" } th.num { "Port" } th { "Query" } th { "Retrieve" } th { "Store" } th { "TLS" } th { "Description" } th { "" } } }
                 tbody {
-                    @if peers.is_empty() { tr { td colspan="8" .muted { "No peer: only callers from this machine are accepted, and C-MOVE has no destination." } } }
+                    @if peers.is_empty() { tr { td colspan="9" .muted { "No peer: only callers from this machine are accepted, and C-MOVE has no destination." } } }
                     @for peer in &peers {
                         tr {
                             td { code { (peer.ae_title) } } td { (peer.host) } td.num { (peer.port) }
                             td { (yes_no(peer.can_query)) } td { (yes_no(peer.can_retrieve)) } td { (yes_no(peer.can_store)) }
+                            td { (yes_no(peer.tls)) }
                             td { (peer.description) }
                             td.actions {
                                 form method="post" action={ "/ui/ae-titles/" (peer.ae_title) "/remove" } data-confirm="Remove this peer?" {
@@ -51,6 +52,7 @@ pub async fn list(
                 label.check { input type="checkbox" name="can_query" checked; "May query (C-FIND)" }
                 label.check { input type="checkbox" name="can_retrieve" checked; "May retrieve (C-MOVE, C-GET)" }
                 label.check { input type="checkbox" name="can_store" checked; "May store (C-STORE)" }
+                label.check { input type="checkbox" name="tls"; "TLS for associations to it (C-MOVE)" }
                 button type="submit" { "Save peer" }
             }
         }
@@ -70,6 +72,7 @@ pub async fn save(State(state): State<WebState>, form: CheckedForm) -> Response 
                 can_query: form.checked("can_query"),
                 can_retrieve: form.checked("can_retrieve"),
                 can_store: form.checked("can_store"),
+                tls: form.checked("tls"),
             };
             settings_api::save_peer(&state, peer)
                 .await

@@ -91,19 +91,22 @@ pub fn session_of(token: &AdminToken, headers: &HeaderMap) -> Option<Session> {
     cookie_value(headers).and_then(|value| verify_cookie(token, value))
 }
 
-pub fn set_cookie_header(value: &str, max_age_seconds: i64) -> HeaderValue {
+/// `secure`: the page came over HTTPS, so the browser must never send the cookie over plain
+/// HTTP (where anyone on the path could read and replay it).
+pub fn set_cookie_header(value: &str, max_age_seconds: i64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
     let cookie = format!(
-        "{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}"
+        "{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}{secure}"
     );
     HeaderValue::from_str(&cookie).unwrap_or(HeaderValue::from_static(""))
 }
 
-pub fn session_cookie_header(value: &str) -> HeaderValue {
-    set_cookie_header(value, SESSION_MILLIS / 1000)
+pub fn session_cookie_header(value: &str, secure: bool) -> HeaderValue {
+    set_cookie_header(value, SESSION_MILLIS / 1000, secure)
 }
 
-pub fn clear_cookie_header() -> HeaderValue {
-    set_cookie_header("", 0)
+pub fn clear_cookie_header(secure: bool) -> HeaderValue {
+    set_cookie_header("", 0, secure)
 }
 
 pub fn see_other(location: &str) -> Response {
