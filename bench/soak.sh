@@ -116,15 +116,15 @@ sleep 6
 kill "$sampler" 2>/dev/null || true
 sampler=""
 
+cp "$run/results.json" "$run/samples" "$bench/" 2>/dev/null || true
 jobs_by_state=$("$strata" --config "$run/strata.toml" jobs list --json | python3 -c '
 import collections, json, sys
-jobs = json.load(sys.stdin)
-jobs = jobs.get("jobs", jobs) if isinstance(jobs, dict) else jobs
+jobs = [json.loads(line) for line in sys.stdin if line.strip()]
 print(", ".join(f"{k} {v}" for k, v in sorted(collections.Counter(j["state"] for j in jobs).items())))')
 availability=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$http_port/api/stats" | python3 -c '
 import json, sys
 stats = json.load(sys.stdin)
-print(", ".join(f"{a[\"availability\"]} {a[\"studies\"]}" for a in stats["availability"]))')
+print(", ".join("{} {}".format(a["availability"], a["studies"]) for a in stats["availability"]))')
 
 python3 - "$run/results.json" "$run/samples" "$engine" "$jobs_by_state" "$availability" <<'PY'
 import json, sys

@@ -53,7 +53,7 @@ class Results:
                 self.latency.setdefault(op, []).append(seconds * 1000.0)
             else:
                 self.errors[op] = self.errors.get(op, 0) + 1
-                self.examples.setdefault(op, str(error)[:200])
+                self.examples.setdefault(op, str(error)[:300])
 
 
 class Known:
@@ -91,7 +91,8 @@ def new_association(port):
     ae.add_requested_context(CTImageStorage)
     for context in (FIND, MOVE, GET):
         ae.add_requested_context(context)
-    roles = [build_role(CTImageStorage, scp_role=True)]
+    # SCU for our C-STOREs, SCP for the C-STOREs of a C-GET.
+    roles = [build_role(CTImageStorage, scu_role=True, scp_role=True)]
     handlers = [(evt.EVT_C_STORE, lambda event: 0x0000)]
     assoc = ae.associate("127.0.0.1", port, ae_title="STRATA", ext_neg=roles, evt_handlers=handlers)
     if not assoc.is_established:
@@ -158,7 +159,11 @@ def worker(number, args, templates, known, results, deadline):
                             elif code:
                                 status = code.Status
                         if status != 0 or matches != 1:
-                            raise RuntimeError(f"C-FIND status {status}, {matches} matches")
+                            # Asked again at once: tells a passing state from a lasting one.
+                            again = sum(1 for code, _ in assoc.send_c_find(query, FIND)
+                                        if code and code.Status in (0xFF00, 0xFF01))
+                            raise RuntimeError(f"C-FIND status {status}, {matches} matches for {target}"
+                                               f" at {time.strftime('%H:%M:%S')}; asked again: {again}")
                     elif op == "move":
                         target, _ = known.pick()
                         query = Dataset()

@@ -13,39 +13,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # A single-node Garage with one bucket (strata-test) and fixed test credentials, its data
 # under the given directory; exports STRATA_TEST_S3_* and sets STARTED_GARAGE to its pid.
 start_garage() { # directory
-    local garage dir="$1" s3_port rpc_port node
-    garage=$(garage_binary)
-    [ -n "$garage" ] || { echo "garage is not installed (run without SKIP_INSTALL=1)" >&2; return 1; }
-    rm -rf "$dir" && mkdir -p "$dir"
-    s3_port=$(free_port); rpc_port=$(free_port)
-    cat >"$dir/garage.toml" <<EOF
-metadata_dir = "$dir/meta"
-data_dir = "$dir/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:$rpc_port"
-rpc_public_addr = "127.0.0.1:$rpc_port"
-rpc_secret = "$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$s3_port"
-root_domain = ".s3.garage.localhost"
-EOF
-    "$garage" -c "$dir/garage.toml" server >"$dir/server.log" 2>&1 &
-    STARTED_GARAGE=$!
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null && break; sleep 0.1; done
-    node=$("$garage" -c "$dir/garage.toml" node id -q | cut -d@ -f1)
-    "$garage" -c "$dir/garage.toml" layout assign -z dc1 -c 1G "$node" >/dev/null
-    "$garage" -c "$dir/garage.toml" layout apply --version 1 >/dev/null
-    "$garage" -c "$dir/garage.toml" key import --yes GK0123456789abcdef01234567 \
-        0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef -n strata-test >/dev/null
-    "$garage" -c "$dir/garage.toml" bucket create strata-test >/dev/null
-    "$garage" -c "$dir/garage.toml" bucket allow --read --write --owner strata-test --key strata-test >/dev/null
-    export STRATA_TEST_GARAGE="$garage"
-    export STRATA_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
-    export STRATA_TEST_S3_BUCKET=strata-test
-    export STRATA_TEST_S3_ACCESS_KEY_ID=GK0123456789abcdef01234567
-    export STRATA_TEST_S3_SECRET_ACCESS_KEY=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+    start_garage_cluster "$1" 1
+    STARTED_GARAGE=${GARAGE_PIDS[0]}
 }
 
 pg_reachable() { # host port
@@ -70,10 +39,11 @@ start_own_postgres() {
 }
 
 
-# A Garage cluster of `count` nodes on loopback with replication factor 3 (bench/faults.sh):
-# node N's config is DIR/nodeN/garage.toml; the S3 API of node 1 is the endpoint exported as
-# for start_garage (the other nodes serve S3 too, on the ports in their configs). Sets
-# GARAGE_PIDS (one per node, in order).
+# A Garage cluster of `count` nodes on loopback (replication factor 3 from three nodes on, as
+# in bench/faults.sh; 1 for one node), with one bucket (strata-test) and fixed test
+# credentials: node N's config is DIR/nodeN/garage.toml; the S3 API of node 1 is the endpoint
+# exported as STRATA_TEST_S3_* (the other nodes serve S3 too, on the ports in their configs).
+# Sets GARAGE_PIDS (one per node, in order).
 start_garage_cluster() { # directory count
     local garage dir="$1" count="$2" secret n node ids=() first_rpc=""
     garage=$(garage_binary)
@@ -89,7 +59,7 @@ start_garage_cluster() { # directory count
 metadata_dir = "$dir/node$n/meta"
 data_dir = "$dir/node$n/data"
 db_engine = "sqlite"
-replication_factor = 3
+replication_factor = $(( count < 3 ? 1 : 3 ))
 rpc_bind_addr = "127.0.0.1:$rpc_port"
 rpc_public_addr = "127.0.0.1:$rpc_port"
 rpc_secret = "$secret"

@@ -66,25 +66,18 @@ pub async fn serve_move<S: DicomStream>(
         let (response, data) = Progress::new(0).finish(command, false, transfer_syntax);
         return send_final(association, pc_id, &response, data.as_deref(), final_status).await;
     }
+    let sub = Sub {
+        context,
+        destination: &destination,
+        calling_ae,
+        pc_id,
+        command,
+    };
     let moved = match open_sub_association(context, &destination, &locations).await {
         Ok(SubAssociation::Plain(client)) => {
-            let sub = Sub {
-                context,
-                destination: &destination,
-                calling_ae,
-                pc_id,
-                command,
-            };
             move_instances(association, client, &sub, &locations, level).await
         }
         Ok(SubAssociation::Tls(client)) => {
-            let sub = Sub {
-                context,
-                destination: &destination,
-                calling_ae,
-                pc_id,
-                command,
-            };
             move_instances(association, client, &sub, &locations, level).await
         }
         Err(error) => {
