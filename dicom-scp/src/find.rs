@@ -101,7 +101,10 @@ pub async fn serve_find<S: DicomStream>(
             return false;
         }
     }
-    tracing::debug!(matches = rows.len().min(context.max_results), "C-FIND answered");
+    tracing::debug!(
+        matches = rows.len().min(context.max_results),
+        "C-FIND answered"
+    );
     let last = if limited {
         let comment = format!(
             "more than {} matches; only the first {} were sent: narrow the query",
