@@ -11,7 +11,6 @@ use crate::retrieve::{
 use archive_core::audit::{AuditAction, AuditOutcome, NewAuditEvent};
 use archive_core::dicom_header::text;
 use archive_core::query::Model;
-use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
@@ -67,22 +66,16 @@ pub async fn run_operation<S: DicomStream>(
             transfer_syntax,
             identifier,
             storage_contexts,
+            &calling_ae,
             &mut final_status,
         )
         .await
     };
+    let (study, patient) = requested_study_and_patient(identifier, transfer_syntax);
     let event = audit_event(operation, command, &calling_ae, final_status)
         .peer(peer.ip())
-        .study(identifier_text(
-            identifier,
-            transfer_syntax,
-            tags::STUDY_INSTANCE_UID,
-        ))
-        .patient(identifier_text(
-            identifier,
-            transfer_syntax,
-            tags::PATIENT_ID,
-        ));
+        .study(study)
+        .patient(patient);
     context.auditor.record(event).await;
     keep_going
 }
@@ -111,13 +104,18 @@ fn audit_event(
     NewAuditEvent::new(action, AuditOutcome::of(success), calling_ae).detail(detail)
 }
 
-/// A key of the request's identifier (the study or patient it names), empty if absent or
-/// unreadable: the audit event records what was asked for.
-fn identifier_text(identifier: &[u8], transfer_syntax: &str, tag: Tag) -> String {
+/// The Study Instance UID and Patient ID the request's identifier names (empty if absent or
+/// unreadable): the audit event records what was asked for.
+fn requested_study_and_patient(identifier: &[u8], transfer_syntax: &str) -> (String, String) {
     TransferSyntaxRegistry
         .get(transfer_syntax)
         .and_then(|ts| InMemDicomObject::read_dataset_with_ts(identifier, ts).ok())
-        .map(|object| text(&object, tag))
+        .map(|object| {
+            (
+                text(&object, tags::STUDY_INSTANCE_UID),
+                text(&object, tags::PATIENT_ID),
+            )
+        })
         .unwrap_or_default()
 }
 
@@ -131,9 +129,9 @@ async fn serve<S: DicomStream>(
     transfer_syntax: &str,
     identifier: &[u8],
     storage_contexts: &[PeerContext],
+    calling_ae: &str,
     final_status: &mut Option<u16>,
 ) -> bool {
-    let calling_ae = association.peer_ae_title().trim().to_string();
     let retrieve = RetrieveContext {
         index: &context.index,
         retriever: &context.retriever,
@@ -170,7 +168,7 @@ async fn serve<S: DicomStream>(
                 model,
                 transfer_syntax,
                 identifier,
-                &calling_ae,
+                calling_ae,
                 final_status,
             )
             .await

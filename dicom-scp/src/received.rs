@@ -22,8 +22,14 @@ pub(crate) struct ReceivedStudies {
 
 impl ReceivedStudies {
     pub fn add(&mut self, identity: Option<&Identity>, stored: bool) {
-        let study = identity.map(|i| i.study_uid.clone()).unwrap_or_default();
-        let counts = self.studies.entry(study).or_default();
+        let study = identity.map_or("", |i| i.study_uid.as_str());
+        // Runs once per C-STORE: allocate the key only for a study not seen yet.
+        if !self.studies.contains_key(study) {
+            self.studies.insert(study.to_string(), Counts::default());
+        }
+        let Some(counts) = self.studies.get_mut(study) else {
+            return;
+        };
         if let Some(identity) = identity {
             if counts.patient_id.is_empty() {
                 counts.patient_id = identity.patient_id.clone();

@@ -156,11 +156,7 @@ async fn handle_tls_connection(
     match tokio::time::timeout_at(deadline, options.establish_tls_async(socket)).await {
         Ok(Ok(established)) => {
             let calling_ae = established.peer_ae_title().trim().to_string();
-            let event =
-                NewAuditEvent::new(AuditAction::Association, AuditOutcome::Success, calling_ae)
-                    .peer(peer.ip())
-                    .detail("association accepted over TLS");
-            context.auditor.record(event).await;
+            audit_accepted(&context, &calling_ae, peer, "association accepted over TLS").await;
             drop(pending_place);
             let slot = take_slot(&slot);
             association::serve(established, &context, peer).await;
@@ -245,14 +241,8 @@ async fn handle_connection(connection: Connection, context: Arc<ScpContext>) {
     };
     match tokio::time::timeout_at(deadline, options.establish_async(socket)).await {
         Ok(Ok(established)) => {
-            let event = NewAuditEvent::new(
-                AuditAction::Association,
-                AuditOutcome::Success,
-                calling_ae.as_str(),
-            )
-            .peer(peer.ip())
-            .detail(format!("association accepted as {called_ae}"));
-            context.auditor.record(event).await;
+            let detail = format!("association accepted as {called_ae}");
+            audit_accepted(&context, &calling_ae, peer, &detail).await;
             drop(keeper);
             drop(pending_place);
             let slot = take_slot(&slot);
@@ -276,6 +266,13 @@ async fn handle_connection(connection: Connection, context: Arc<ScpContext>) {
             association_request::close(keeper);
         }
     }
+}
+
+async fn audit_accepted(context: &ScpContext, calling_ae: &str, peer: SocketAddr, detail: &str) {
+    let event = NewAuditEvent::new(AuditAction::Association, AuditOutcome::Success, calling_ae)
+        .peer(peer.ip())
+        .detail(detail);
+    context.auditor.record(event).await;
 }
 
 /// A refused association request. Anyone who can reach the port can cause these in bulk, so

@@ -21,6 +21,26 @@ pub fn check_ae_title(title: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A certificate and its key are given together or not at all; the error names the missing one.
+fn both_or_neither<T>(
+    first: &Option<T>,
+    first_key: &str,
+    second: &Option<T>,
+    second_key: &str,
+) -> Result<(), ConfigError> {
+    match (first, second) {
+        (Some(_), None) => Err(ConfigError::key(
+            second_key,
+            format!("is needed with {first_key}"),
+        )),
+        (None, Some(_)) => Err(ConfigError::key(
+            first_key,
+            format!("is needed with {second_key}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Config {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let url = self.effective_database_url();
@@ -51,21 +71,7 @@ impl Config {
             }
         }
         let tls = &self.dicom.tls;
-        match (&tls.cert, &tls.key) {
-            (Some(_), None) => {
-                return Err(ConfigError::key(
-                    "dicom.tls.key",
-                    "is needed with dicom.tls.cert",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::key(
-                    "dicom.tls.cert",
-                    "is needed with dicom.tls.key",
-                ))
-            }
-            _ => {}
-        }
+        both_or_neither(&tls.cert, "dicom.tls.cert", &tls.key, "dicom.tls.key")?;
         if tls.identity().is_some() && (tls.port == 0 || tls.port == self.dicom.port) {
             return Err(ConfigError::key(
                 "dicom.tls.port",
@@ -78,21 +84,13 @@ impl Config {
                 "is needed when dicom.tls.client_ca or peer_ca is set",
             ));
         }
-        match (&self.http.tls_cert, &self.http.tls_key) {
-            (Some(_), None) => {
-                return Err(ConfigError::key(
-                    "http.tls_key",
-                    "is needed with http.tls_cert",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::key(
-                    "http.tls_cert",
-                    "is needed with http.tls_key",
-                ))
-            }
-            _ => {}
-        }
+        let http = &self.http;
+        both_or_neither(
+            &http.tls_cert,
+            "http.tls_cert",
+            &http.tls_key,
+            "http.tls_key",
+        )?;
         check_ae_title(&self.dicom.ae_title).map_err(|m| ConfigError::key("dicom.ae_title", m))?;
         if self.dicom.port == 0 {
             return Err(ConfigError::key(
