@@ -81,8 +81,9 @@ async fn copies_by_schedule_to_s3_and_verifies(backend: Backend) {
         place.target_toml("cloud", scratch.path(), ""),
         lifecycle_toml("*/2 * * * * *", &copy_rule("cloud"))
     );
-    let strata = Strata::start(backend, &config).await;
+    let mut strata = Strata::start(backend, &with_copy_rules_paused(&config)).await;
     let studies = ingest(&strata, 2, 3, 64).await;
+    enable_copy_rules(&mut strata, &config);
     let index = strata.index().await;
     for study in &studies {
         wait_for(
@@ -394,25 +395,16 @@ async fn two_nodes_on_one_postgres_copy_each_study_once() {
         lifecycle_toml("* * * * * *", &copy_rule("cloud"))
     );
     // The rule only starts once all 50 studies are in: node A ingests with the rule disabled.
-    let paused = config.replace(
-        "stable_minutes = 0\n",
-        "stable_minutes = 0\nenabled = false\n",
-    );
-    let a = Strata::start(
+    let mut a = Strata::start(
         Backend::Postgres,
-        &format!("{paused}\n[dicom]\nmax_associations = 64\n"),
+        &format!(
+            "{}\n[dicom]\nmax_associations = 64\n",
+            with_copy_rules_paused(&config)
+        ),
     )
     .await;
     let studies = ingest(&a, 50, 1, 32).await;
-    let mut a = a;
-    std::fs::write(
-        &a.config_path,
-        std::fs::read_to_string(&a.config_path)
-            .expect("config")
-            .replace(&paused, &config),
-    )
-    .expect("enable rule");
-    a.restart();
+    enable_copy_rules(&mut a, &config);
     let b = Strata::start_on(&a.database_url, &config);
     let index = a.index().await;
     wait_for(

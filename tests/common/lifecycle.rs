@@ -23,6 +23,25 @@ pub fn copy_rule(target: &str) -> String {
     )
 }
 
+/// `config` with every copy rule disabled: a test ingests under it, then calls
+/// [`enable_copy_rules`], so a rule firing every second cannot copy a study half-received
+/// (with `stable_minutes = 0` that would rightly give a second pack for the late instances).
+pub fn with_copy_rules_paused(config: &str) -> String {
+    config.replace(
+        "stable_minutes = 0\n",
+        "stable_minutes = 0\nenabled = false\n",
+    )
+}
+
+/// Restarts `strata` with the rules of `config` enabled (see [`with_copy_rules_paused`]).
+pub fn enable_copy_rules(strata: &mut Strata, config: &str) {
+    let paused = with_copy_rules_paused(config);
+    let current = std::fs::read_to_string(&strata.config_path).expect("config");
+    assert!(current.contains(&paused), "started with the rules paused");
+    std::fs::write(&strata.config_path, current.replace(&paused, config)).expect("enable rules");
+    strata.restart();
+}
+
 /// Where [`ingest`] writes the corpus it sends.
 pub fn corpus_of(
     strata: &Strata,
