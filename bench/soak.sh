@@ -12,6 +12,8 @@
 # Usage: bench/soak.sh [--seconds N] [--associations N] [--postgres]
 #        (needs garage, DCMTK, pynetdicom, requests; --postgres uses STRATA_TEST_PG_URL or
 #        postgres://root@127.0.0.1:5432/postgres to create a fresh database)
+# BENCH_DB_QUERY is appended to the database URL (e.g. `statement-cache-capacity=0` for
+# PostgreSQL); the environment reaches Strata, so MALLOC_ARENA_MAX and the like apply too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -50,6 +52,7 @@ if [ "$engine" = postgres ]; then
     psql "$admin" -qc "CREATE DATABASE $name" >/dev/null
     database_url="${admin%/*}/$name"
 fi
+if [ -n "${BENCH_DB_QUERY:-}" ]; then database_url="$database_url?$BENCH_DB_QUERY"; fi
 
 printf '%s\n' "$STRATA_TEST_S3_ACCESS_KEY_ID" >"$run/key-id"
 printf '%s\n' "$STRATA_TEST_S3_SECRET_ACCESS_KEY" >"$run/secret"
@@ -145,6 +148,18 @@ first, last = load[0], load[-1]
 print()
 print(f"RSS MB: start {first[1] / 1024:.1f}, end {last[1] / 1024:.1f}, max {max(s[1] for s in load) / 1024:.1f}")
 print(f"open descriptors: start {first[2]}, end {last[2]}, max {max(s[2] for s in load)}")
+# The curve, and its slope over the second half of the load: flat means about 0 MB a minute.
+steps = max(1, len(load) // 10)
+print("RSS MB over the load: " + ", ".join(
+    f"{s[1] / 1024:.1f} at {s[0] / 60:.1f} min" for s in load[::steps] + [last]))
+half = [s for s in load if s[0] >= (first[0] + last[0]) / 2]
+if len(half) > 2:
+    n = len(half)
+    mean_t = sum(s[0] for s in half) / n
+    mean_r = sum(s[1] for s in half) / n
+    slope = sum((s[0] - mean_t) * (s[1] - mean_r) for s in half) / max(
+        1e-9, sum((s[0] - mean_t) ** 2 for s in half))
+    print(f"RSS slope over the second half: {slope * 60 / 1024:+.2f} MB a minute")
 print(f"instances delivered to the C-MOVE destination: {results['moved_instances_received']}")
 print(f"studies known at the end: {results['studies_known']}; by availability: {availability}")
 print(f"jobs by state: {jobs}")
