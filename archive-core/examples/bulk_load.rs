@@ -6,7 +6,7 @@
 //! cargo run --release -p archive-core --example bulk_load -- DATABASE_URL STUDIES INSTANCES_PER_STUDY
 
 use archive_core::config::{ByteSize, DuplicatePolicy, FilesystemConfig, FilesystemMode};
-use archive_core::index::{Index, NewInstance};
+use archive_core::index::{Held, Index, NewInstance};
 use archive_core::model::*;
 
 const BATCH: usize = 1000;
@@ -125,12 +125,12 @@ fn new_instance(study: u64, instance: u64, per_study: u64, fs_id: i64) -> NewIns
             },
             source_ae: "BULK".into(),
         },
-        file: StoredFile {
+        held: Held::Online(StoredFile {
             filesystem_id: fs_id,
             rel_path: format!("bulk/{study}/{instance}.dcm"),
             size: 16384,
             sha256: String::new(),
-        },
+        }),
         policy: DuplicatePolicy::KeepFirst,
         received_at: 1_700_000_000_000,
         metadata: None,

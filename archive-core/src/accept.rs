@@ -11,7 +11,7 @@
 
 use crate::config::DuplicatePolicy;
 use crate::dicom_header::{instance_record, parse_header};
-use crate::index::{now_millis, Index, InstanceLocation, NewInstance};
+use crate::index::{now_millis, Held, Index, InstanceLocation, NewInstance};
 use crate::ingest::IngestQueue;
 use crate::model::{InstanceRecord, IntegrityConflict, StoreOutcome, StoredFile};
 use crate::online::{relative_path_for, ObjectWriter, OnlineStore, ParseSource, StoreError};
@@ -61,7 +61,15 @@ fn describe(
             .trim_end_matches('\0')
             .to_string(),
     };
-    let metadata = match crate::metadata::encode(&object, &transfer_syntax) {
+    Ok(record_and_metadata(&object, &transfer_syntax, source_ae))
+}
+
+fn record_and_metadata(
+    object: &dicom_object::DefaultDicomObject,
+    transfer_syntax: &str,
+    source_ae: &str,
+) -> (InstanceRecord, Option<Vec<u8>>) {
+    let metadata = match crate::metadata::encode(object, transfer_syntax) {
         Ok(metadata) => Some(metadata),
         Err(error) => {
             // The object is still stored and retrievable; only /metadata lacks it.
@@ -69,10 +77,28 @@ fn describe(
             None
         }
     };
-    Ok((
-        instance_record(&object, &transfer_syntax, source_ae),
+    (
+        instance_record(object, transfer_syntax, source_ae),
         metadata,
-    ))
+    )
+}
+
+/// The index record and WADO-RS metadata of an object Strata already stored (`rebuild-index`
+/// reading an ONLINE file or a pack member's head): the transfer syntax and the sending AE
+/// come from the file meta group Strata wrote in front of the data set.
+pub fn describe_stored(
+    source: ParseSource<'_>,
+) -> Result<(InstanceRecord, Option<Vec<u8>>), String> {
+    let object = parse_header(source).map_err(|e| e.to_string())?;
+    let meta = object.meta();
+    let transfer_syntax = meta.transfer_syntax().trim_end_matches('\0').to_string();
+    let source_ae = meta
+        .source_application_entity_title
+        .as_deref()
+        .unwrap_or("")
+        .trim_matches(|c: char| c == ' ' || c == '\0')
+        .to_string();
+    Ok(record_and_metadata(&object, &transfer_syntax, &source_ae))
 }
 
 /// An object being received into the spool of the filesystem chosen for it.
@@ -318,7 +344,7 @@ impl Acceptor {
             .map_err(|e| refused(e.into()))?;
         let new = NewInstance {
             record,
-            file: file.clone(),
+            held: Held::Online(file.clone()),
             policy: self.duplicate_policy,
             received_at: now_millis(),
             metadata,

@@ -39,6 +39,9 @@ pub struct PackSource {
     pub size: u64,
     /// What the index says the file's SHA-256 is; packing fails if the file disagrees.
     pub sha256: String,
+    /// When the instance was received (Unix milliseconds): the manifest keeps it, so a
+    /// rebuilt index takes study attributes from the same first instance as before.
+    pub received_at: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -86,8 +89,42 @@ pub struct PackMemberRow {
 pub struct ExpectedPack {
     pub key: String,
     pub size: u64,
+    /// Empty when not known: a pack `rebuild-index` found on a target (the whole tar's
+    /// checksum was only in the lost index); its members are checked all the same.
     pub sha256: String,
     pub members: Vec<PackMemberRow>,
+}
+
+/// A pack found by listing a target (`rebuild-index`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedPack {
+    /// The key, without the target's prefix (what `pack.object_key` holds).
+    pub key: String,
+    pub size: u64,
+}
+
+/// What a pack holds, from its manifest alone (one or two range reads of the pack's head).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackContents {
+    pub study_uid: String,
+    /// Unix milliseconds, when the pack was written.
+    pub created_at: i64,
+    pub members: Vec<PackedMember>,
+}
+
+/// One member as the manifest lists it, with where its bytes are in the tar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedMember {
+    pub member_path: String,
+    pub data_offset: u64,
+    pub size: u64,
+    pub sha256: String,
+    pub sop_uid: String,
+    pub series_uid: String,
+    pub sop_class_uid: String,
+    pub transfer_syntax: String,
+    /// When the instance was received; `None` in packs written before manifests kept it.
+    pub received_at: Option<i64>,
 }
 
 /// The result of reading a pack back.
@@ -198,6 +235,11 @@ pub trait NearlineTarget: Send + Sync + 'static {
     ) -> NearlineResult<()>;
     /// Reads `length` bytes at `offset` of a pack (one member, without the rest).
     async fn read_range(&self, key: &str, offset: u64, length: u64) -> NearlineResult<Vec<u8>>;
+    /// Every complete pack on the target (unfinished uploads are not listed), by key.
+    async fn list_packs(&self) -> NearlineResult<Vec<ListedPack>>;
+    /// What the pack of `size` bytes under `key` holds, from its manifest, without reading
+    /// the members; the member offsets are checked against the pack's size.
+    async fn read_contents(&self, key: &str, size: u64) -> NearlineResult<PackContents>;
     /// Removes whatever an unfinished upload left under `key` (the object, partial files,
     /// unfinished multipart uploads). Removing nothing is not an error.
     async fn discard(&self, key: &str) -> NearlineResult<()>;

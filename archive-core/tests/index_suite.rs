@@ -1,7 +1,7 @@
 //! One backend-neutral suite for the index, run on SQLite and on PostgreSQL.
 
 use archive_core::config::{DuplicatePolicy, FilesystemConfig, FilesystemMode};
-use archive_core::index::{Index, NewInstance};
+use archive_core::index::{Held, Index, NewInstance};
 use archive_core::model::*;
 use archive_core::testing::fresh_postgres_database;
 
@@ -71,12 +71,12 @@ fn new_instance(
 ) -> NewInstance {
     NewInstance {
         record,
-        file: StoredFile {
+        held: Held::Online(StoredFile {
             filesystem_id: fs,
             rel_path: path.into(),
             size,
             sha256: format!("{:064x}", size),
-        },
+        }),
         policy,
         received_at: 1_700_000_000_000,
         metadata: None,

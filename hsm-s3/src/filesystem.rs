@@ -5,8 +5,8 @@ use crate::pack_verify::{unpack_pack_stream, verify_pack_stream};
 use crate::pack_writer::write_pack;
 use archive_core::index::now_millis;
 use archive_core::nearline::{
-    ExpectedPack, NearlineError, NearlineResult, NearlineTarget, PackReceipt, PackRequest,
-    TransferProgress, VerifyOutcome,
+    ExpectedPack, ListedPack, NearlineError, NearlineResult, NearlineTarget, PackContents,
+    PackReceipt, PackRequest, TransferProgress, VerifyOutcome,
 };
 use archive_core::retrieve_cache::MemberReady;
 use async_trait::async_trait;
@@ -35,6 +35,18 @@ impl FilesystemTarget {
         }
         Ok(self.root.join(key))
     }
+}
+
+/// `a/b.tar` for `<root>/a/b.tar`; `None` for names that are not UTF-8 (Strata never
+/// writes such keys).
+fn key_of(root: &Path, path: &Path) -> Option<String> {
+    let parts: Option<Vec<&str>> = path
+        .strip_prefix(root)
+        .ok()?
+        .components()
+        .map(|c| c.as_os_str().to_str())
+        .collect();
+    Some(parts?.join("/"))
 }
 
 fn partial_path(path: &Path) -> PathBuf {
@@ -175,6 +187,54 @@ impl NearlineTarget for FilesystemTarget {
             Ok(data)
         })
         .await
+    }
+
+    async fn list_packs(&self) -> NearlineResult<Vec<ListedPack>> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut found = Vec::new();
+            let mut pending = vec![root.clone()];
+            while let Some(dir) = pending.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound && dir == root => {
+                        break
+                    }
+                    Err(error) => {
+                        return Err(unavailable(format!("cannot list {}", dir.display()), error))
+                    }
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let Ok(kind) = entry.file_type() else {
+                        continue;
+                    };
+                    if kind.is_dir() {
+                        pending.push(path);
+                        continue;
+                    }
+                    // `.partial` files are uploads that never finished.
+                    if !kind.is_file() || path.extension().is_none_or(|e| e != "tar") {
+                        continue;
+                    }
+                    let Some(key) = key_of(&root, &path) else {
+                        continue;
+                    };
+                    let size = entry
+                        .metadata()
+                        .map_err(|e| unavailable(format!("cannot stat {}", path.display()), e))?
+                        .len();
+                    found.push(ListedPack { key, size });
+                }
+            }
+            found.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn read_contents(&self, key: &str, size: u64) -> NearlineResult<PackContents> {
+        crate::manifest::read_contents(self, key, size).await
     }
 
     async fn discard(&self, key: &str) -> NearlineResult<()> {

@@ -1,8 +1,15 @@
 //! The first member of every pack: what the pack holds, so it can be understood (and checked)
 //! without Strata's database, e.g. by a disaster-recovery script with `tar` and `sha256sum`.
 
-use archive_core::nearline::PackRequest;
+use crate::pack_writer::{padded, TAR_BLOCK, TAR_END};
+use archive_core::nearline::{
+    NearlineError, NearlineResult, NearlineTarget, PackContents, PackRequest, PackedMember,
+};
 use serde::{Deserialize, Serialize};
+
+/// How much of a pack's head the first range read takes: the manifest of a study of a few
+/// hundred instances fits, larger ones take a second read.
+const HEAD_READ: u64 = 64 * 1024;
 
 pub const MANIFEST_NAME: &str = "MANIFEST.json";
 pub const MANIFEST_FORMAT: &str = "strata-pack/1";
@@ -27,6 +34,10 @@ pub struct ManifestMember {
     pub series_instance_uid: String,
     pub sop_class_uid: String,
     pub transfer_syntax_uid: String,
+    /// When the instance was received (Unix milliseconds). Added after the first packs were
+    /// written (those lack it; the format name is unchanged since readers ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<i64>,
 }
 
 /// A member's path inside a pack: `<Series Instance UID>/<SOP Instance UID>.dcm`. Readable
@@ -52,8 +63,88 @@ impl Manifest {
                     series_instance_uid: m.series_uid.clone(),
                     sop_class_uid: m.sop_class_uid.clone(),
                     transfer_syntax_uid: m.transfer_syntax.clone(),
+                    received_at: Some(m.received_at),
                 })
                 .collect(),
         }
     }
+}
+
+/// What the pack of `size` bytes under `key` holds, from its manifest (read by range: the
+/// head, and the rest of the manifest if it is longer). Members follow the manifest in its
+/// order, each a 512-byte ustar header and its data padded to whole blocks (what
+/// [`crate::write_pack`] writes); the layout must end exactly where the pack does, so a pack
+/// written any other way is refused rather than indexed with wrong offsets.
+pub async fn read_contents<T: NearlineTarget + ?Sized>(
+    target: &T,
+    key: &str,
+    size: u64,
+) -> NearlineResult<PackContents> {
+    let invalid = |what: String| NearlineError::invalid(format!("pack {key}: {what}"));
+    if size < TAR_BLOCK + TAR_END {
+        return Err(invalid(format!("{size} bytes is too short for a pack")));
+    }
+    let mut head = target.read_range(key, 0, size.min(HEAD_READ)).await?;
+    let manifest_len = {
+        let header = tar::Header::from_byte_slice(&head[..TAR_BLOCK as usize]);
+        let path = header
+            .path()
+            .map_err(|e| invalid(format!("unreadable first header: {e}")))?;
+        if path.to_string_lossy() != MANIFEST_NAME {
+            return Err(invalid(format!(
+                "the first member is `{}`, not {MANIFEST_NAME}",
+                path.display()
+            )));
+        }
+        header
+            .size()
+            .map_err(|e| invalid(format!("unreadable first header: {e}")))?
+    };
+    let manifest_end = TAR_BLOCK + manifest_len;
+    if manifest_end > size {
+        return Err(invalid("the manifest runs past the end of the pack".into()));
+    }
+    if manifest_end > head.len() as u64 {
+        let rest = target
+            .read_range(key, head.len() as u64, manifest_end - head.len() as u64)
+            .await?;
+        head.extend_from_slice(&rest);
+    }
+    let manifest: Manifest =
+        serde_json::from_slice(&head[TAR_BLOCK as usize..manifest_end as usize])
+            .map_err(|e| invalid(format!("the manifest is not valid: {e}")))?;
+    if manifest.format != MANIFEST_FORMAT {
+        return Err(invalid(format!(
+            "unknown manifest format `{}`",
+            manifest.format
+        )));
+    }
+    let mut cursor = TAR_BLOCK + padded(manifest_len);
+    let mut members = Vec::with_capacity(manifest.members.len());
+    for member in manifest.members {
+        let data_offset = cursor + TAR_BLOCK;
+        cursor = data_offset + padded(member.size);
+        members.push(PackedMember {
+            member_path: member.path,
+            data_offset,
+            size: member.size,
+            sha256: member.sha256,
+            sop_uid: member.sop_instance_uid,
+            series_uid: member.series_instance_uid,
+            sop_class_uid: member.sop_class_uid,
+            transfer_syntax: member.transfer_syntax_uid,
+            received_at: member.received_at,
+        });
+    }
+    if cursor + TAR_END != size {
+        return Err(invalid(format!(
+            "the manifest's members end at byte {}, the pack has {size}: not laid out as Strata writes packs",
+            cursor + TAR_END
+        )));
+    }
+    Ok(PackContents {
+        study_uid: manifest.study_instance_uid,
+        created_at: manifest.created_at,
+        members,
+    })
 }

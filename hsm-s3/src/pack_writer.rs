@@ -176,7 +176,12 @@ fn member_header(size: u64, mtime: u64) -> tar::Header {
     header
 }
 
+/// A tar header, and the unit every member's data is padded to.
+pub(crate) const TAR_BLOCK: u64 = 512;
+/// The two zero blocks that end a tar.
+pub(crate) const TAR_END: u64 = 2 * TAR_BLOCK;
+
 /// A member's data occupies whole 512-byte blocks.
-fn padded(size: u64) -> u64 {
-    size.div_ceil(512) * 512
+pub(crate) fn padded(size: u64) -> u64 {
+    size.div_ceil(TAR_BLOCK) * TAR_BLOCK
 }

@@ -12,8 +12,8 @@ use crate::pack_writer::write_pack;
 use archive_core::config::TargetSpec;
 use archive_core::index::now_millis;
 use archive_core::nearline::{
-    ExpectedPack, NearlineError, NearlineResult, NearlineTarget, PackReceipt, PackRequest,
-    TransferProgress, VerifyOutcome,
+    ExpectedPack, ListedPack, NearlineError, NearlineResult, NearlineTarget, PackContents,
+    PackReceipt, PackRequest, TransferProgress, VerifyOutcome,
 };
 use archive_core::retrieve_cache::MemberReady;
 use async_trait::async_trait;
@@ -408,6 +408,40 @@ impl NearlineTarget for S3Target {
             )));
         }
         Ok(data)
+    }
+
+    async fn list_packs(&self) -> NearlineResult<Vec<ListedPack>> {
+        let mut found = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page
+                .map_err(|e| sdk_error(&format!("list s3://{}/{}", self.bucket, self.prefix), e))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                let Some(key) = key.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                if !key.ends_with(".tar") {
+                    continue;
+                }
+                found.push(ListedPack {
+                    key: key.to_string(),
+                    size: u64::try_from(object.size().unwrap_or(0)).unwrap_or(0),
+                });
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    async fn read_contents(&self, key: &str, size: u64) -> NearlineResult<PackContents> {
+        crate::manifest::read_contents(self, key, size).await
     }
 
     async fn discard(&self, key: &str) -> NearlineResult<()> {

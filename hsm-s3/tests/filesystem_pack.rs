@@ -24,6 +24,7 @@ fn source(dir: &std::path::Path, n: usize, len: usize) -> PackSource {
         file_path: path,
         size: len as u64,
         sha256: hex::encode(Sha256::digest(&bytes)),
+        received_at: 1_700_000_000_000 + n as i64,
     }
 }
 
@@ -50,6 +51,71 @@ fn expected(
             })
             .collect(),
     }
+}
+
+/// What rebuild-index reads of a pack (listing, manifest by range, computed offsets) is
+/// what the upload recorded.
+async fn assert_contents_match(
+    target: &FilesystemTarget,
+    request: &PackRequest,
+    receipt: &archive_core::nearline::PackReceipt,
+) {
+    let listed = target.list_packs().await.expect("list");
+    assert_eq!(
+        listed,
+        vec![archive_core::nearline::ListedPack {
+            key: request.key.clone(),
+            size: receipt.size
+        }]
+    );
+    let contents = target
+        .read_contents(&request.key, receipt.size)
+        .await
+        .expect("contents");
+    assert_eq!(contents.study_uid, request.study_uid);
+    assert_eq!(contents.members.len(), request.members.len());
+    for ((found, placed), source) in contents
+        .members
+        .iter()
+        .zip(&receipt.placements)
+        .zip(&request.members)
+    {
+        assert_eq!(found.member_path, placed.member_path);
+        assert_eq!(found.data_offset, placed.data_offset);
+        assert_eq!(found.size, placed.size);
+        assert_eq!(found.sha256, source.sha256);
+        assert_eq!(found.sop_uid, source.sop_uid);
+        assert_eq!(found.series_uid, source.series_uid);
+        assert_eq!(found.received_at, Some(source.received_at));
+    }
+    // A size that does not match the layout is refused, not indexed with wrong offsets.
+    assert!(target
+        .read_contents(&request.key, receipt.size + 512)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_manifest_longer_than_the_first_read_is_read_whole() {
+    let sources = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    // About 500 bytes of manifest per member: 300 members need more than the 64 KiB head.
+    let members: Vec<PackSource> = (0..300)
+        .map(|n| source(sources.path(), n, 100 + n))
+        .collect();
+    let request = PackRequest {
+        key: "1.2.4/pack-1.tar".into(),
+        study_uid: "1.2.4".into(),
+        members,
+    };
+    let target = FilesystemTarget::new(root.path().to_path_buf());
+    let receipt = target
+        .upload_pack(request.clone(), Arc::new(TransferProgress::default()))
+        .await
+        .expect("upload");
+    // An unfinished upload is not a pack.
+    std::fs::write(root.path().join("1.2.4/pack-2.tar.partial"), b"half").expect("partial");
+    assert_contents_match(&target, &request, &receipt).await;
 }
 
 #[tokio::test]
@@ -113,6 +179,17 @@ async fn pack_round_trip_ranges_and_damage() {
         .await
         .expect("verify");
     assert_eq!(outcome, VerifyOutcome::Intact);
+    assert_contents_match(&target, &request, &receipt).await;
+    // rebuild-index does not know a found pack's whole checksum: the members still decide.
+    let mut unknown_sum = wanted.clone();
+    unknown_sum.sha256.clear();
+    assert_eq!(
+        target
+            .verify_pack(&unknown_sum, Arc::new(TransferProgress::default()))
+            .await
+            .expect("verify"),
+        VerifyOutcome::Intact
+    );
 
     // Each member's BLAKE3 is recorded as written; retrieval unpacks with it, and packs from
     // before it was recorded (empty) unpack with SHA-256.

@@ -276,7 +276,9 @@ impl<'a> BatchTx<'a> {
             let new = &batch[position];
             match inserted.remove(&new.record.instance.sop_instance_uid) {
                 Some(instance_id) => {
-                    new_files.push((instance_id, &new.file, new.received_at));
+                    if let Some(file) = new.held.file() {
+                        new_files.push((instance_id, file, new.received_at));
+                    }
                     if let Some(metadata) = &new.metadata {
                         new_metadata.push((instance_id, metadata));
                     }
@@ -284,7 +286,7 @@ impl<'a> BatchTx<'a> {
                         series_id,
                         study_id,
                         1,
-                        new.file.size as i64,
+                        new.held.size() as i64,
                         new.received_at,
                     );
                     outcomes[position] = Some(StoreOutcome::Stored);
@@ -626,6 +628,10 @@ impl<'a> BatchTx<'a> {
         series_id: i64,
         study_id: i64,
     ) -> IndexResult<StoreOutcome> {
+        // Only a file can replace a file: an instance restored from a pack changes nothing.
+        let Some(new_file) = new.held.file() else {
+            return Ok(StoreOutcome::DuplicateKept);
+        };
         // The batch's queued file rows include the first copy when one batch holds two.
         self.tail.flush(self.conn).await?;
         let old: Option<(i64, i64, String, i64, String)> = sqlx::query_as(FIND_FILE_OF_INSTANCE)
@@ -637,21 +643,21 @@ impl<'a> BatchTx<'a> {
         }
         let Some((file_id, filesystem_id, rel_path, size, sha256)) = old else {
             // The instance has no ONLINE file (e.g. only a nearline copy): give it this one.
-            self.insert_files(&[(instance_id, &new.file, new.received_at)]);
+            self.insert_files(&[(instance_id, new_file, new.received_at)]);
             self.count(
                 series_id,
                 study_id,
                 0,
-                new.file.size as i64,
+                new_file.size as i64,
                 new.received_at,
             );
             return Ok(StoreOutcome::Stored);
         };
         sqlx::query(REPLACE_FILE)
-            .bind(new.file.filesystem_id)
-            .bind(&new.file.rel_path)
-            .bind(new.file.size as i64)
-            .bind(&new.file.sha256)
+            .bind(new_file.filesystem_id)
+            .bind(&new_file.rel_path)
+            .bind(new_file.size as i64)
+            .bind(&new_file.sha256)
             .bind(new.received_at)
             .bind(file_id)
             .execute(&mut *self.conn)
@@ -660,7 +666,7 @@ impl<'a> BatchTx<'a> {
             series_id,
             study_id,
             0,
-            new.file.size as i64 - size,
+            new_file.size as i64 - size,
             new.received_at,
         );
         Ok(StoreOutcome::Replaced {

@@ -12,6 +12,7 @@
 //! | `nearline.rs` | targets, packs and their members, copy rules |
 //! | `retention.rs` | deletion candidates, ONLINE removal, NEARLINE locations |
 //! | `jobs.rs` | the jobs table: queue, claim, lease, finish; schedule firings |
+//! | `rebuild.rs` | rebuild-index: checkpoints, packs found on targets |
 //! | `admin.rs`, `filesystems.rs` | the admin UI/API's searches and removals, AE peers, ONLINE filesystems |
 //!
 //! Convention: SQL text sits in the file whose method runs it, inline in the call or as a
@@ -30,6 +31,7 @@ mod jobs;
 mod nearline;
 mod placeholders;
 mod query;
+mod rebuild;
 mod retention;
 mod rows;
 
@@ -37,6 +39,7 @@ pub use admin::{AvailabilityTotal, JobTotal, OnlineCopy, Removal, Setting, Study
 pub use dialect::Dialect;
 pub use filesystems::{FilesystemChange, FilesystemEdit, FilesystemRow};
 pub use nearline::CopyRule;
+pub use rebuild::{FoundPack, KnownInstance};
 pub use retention::{DeletionStart, NearlineMember, RetentionCandidate};
 pub use rows::{IndexCounts, InstanceLocation, SeriesRow, StudyRow};
 
@@ -66,12 +69,39 @@ pub type IndexResult<T> = Result<T, IndexError>;
 #[derive(Clone, Debug)]
 pub struct NewInstance {
     pub record: InstanceRecord,
-    pub file: StoredFile,
+    pub held: Held,
     pub policy: DuplicatePolicy,
     /// Unix milliseconds.
     pub received_at: i64,
     /// WADO-RS metadata made at ingest (`crate::metadata`); `None` when it could not be made.
     pub metadata: Option<Vec<u8>>,
+}
+
+/// Where a new instance's bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// In an ONLINE file: every way in (C-STORE, STOW-RS), and `rebuild-index` finding a file
+    /// on an ONLINE filesystem.
+    Online(StoredFile),
+    /// Only inside a NEARLINE pack: `rebuild-index` restoring an instance whose ONLINE copy
+    /// was deleted. No file row; the pack's member row is added with the pack.
+    InPackOnly { size: u64 },
+}
+
+impl Held {
+    pub fn size(&self) -> u64 {
+        match self {
+            Held::Online(file) => file.size,
+            Held::InPackOnly { size } => *size,
+        }
+    }
+
+    pub fn file(&self) -> Option<&StoredFile> {
+        match self {
+            Held::Online(file) => Some(file),
+            Held::InPackOnly { .. } => None,
+        }
+    }
 }
 
 /// One instance's stored WADO-RS metadata (deflated; see `crate::metadata`).

@@ -100,6 +100,7 @@ struct UnpackedRow {
     rel_path: String,
     size_bytes: i64,
     sha256: String,
+    received_at: i64,
 }
 
 impl From<UnpackedRow> for PackSource {
@@ -113,6 +114,7 @@ impl From<UnpackedRow> for PackSource {
             transfer_syntax: row.transfer_syntax,
             size: u64::try_from(row.size_bytes).unwrap_or(0),
             sha256: row.sha256,
+            received_at: row.received_at,
         }
     }
 }
@@ -278,7 +280,7 @@ impl Index {
         let rows: Vec<UnpackedRow> = sqlx::query_as(
             "SELECT i.id AS instance_id, i.sop_uid, se.series_uid, i.sop_class_uid, \
              i.transfer_syntax, fs.path AS filesystem_path, f.path AS rel_path, f.size_bytes, \
-             f.sha256 \
+             f.sha256, i.received_at \
              FROM study s JOIN series se ON se.study_fk = s.id \
              JOIN instance i ON i.series_fk = se.id JOIN file f ON f.instance_fk = i.id \
              JOIN filesystem fs ON fs.id = f.filesystem_fk \

@@ -111,6 +111,68 @@ pub fn walk_objects(
     report
 }
 
+/// The day directories (`YYYY/MM/DD`) under `root`, in order: `rebuild-index` takes them one
+/// at a time and checkpoints after each.
+pub fn day_directories(root: &Path) -> std::io::Result<Vec<String>> {
+    let numbered = |dir: &Path, width: usize| -> std::io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(error) => return Err(error),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.len() == width
+                && name.bytes().all(|b| b.is_ascii_digit())
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+            {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    };
+    let mut days = Vec::new();
+    for year in numbered(root, 4)? {
+        for month in numbered(&root.join(&year), 2)? {
+            for day in numbered(&root.join(&year).join(&month), 2)? {
+                days.push(format!("{year}/{month}/{day}"));
+            }
+        }
+    }
+    Ok(days)
+}
+
+/// The stored objects of one day directory (see [`day_directories`]), in path order.
+pub fn objects_of_day(root: &Path, day: &str) -> std::io::Result<Vec<FoundFile>> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.join(day)];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let path = entry.path();
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            if file_type.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let Some(rel_path) = relative(root, &path).filter(|p| is_object_path(p)) else {
+                continue;
+            };
+            if let Ok(meta) = entry.metadata() {
+                found.push(FoundFile {
+                    rel_path,
+                    size: meta.len(),
+                });
+            }
+        }
+    }
+    found.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    Ok(found)
+}
+
 fn is_older(meta: &std::fs::Metadata, older_than: SystemTime) -> bool {
     meta.modified().is_ok_and(|modified| modified <= older_than)
 }
@@ -174,6 +236,19 @@ mod tests {
             "young files, the spool, and files outside the layout are not walked"
         );
         assert_eq!(sweep_spool(root.path(), hour_ago).expect("sweep"), (1, 10));
+        // rebuild-index's view: day directories in order, and every object of a day.
+        assert_eq!(
+            day_directories(root.path()).expect("days"),
+            vec!["2026/01/02".to_string()]
+        );
+        assert_eq!(
+            objects_of_day(root.path(), "2026/01/02")
+                .expect("objects")
+                .iter()
+                .map(|f| f.rel_path.rsplit('/').next().unwrap_or(""))
+                .collect::<Vec<_>>(),
+            vec!["cccccccccccccccccccc.dcm", "dddddddddddddddddddd.dcm"]
+        );
         assert!(!spool.join("1-1.part").exists());
         assert!(
             spool.join("1-2.part").exists(),
