@@ -92,6 +92,20 @@ pub enum Command {
     /// NEARLINE targets: S3 buckets and directories that hold packs
     #[command(subcommand)]
     Nearline(NearlineCommand),
+    /// Rebuild the index from storage alone: every configured ONLINE filesystem and NEARLINE
+    /// target. Only adds what is missing; resumable; run it with no node serving
+    RebuildIndex(RebuildArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RebuildArgs {
+    /// Read every pack found back whole: it becomes ARCHIVED only if every member matches
+    /// (without it, packs are TO_ARCHIVE and verify-sync checks them)
+    #[arg(long)]
+    pub verify: bool,
+    /// Files hashed, or pack members read, at the same time
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
 }
 
 #[derive(Args, Debug)]

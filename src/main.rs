@@ -3,6 +3,7 @@
 mod ae;
 mod cli;
 mod lifecycle_cli;
+mod rebuild_cli;
 mod serve;
 
 use anyhow::Context;
@@ -40,6 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Retention(command) => lifecycle_cli::retention(load_config(&cli.config)?, command),
         Command::Jobs(command) => lifecycle_cli::jobs(load_config(&cli.config)?, command),
         Command::Nearline(command) => lifecycle_cli::nearline(load_config(&cli.config)?, command),
+        Command::RebuildIndex(args) => rebuild_cli::rebuild(load_config(&cli.config)?, args),
     }
 }
 

@@ -35,6 +35,32 @@ pub async fn fresh_postgres_database() -> String {
     replace_database_name(&admin_url, &name)
 }
 
+/// Drops the database `url` names and creates it again, empty: a test losing its index.
+pub async fn recreate_postgres_database(url: &str) {
+    let admin_url = std::env::var(PG_URL_VAR)
+        .unwrap_or_else(|_| panic!("{PG_URL_VAR} is not set (see fresh_postgres_database)"));
+    let name = url
+        .split('?')
+        .next()
+        .and_then(|base| base.rsplit('/').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        name.starts_with("strata_t_"),
+        "only a test database is dropped: {name}"
+    );
+    sqlx::any::install_default_drivers();
+    let mut admin = connect_admin(&admin_url).await;
+    admin
+        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+        .await
+        .expect("drop test database");
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create test database");
+}
+
 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn connect_admin(url: &str) -> sqlx::AnyConnection {

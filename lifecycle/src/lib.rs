@@ -5,6 +5,7 @@
 //! Nothing here knows S3 or tar: targets come from the [`TargetFactory`] the binary passes in.
 
 mod jobs;
+pub mod rebuild;
 mod scheduler;
 mod settings;
 mod worker;

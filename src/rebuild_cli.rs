@@ -1,0 +1,72 @@
+//! `strata rebuild-index`: wires the configured filesystems and targets into the rebuild and
+//! reports progress and the outcome.
+
+use crate::cli::RebuildArgs;
+use crate::serve::{open_index, prepare_nearline, runtime};
+use anyhow::Context;
+use archive_core::config::Config;
+use archive_core::nearline::TargetFactory;
+use lifecycle::rebuild::{rebuild_index, Progress, RebuildOptions, TargetToScan};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn rebuild(config: Config, args: RebuildArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let index = open_index(&config).await?;
+        prepare_nearline(&index, &config).await?;
+        let filesystems = index
+            .sync_filesystems(&config.effective_filesystems())
+            .await
+            .context("cannot record the ONLINE filesystems in the index")?;
+        let mut targets = Vec::new();
+        for row in index.targets().await? {
+            let target = hsm_s3::Targets
+                .open(&row.spec)
+                .await
+                .with_context(|| format!("cannot open NEARLINE target `{}`", row.spec.name))?;
+            targets.push(TargetToScan { row, target });
+        }
+        let options = RebuildOptions {
+            verify: args.verify,
+            parallel: args.parallel.max(1),
+        };
+        let progress = Arc::new(Progress::default());
+        let reporter = tokio::spawn(report_progress(progress.clone()));
+        let result = rebuild_index(&index, &filesystems, &targets, &options, &progress).await;
+        reporter.abort();
+        let report = result.context("rebuild stopped (run it again: it continues)")?;
+        println!(
+            "rebuild-index done: {} ONLINE files indexed ({} already were), {} packs recorded \
+             ({} already were; {} ARCHIVED, {} VERIFY_FAILED), {} instances indexed from packs",
+            report.files_indexed,
+            report.files_already_indexed,
+            report.packs_recorded,
+            report.packs_already_recorded,
+            report.packs_archived,
+            report.packs_verify_failed,
+            report.instances_from_packs
+        );
+        for conflict in &report.conflicts {
+            println!("conflict: {conflict}");
+        }
+        for problem in &report.problems {
+            println!("problem: {problem}");
+        }
+        if !args.verify && report.packs_recorded > 0 {
+            println!(
+                "packs found are TO_ARCHIVE until verify-sync reads them back (or rerun with --verify)"
+            );
+        }
+        Ok(())
+    })
+}
+
+/// A progress line on stderr every few seconds.
+async fn report_progress(progress: Arc<Progress>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        eprintln!("rebuild-index: {}", progress.line());
+    }
+}
