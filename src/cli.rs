@@ -219,6 +219,9 @@ pub struct NearlineAddArgs {
     /// One pack per series instead of per study
     #[arg(long)]
     pub pack_per_series: bool,
+    /// Retrieval prefers targets with a lower priority, falling back to the next
+    #[arg(long, default_value_t = 0)]
+    pub priority: u32,
 }
 
 #[derive(Subcommand, Debug)]

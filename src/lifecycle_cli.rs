@@ -320,6 +320,7 @@ fn spec_from_args(args: NearlineAddArgs) -> anyhow::Result<TargetSpec> {
         part_size,
         upload_concurrency: args.upload_concurrency,
         pack_per_series: args.pack_per_series,
+        priority: args.priority,
     };
     // Same checks as the config file; the message names the setting.
     spec.validate("nearline add")

@@ -44,6 +44,7 @@ pub async fn open_index(config: &Config) -> anyhow::Result<Index> {
         .migrate()
         .await
         .context("cannot migrate the index schema")?;
+    index.set_min_archived_copies(config.lifecycle.min_archived_copies);
     Ok(index)
 }
 

@@ -25,6 +25,8 @@ impl Counter {
 pub static PACK_FETCHES: Counter = Counter::new();
 /// Single members read with a ranged GET.
 pub static MEMBER_RANGE_READS: Counter = Counter::new();
+/// Retrievals that read another target's copy because the preferred one could not be read.
+pub static NEARLINE_FALLBACKS: Counter = Counter::new();
 /// Bytes read from NEARLINE targets for retrieval: whole packs and ranges (not verify-sync).
 pub static NEARLINE_BYTES_READ: Counter = Counter::new();
 /// Retrievals served from a pack already in the retrieve cache.
@@ -58,6 +60,12 @@ pub fn prometheus_text() -> String {
             "Single instances read from a pack with a ranged GET",
             "counter",
             &MEMBER_RANGE_READS,
+        ),
+        (
+            "strata_nearline_fallbacks_total",
+            "Retrievals that fell back to another target's copy after a read failed",
+            "counter",
+            &NEARLINE_FALLBACKS,
         ),
         (
             "strata_nearline_bytes_read_total",

@@ -20,6 +20,7 @@ pub async fn preview(index: &Index, rule: &RetentionRuleConfig) -> IndexResult<V
         &candidates,
         crate::index::now_millis(),
         usage,
+        index.min_archived_copies(),
     ))
 }
 
@@ -41,6 +42,7 @@ pub fn evaluate(
     candidates: &[RetentionCandidate],
     now: i64,
     usage: Option<GroupUsage>,
+    min_copies: u32,
 ) -> Vec<PreviewEntry> {
     // Bytes the watermark wants freed, if the group is below it.
     let mut watermark_wants: i64 = match (rule.free_below_percent, rule.free_target_percent, usage)
@@ -75,11 +77,18 @@ pub fn evaluate(
                 ));
             }
             let not_copied = missing - study.awaiting_verification - study.verify_failed;
-            if not_copied > 0 {
+            if not_copied > 0 && min_copies > 1 {
+                detail.push(format!("{not_copied} on too few targets yet"));
+            } else if not_copied > 0 {
                 detail.push(format!("{not_copied} not copied yet"));
             }
+            let wanted = if min_copies > 1 {
+                format!("fewer than {min_copies} verified NEARLINE copies (lifecycle.min_archived_copies)")
+            } else {
+                "no verified NEARLINE copy".to_string()
+            };
             held.push(format!(
-                "{missing} of {} instances have no verified NEARLINE copy{on} ({})",
+                "{missing} of {} instances have {wanted}{on} ({})",
                 study.instances,
                 detail.join(", ")
             ));
@@ -208,6 +217,7 @@ mod tests {
             ],
             now,
             None,
+            1,
         );
         let decided: Vec<(&str, bool)> = entries
             .iter()
@@ -253,7 +263,7 @@ mod tests {
         let studies: Vec<_> = (0..5)
             .map(|n| study(&format!("s{n}"), 50 - n, 4, 0, 0))
             .collect();
-        let entries = evaluate(&watermark, &studies, now, Some(usage));
+        let entries = evaluate(&watermark, &studies, now, Some(usage), 1);
         let deleted: Vec<&str> = entries
             .iter()
             .filter(|e| e.delete)
@@ -269,7 +279,7 @@ mod tests {
             free: 15_000,
             total: 20_000,
         };
-        assert!(evaluate(&watermark, &studies, now, Some(plenty))
+        assert!(evaluate(&watermark, &studies, now, Some(plenty), 1)
             .iter()
             .all(|e| !e.delete));
     }

@@ -93,7 +93,19 @@ impl Retriever {
     pub async fn open(&self, location: &InstanceLocation) -> Result<OpenedInstance, RetrieveError> {
         match &location.nearline {
             None => Self::open_file(location, location.full_path(), None).await,
-            Some(member) => self.open_from_pack(location, member).await,
+            Some(member) => {
+                let mut result = self.open_from_pack(location, member).await;
+                let mut tried = member;
+                for next in &location.nearline_fallbacks {
+                    let Err(RetrieveError::Nearline { message, .. }) = &result else {
+                        break;
+                    };
+                    fall_back(location, tried, next, message);
+                    result = self.open_from_pack(location, next).await;
+                    tried = next;
+                }
+                result
+            }
         }
     }
 
@@ -106,7 +118,17 @@ impl Retriever {
     ) -> Result<OpenedInstance, RetrieveError> {
         match &location.nearline {
             Some(member) if location.size_bytes <= RANGE_READ_LIMIT => {
-                self.open_range(location, member).await
+                let mut result = self.open_range(location, member).await;
+                let mut tried = member;
+                for next in &location.nearline_fallbacks {
+                    let Err(RetrieveError::Nearline { message, .. }) = &result else {
+                        break;
+                    };
+                    fall_back(location, tried, next, message);
+                    result = self.open_range(location, next).await;
+                    tried = next;
+                }
+                result
             }
             _ => self.open(location).await,
         }
@@ -258,6 +280,23 @@ impl Retriever {
             body: Body::Memory(bytes[offset..].to_vec()),
         })
     }
+}
+
+/// Says (and counts) that a copy could not be read and the next target's is tried.
+fn fall_back(
+    location: &InstanceLocation,
+    failed: &NearlineMember,
+    next: &NearlineMember,
+    error: &str,
+) {
+    crate::metrics::NEARLINE_FALLBACKS.add(1);
+    tracing::warn!(
+        sop_instance_uid = %location.sop_uid,
+        failed_target = %failed.target_name,
+        next_target = %next.target_name,
+        %error,
+        "cannot read the NEARLINE copy; trying the next target's"
+    );
 }
 
 /// Fetches and unpacks a pack into `dir` (the cache calls this once per pack).

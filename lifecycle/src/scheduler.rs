@@ -144,9 +144,22 @@ async fn fire_copy_rule(
     services: &Services,
     rule: &CopyRuleConfig,
 ) -> archive_core::index::IndexResult<usize> {
+    let mut queued = 0;
+    for target in rule.target_names() {
+        queued += copy_to(services, rule, target).await?;
+    }
+    Ok(queued)
+}
+
+/// Queues the copies `rule` wants on one of its targets.
+async fn copy_to(
+    services: &Services,
+    rule: &CopyRuleConfig,
+    target_name: &str,
+) -> archive_core::index::IndexResult<usize> {
     let index = &services.index;
-    let Some(target) = index.target(&rule.target).await? else {
-        tracing::error!(rule = %rule.name, target = %rule.target, "copy rule names a target that does not exist");
+    let Some(target) = index.target(target_name).await? else {
+        tracing::error!(rule = %rule.name, target = %target_name, "copy rule names a target that does not exist");
         return Ok(0);
     };
     let studies = index
@@ -157,7 +170,7 @@ async fn fire_copy_rule(
         let new = NewJob {
             job_type: JobType::Copy,
             study_uid: study,
-            target_name: rule.target.clone(),
+            target_name: target_name.to_string(),
             created_by: format!("rule:{}", rule.name),
             max_attempts: services.settings.max_attempts,
         };
@@ -167,7 +180,7 @@ async fn fire_copy_rule(
             .await?
         {
             tracing::info!(job_id, job_type = JobType::Copy.as_str(), study = %new.study_uid,
-                target = %rule.target, created_by = %new.created_by, "job queued");
+                target = %target_name, created_by = %new.created_by, "job queued");
             queued += 1;
         }
     }

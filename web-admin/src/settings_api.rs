@@ -294,11 +294,16 @@ pub(crate) async fn save_copy_rule(
     rule: CopyRuleConfig,
 ) -> ApiResult<CopyRuleConfig> {
     parse_schedule(&rule.schedule).map_err(|m| bad("schedule", m))?;
-    if state.index.target(&rule.target).await?.is_none() {
+    if rule.target_names().is_empty() {
         return Err(bad(
             "target",
-            format!("no nearline target named `{}`", rule.target),
+            "name a target (`target`, or `targets` for several)",
         ));
+    }
+    for name in rule.target_names() {
+        if state.index.target(name).await?.is_none() {
+            return Err(bad("target", format!("no nearline target named `{name}`")));
+        }
     }
     state.index.save_copy_rule(&rule, now_millis()).await?;
     Ok(rule)

@@ -89,6 +89,10 @@ pub struct TargetSpec {
     /// One pack per series instead of one per study.
     #[serde(default)]
     pub pack_per_series: bool,
+    /// Retrieval reads from the target with the lowest priority holding a verified copy, and
+    /// falls back to the next when a read fails.
+    #[serde(default)]
+    pub priority: u32,
 }
 
 fn default_region() -> String {
@@ -121,6 +125,7 @@ impl TargetSpec {
             part_size: default_part_size(),
             upload_concurrency: default_upload_concurrency(),
             pack_per_series: false,
+            priority: 0,
         }
     }
 
@@ -230,6 +235,9 @@ pub struct LifecycleConfig {
     /// them. Off by default: an orphan may be an object a crash left unindexed, which an
     /// admin may want to re-import first.
     pub remove_orphans: bool,
+    /// An ONLINE file is deleted (by a retention rule or on request) only once this many
+    /// different targets hold a verified (ARCHIVED) copy of its instance.
+    pub min_archived_copies: u32,
     pub copy_rules: Vec<CopyRuleConfig>,
     pub retention_rules: Vec<super::RetentionRuleConfig>,
 }
@@ -248,6 +256,7 @@ impl Default for LifecycleConfig {
             scavenge_schedule: "0 30 3 * * *".into(),
             scavenge_grace_hours: 24,
             remove_orphans: false,
+            min_archived_copies: 1,
             copy_rules: Vec::new(),
             retention_rules: Vec::new(),
         }
@@ -259,7 +268,13 @@ impl Default for LifecycleConfig {
 #[serde(deny_unknown_fields)]
 pub struct CopyRuleConfig {
     pub name: String,
+    /// The target studies are copied to; or, for copies on several targets, `targets`.
+    #[serde(default)]
     pub target: String,
+    /// Several targets: each gets its own copy (its own job and pack), e.g. with
+    /// `lifecycle.min_archived_copies = 2`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
     /// Cron expression, e.g. `0 */5 * * * *` (seconds first) or `*/5 * * * *`.
     pub schedule: String,
     /// Only studies that received no new instance for this many minutes.
@@ -282,12 +297,26 @@ fn default_stable_minutes() -> u32 {
     10
 }
 
+impl CopyRuleConfig {
+    /// Every target the rule copies to, `target` and `targets` together, each once.
+    pub fn target_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for name in std::iter::once(&self.target).chain(&self.targets) {
+            if !name.is_empty() && !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+        names
+    }
+}
+
 /// What a rule has when only its name, target and schedule are given (as in a file).
 impl Default for CopyRuleConfig {
     fn default() -> Self {
         CopyRuleConfig {
             name: String::new(),
             target: String::new(),
+            targets: Vec::new(),
             schedule: String::new(),
             stable_minutes: default_stable_minutes(),
             min_age_days: 0,
@@ -380,6 +409,19 @@ impl Config {
                 "backoff_base_secs must be at least 1 and backoff_max_secs at least backoff_base_secs",
             ));
         }
+        let target_count = self.effective_targets().len() as u32;
+        // Targets added at run time count too; only a file that names its targets is checked.
+        let configured = !self.nearline.targets.is_empty();
+        if life.min_archived_copies == 0 || (configured && life.min_archived_copies > target_count)
+        {
+            return Err(ConfigError::key(
+                "lifecycle.min_archived_copies",
+                format!(
+                    "must be between 1 and the number of NEARLINE targets ({target_count}): \
+                     more could never be met and no ONLINE file would ever be deleted"
+                ),
+            ));
+        }
         if !life.verify_schedule.is_empty() {
             parse_schedule(&life.verify_schedule)
                 .map_err(|m| ConfigError::key("lifecycle.verify_schedule", m))?;
@@ -404,12 +446,20 @@ impl Config {
             }
             parse_schedule(&rule.schedule)
                 .map_err(|m| ConfigError::key(format!("{key}.schedule"), m))?;
-            // Targets added at run time (`strata nearline add`) are checked when the rule runs.
-            if !targets.contains(&rule.target) && !self.nearline.targets.is_empty() {
+            if rule.target_names().is_empty() {
                 return Err(ConfigError::key(
                     format!("{key}.target"),
-                    format!("no target named `{}` in nearline.targets", rule.target),
+                    "name a target (`target`, or `targets` for several)",
                 ));
+            }
+            // Targets added at run time (`strata nearline add`) are checked when the rule runs.
+            for name in rule.target_names() {
+                if !targets.contains(name) && !self.nearline.targets.is_empty() {
+                    return Err(ConfigError::key(
+                        format!("{key}.target"),
+                        format!("no target named `{name}` in nearline.targets"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -445,5 +495,31 @@ mod tests {
             .expect_err("invalid")
             .to_string();
         assert!(error.contains("secret_access_key_file"), "{error}");
+    }
+
+    #[test]
+    fn more_copies_than_targets_and_unknown_rule_targets_are_config_errors() {
+        let mut config = super::super::Config::default();
+        config.nearline.targets = vec![
+            TargetSpec::filesystem("a", "/a".into()),
+            TargetSpec::filesystem("b", "/b".into()),
+        ];
+        config.lifecycle.min_archived_copies = 2;
+        assert!(config.validate_lifecycle().is_ok());
+        config.lifecycle.min_archived_copies = 3;
+        let error = config.validate_lifecycle().expect_err("3 of 2").to_string();
+        assert!(error.contains("lifecycle.min_archived_copies"), "{error}");
+        config.lifecycle.min_archived_copies = 1;
+        config.lifecycle.copy_rules = vec![CopyRuleConfig {
+            name: "both".into(),
+            targets: vec!["a".into(), "c".into()],
+            schedule: "* * * * *".into(),
+            ..Default::default()
+        }];
+        let error = config.validate_lifecycle().expect_err("no c").to_string();
+        assert!(error.contains("copy_rules[0].target") && error.contains("`c`"), "{error}");
+        config.lifecycle.copy_rules[0].targets = vec!["a".into(), "b".into(), "a".into()];
+        assert!(config.validate_lifecycle().is_ok());
+        assert_eq!(config.lifecycle.copy_rules[0].target_names(), vec!["a", "b"]);
     }
 }

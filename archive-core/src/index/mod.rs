@@ -119,6 +119,9 @@ pub struct Index {
     pool: AnyPool,
     dialect: Dialect,
     writer: Arc<tokio::sync::Mutex<ingest::Writer>>,
+    /// `lifecycle.min_archived_copies`: how many targets must hold an ARCHIVED copy of an
+    /// instance before its ONLINE file may be deleted (see `retention.rs`).
+    min_archived_copies: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Index {
@@ -130,7 +133,19 @@ impl Index {
             pool,
             dialect,
             writer: Arc::default(),
+            min_archived_copies: Arc::new(std::sync::atomic::AtomicU32::new(1)),
         })
+    }
+
+    /// Sets `lifecycle.min_archived_copies` (at least 1) for every clone of this index.
+    pub fn set_min_archived_copies(&self, copies: u32) {
+        self.min_archived_copies
+            .store(copies.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn min_archived_copies(&self) -> u32 {
+        self.min_archived_copies
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The connection pool, for tests that must check what the database itself refuses.

@@ -72,10 +72,18 @@ struct CopyRuleRow {
 impl From<CopyRuleRow> for CopyRule {
     fn from(row: CopyRuleRow) -> CopyRule {
         let split = super::placeholders::split_list;
+        // One target is stored as its name, several as a backslash-separated list.
+        let mut targets = split(row.target_name);
+        let target = if targets.len() == 1 {
+            targets.remove(0)
+        } else {
+            String::new()
+        };
         CopyRule {
             rule: CopyRuleConfig {
                 name: row.name,
-                target: row.target_name,
+                target,
+                targets,
                 schedule: row.schedule,
                 stable_minutes: u32::try_from(row.stable_minutes).unwrap_or(0),
                 min_age_days: u32::try_from(row.min_age_days).unwrap_or(0),
@@ -140,7 +148,7 @@ impl Index {
              enabled = excluded.enabled, from_config = excluded.from_config, updated_at = excluded.updated_at",
         )
         .bind(&rule.name)
-        .bind(&rule.target)
+        .bind(rule.target_names().join("\\"))
         .bind(&rule.schedule)
         .bind(i64::from(rule.stable_minutes))
         .bind(i64::from(rule.min_age_days))

@@ -82,9 +82,18 @@ async fn upsert_retention_rule_row(
     Ok(())
 }
 
-const VERIFIED: &str = "EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
-    JOIN nearline_target t ON t.id = p.target_fk WHERE pm.instance_fk = i.id \
-    AND p.status = 'ARCHIVED' AND ($2 = '' OR t.name = $2))";
+/// Instance `i` may lose its ONLINE file: ARCHIVED copies on at least `min_copies` different
+/// targets, one of them on `$2` unless `$2` is empty. (`min_copies` is a validated integer from
+/// the configuration, not input, so it is written into the SQL.)
+fn verified(min_copies: u32) -> String {
+    format!(
+        "((SELECT COUNT(DISTINCT p.target_fk) FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
+         WHERE pm.instance_fk = i.id AND p.status = 'ARCHIVED') >= {min_copies} \
+         AND ($2 = '' OR EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
+         JOIN nearline_target t ON t.id = p.target_fk WHERE pm.instance_fk = i.id \
+         AND p.status = 'ARCHIVED' AND t.name = $2)))"
+    )
+}
 
 impl Index {
     /// Records the configured retention rules (by name); rules added at run time are kept.
@@ -142,15 +151,16 @@ impl Index {
         };
         let instances_of =
             "FROM series se JOIN instance i ON i.series_fk = se.id WHERE se.study_fk = s.id";
+        let verified = verified(self.min_archived_copies());
         let sql = format!(
             "SELECT s.study_uid, s.received_at, s.last_accessed_at, \
                (SELECT CAST(COALESCE(SUM(f.size_bytes), 0) AS BIGINT) {instances_of_files} AND fs.group_name = $1) AS online_bytes, \
                (SELECT COUNT(*) {instances_of}) AS instances, \
-               (SELECT COUNT(*) {instances_of} AND {VERIFIED}) AS verified, \
-               (SELECT COUNT(*) {instances_of} AND NOT {VERIFIED} AND EXISTS (SELECT 1 FROM pack_member pm \
+               (SELECT COUNT(*) {instances_of} AND {verified}) AS verified, \
+               (SELECT COUNT(*) {instances_of} AND NOT {verified} AND EXISTS (SELECT 1 FROM pack_member pm \
                   JOIN pack p ON p.id = pm.pack_fk WHERE pm.instance_fk = i.id \
                   AND p.status IN ('UPLOADING', 'TO_ARCHIVE'))) AS awaiting_verification, \
-               (SELECT COUNT(*) {instances_of} AND NOT {VERIFIED} AND EXISTS (SELECT 1 FROM pack_member pm \
+               (SELECT COUNT(*) {instances_of} AND NOT {verified} AND EXISTS (SELECT 1 FROM pack_member pm \
                   JOIN pack p ON p.id = pm.pack_fk WHERE pm.instance_fk = i.id \
                   AND p.status = 'VERIFY_FAILED')) AS verify_failed \
              FROM study s WHERE EXISTS (SELECT 1 {instances_of_files} AND fs.group_name = $1){filter} \
@@ -184,7 +194,8 @@ impl Index {
         let marked = sqlx::query(&format!(
             "UPDATE file SET status = 'DELETING' WHERE status = 'OK' \
              AND instance_fk IN ({study_instances}) \
-             AND EXISTS (SELECT 1 FROM instance i WHERE i.id = file.instance_fk AND {VERIFIED})"
+             AND EXISTS (SELECT 1 FROM instance i WHERE i.id = file.instance_fk AND {verified})",
+            verified = verified(self.min_archived_copies())
         ))
         .bind(study_uid)
         .bind(require_target)
@@ -193,7 +204,8 @@ impl Index {
         .rows_affected();
         let (kept_unverified,): (i64,) = sqlx::query_as(&format!(
             "SELECT COUNT(*) FROM file f JOIN instance i ON i.id = f.instance_fk \
-             WHERE f.status = 'OK' AND f.instance_fk IN ({study_instances}) AND NOT {VERIFIED}"
+             WHERE f.status = 'OK' AND f.instance_fk IN ({study_instances}) AND NOT {verified}",
+            verified = verified(self.min_archived_copies())
         ))
         .bind(study_uid)
         .bind(require_target)
@@ -310,15 +322,32 @@ impl Index {
         for uid in uids {
             query = query.bind(uid.as_str());
         }
-        let mut seen = std::collections::HashSet::new();
-        Ok(query
-            .fetch_all(self.pool())
+        let rows = query.fetch_all(self.pool()).await?;
+        let priority: std::collections::HashMap<String, u32> = self
+            .targets()
             .await?
             .into_iter()
-            // The newest ARCHIVED copy of each instance.
-            .filter(|row| seen.insert(row.sop_uid.clone()))
-            .map(InstanceLocation::from)
-            .collect())
+            .map(|t| (t.spec.name, t.spec.priority))
+            .collect();
+        // Rows of one instance are adjacent (ORDER BY); each becomes one location whose copies
+        // are ordered by target priority, then newest pack first.
+        let mut locations: Vec<InstanceLocation> = Vec::new();
+        let mut copies: Vec<NearlineMember> = Vec::new();
+        for row in rows {
+            if locations.last().is_some_and(|l| l.sop_uid != row.sop_uid) {
+                settle_copies(locations.last_mut(), &mut copies, &priority);
+            }
+            let location = InstanceLocation::from(row);
+            if locations
+                .last()
+                .is_none_or(|l| l.sop_uid != location.sop_uid)
+            {
+                locations.push(location.clone());
+            }
+            copies.extend(location.nearline);
+        }
+        settle_copies(locations.last_mut(), &mut copies, &priority);
+        Ok(locations)
     }
 }
 
@@ -341,6 +370,24 @@ struct NearlineLocationRow {
     data_offset: i64,
     size_bytes: i64,
     sha256: String,
+}
+
+/// Gives `location` its copies in the order retrieval tries them.
+fn settle_copies(
+    location: Option<&mut InstanceLocation>,
+    copies: &mut Vec<NearlineMember>,
+    priority: &std::collections::HashMap<String, u32>,
+) {
+    let Some(location) = location else { return };
+    copies.sort_by_key(|c| {
+        (
+            priority.get(&c.target_name).copied().unwrap_or(u32::MAX),
+            std::cmp::Reverse(c.pack_id),
+        )
+    });
+    let mut ordered = std::mem::take(copies).into_iter();
+    location.nearline = ordered.next();
+    location.nearline_fallbacks = ordered.collect();
 }
 
 impl From<NearlineLocationRow> for InstanceLocation {
@@ -367,6 +414,7 @@ impl From<NearlineLocationRow> for InstanceLocation {
                 member_path: row.member_path,
                 data_offset: row.data_offset,
             }),
+            nearline_fallbacks: Vec::new(),
         }
     }
 }

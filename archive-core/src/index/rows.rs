@@ -62,6 +62,10 @@ pub struct InstanceLocation {
     /// (the filesystem fields are then empty).
     #[sqlx(skip)]
     pub nearline: Option<super::NearlineMember>,
+    /// Other ARCHIVED copies of a NEARLINE-only instance, in the order retrieval tries them
+    /// when reading `nearline` fails (target priority, then newest).
+    #[sqlx(skip)]
+    pub nearline_fallbacks: Vec<super::NearlineMember>,
 }
 
 impl InstanceLocation {

@@ -307,6 +307,7 @@ pub async fn packs_track_what_is_copied(index: Index) {
     let rule = CopyRuleConfig {
         name: "ct".into(),
         target: "local".into(),
+        targets: vec![],
         schedule: "0 * * * * *".into(),
         stable_minutes: 10,
         min_age_days: 0,
@@ -319,6 +320,17 @@ pub async fn packs_track_what_is_copied(index: Index) {
         .await
         .expect("rules");
     assert_eq!(index.copy_rules().await.expect("rules")[0].rule, rule);
+    // A rule naming several targets keeps them (stored as one list).
+    let both = CopyRuleConfig {
+        name: "both".into(),
+        target: String::new(),
+        targets: vec!["local".into(), "tape".into()],
+        ..rule.clone()
+    };
+    index.save_copy_rule(&both, 2).await.expect("save");
+    let saved = index.copy_rules().await.expect("rules");
+    let found = saved.iter().find(|r| r.rule.name == "both").expect("saved");
+    assert_eq!(found.rule.target_names(), vec!["local", "tape"]);
     let received = 1_700_000_000_000;
     // Not stable yet ten minutes after the last instance; then selected.
     assert!(index
@@ -617,6 +629,22 @@ async fn deletion_needs_archived_copies(index: &Index, first: i64) {
         .set_pack_status(first, PackStatus::Archived, "", 41)
         .await
         .expect("status");
+    // ...unless two targets must hold a verified copy (lifecycle.min_archived_copies).
+    index.set_min_archived_copies(2);
+    assert_eq!(
+        index
+            .retention_candidates(&rule, 10)
+            .await
+            .expect("candidates")[0]
+            .verified,
+        0
+    );
+    let held = index
+        .begin_online_deletion("1.9", "")
+        .await
+        .expect("deletion");
+    assert_eq!((held.marked, held.kept_unverified), (0, 3));
+    index.set_min_archived_copies(1);
     let other_target = archive_core::config::RetentionRuleConfig {
         require_target: "tape".into(),
         ..rule.clone()

@@ -83,7 +83,7 @@ pub async fn list(
                     @for entry in &copy_rules {
                         @let rule = &entry.rule;
                         tr {
-                            td { (rule.name) } td { (rule.target) } td { code { (rule.schedule) } }
+                            td { (rule.name) } td { (rule.target_names().join(", ")) } td { code { (rule.schedule) } }
                             td { (rule.stable_minutes) " min" }
                             td { (filters(&rule.modalities, &rule.calling_aes, rule.min_age_days)) }
                             td { @if rule.enabled { "yes" } @else { "no" } }
@@ -152,6 +152,7 @@ pub async fn save_copy_rule(State(state): State<WebState>, form: CheckedForm) ->
         let rule = CopyRuleConfig {
             name: form.text("name"),
             target: form.text("target"),
+            targets: Vec::new(),
             schedule: form.text("schedule"),
             stable_minutes: number_field(&form, "stable_minutes")?
                 .unwrap_or(defaults.stable_minutes),
