@@ -83,6 +83,9 @@ pub enum Command {
     /// Queue a scavenge of this node: retrieve-cache leftovers, stale spool files, and ONLINE
     /// files without an index row (reported; removed with lifecycle.remove_orphans)
     Scavenge(WaitArgs),
+    /// Queue a fixity run now: ARCHIVED packs and ONLINE files due for a re-read (older than
+    /// lifecycle.fixity_cycle_days), within lifecycle.fixity_max_bytes_per_day
+    Fixity(WaitArgs),
     /// Retention rules: what they would delete, and why other studies stay
     #[command(subcommand)]
     Retention(RetentionCommand),

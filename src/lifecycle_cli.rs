@@ -56,6 +56,18 @@ pub fn scavenge(config: Config, args: WaitArgs) -> anyhow::Result<()> {
     })
 }
 
+/// `strata fixity`: one run of the fixity service, by whichever node takes it.
+pub fn fixity(config: Config, args: WaitArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let index = open_index(&config).await?;
+        let attempts = config.lifecycle.max_attempts;
+        let enqueued =
+            lifecycle::queue_job(&index, JobType::Fixity, "", "", "cli", attempts).await?;
+        report_and_wait(&index, enqueued, "FIXITY job", args.wait, args.timeout_secs).await?;
+        Ok(())
+    })
+}
+
 /// Says what was queued (or that the same work already is), and waits for it if asked.
 async fn report_and_wait(
     index: &Index,

@@ -38,6 +38,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(args) => study_job(&cli.config, StudyAction::Restore, args),
         Command::DeleteOnline(args) => study_job(&cli.config, StudyAction::DeleteOnline, args),
         Command::Scavenge(args) => lifecycle_cli::scavenge(load_config(&cli.config)?, args),
+        Command::Fixity(args) => lifecycle_cli::fixity(load_config(&cli.config)?, args),
         Command::Retention(command) => lifecycle_cli::retention(load_config(&cli.config)?, command),
         Command::Jobs(command) => lifecycle_cli::jobs(load_config(&cli.config)?, command),
         Command::Nearline(command) => lifecycle_cli::nearline(load_config(&cli.config)?, command),

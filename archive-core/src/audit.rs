@@ -42,6 +42,8 @@ text_enum! {
         Restore = "RESTORE",
         /// A setting changed (peers, rules, targets, filesystems).
         Config = "CONFIG",
+        /// A fixity check found a stored copy damaged or missing.
+        Fixity = "FIXITY",
     }
 }
 

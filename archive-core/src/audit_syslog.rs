@@ -81,6 +81,8 @@ fn event_id(action: AuditAction) -> (&'static str, &'static str, &'static str) {
         AuditAction::Delete => ("110105", "DICOM Study Deleted", "D"),
         AuditAction::Api => ("110100", "Application Activity", "E"),
         AuditAction::Config => ("110113", "Security Alert", "E"),
+        // A stored object no longer as written: an integrity alert.
+        AuditAction::Fixity => ("110113", "Security Alert", "E"),
     }
 }
 

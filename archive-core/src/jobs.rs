@@ -19,6 +19,9 @@ text_enum! {
         /// and ONLINE files the index does not know (reported, removed when configured).
         /// Its target name is the node that runs it.
         Scavenge = "SCAVENGE",
+        /// Re-reads ARCHIVED packs and re-hashes ONLINE files due for a fixity check, under
+        /// the daily byte budget; queues the repair of what no longer matches.
+        Fixity = "FIXITY",
     }
 }
 

@@ -44,6 +44,11 @@ pub static CACHE_LEFTOVERS_REMOVED: Counter = Counter::new();
 pub static ORPHANS_FOUND: Counter = Counter::new();
 /// Of those, removed (`lifecycle.remove_orphans`).
 pub static ORPHANS_REMOVED: Counter = Counter::new();
+/// Packs and ONLINE files checked by the fixity service, and the bytes it read for them.
+pub static FIXITY_CHECKS: Counter = Counter::new();
+pub static FIXITY_BYTES: Counter = Counter::new();
+/// Fixity checks that found a copy damaged or missing.
+pub static FIXITY_FAILURES: Counter = Counter::new();
 
 /// The counters in Prometheus text exposition format.
 pub fn prometheus_text() -> String {
@@ -114,6 +119,24 @@ pub fn prometheus_text() -> String {
             "Orphan ONLINE files removed by scavenge jobs (lifecycle.remove_orphans)",
             "counter",
             &ORPHANS_REMOVED,
+        ),
+        (
+            "strata_fixity_checks_total",
+            "ARCHIVED packs re-read and ONLINE files re-hashed by the fixity service",
+            "counter",
+            &FIXITY_CHECKS,
+        ),
+        (
+            "strata_fixity_bytes_read_total",
+            "Bytes the fixity service read (bounded by lifecycle.fixity_max_bytes_per_day)",
+            "counter",
+            &FIXITY_BYTES,
+        ),
+        (
+            "strata_fixity_failures_total",
+            "Fixity checks that found a copy damaged or missing (repair queued)",
+            "counter",
+            &FIXITY_FAILURES,
         ),
     ] {
         out.push_str(&format!(

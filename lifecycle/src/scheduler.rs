@@ -16,6 +16,7 @@ use tokio::sync::watch;
 /// Most studies one firing queues; the next firing takes the rest.
 const MAX_JOBS_PER_FIRING: i64 = 10_000;
 const VERIFY_SCHEDULE: &str = "verify-sync";
+const FIXITY_SCHEDULE: &str = "fixity";
 
 pub(crate) async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
     // Firings before this node started are not caught up: the next one selects the same work.
@@ -50,6 +51,9 @@ pub(crate) async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>
         if !services.settings.verify_schedule.is_empty() {
             due.push((VERIFY_SCHEDULE.into(), Schedule::Verify));
         }
+        if !services.settings.fixity_schedule.is_empty() {
+            due.push((FIXITY_SCHEDULE.into(), Schedule::Fixity));
+        }
         if !services.settings.scavenge_schedule.is_empty() {
             due.push((
                 format!("scavenge:{}", services.settings.node_id),
@@ -62,6 +66,7 @@ pub(crate) async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>
                 Schedule::Retention(rule) => rule.schedule.clone(),
                 Schedule::Verify => services.settings.verify_schedule.clone(),
                 Schedule::Scavenge => services.settings.scavenge_schedule.clone(),
+                Schedule::Fixity => services.settings.fixity_schedule.clone(),
             };
             let cron = match parse_schedule(&expression) {
                 Ok(cron) => cron,
@@ -93,6 +98,7 @@ enum Schedule {
     Retention(archive_core::config::RetentionRuleConfig),
     Verify,
     Scavenge,
+    Fixity,
 }
 
 /// Sleeps until just after the next whole second, so second-resolution schedules fire on time.
@@ -118,6 +124,16 @@ async fn fire(services: &Services, name: &str, schedule: &Schedule, fire_at: Dat
         Schedule::Copy(rule) => fire_copy_rule(services, rule).await,
         Schedule::Retention(rule) => fire_retention_rule(services, rule).await,
         Schedule::Verify => fire_verify(services).await,
+        Schedule::Fixity => crate::queue_job(
+            &services.index,
+            JobType::Fixity,
+            "",
+            "",
+            "schedule",
+            services.settings.max_attempts,
+        )
+        .await
+        .map(|enqueued| usize::from(enqueued.created)),
         Schedule::Scavenge => {
             let settings = &services.settings;
             let node = settings.node_id.as_str();

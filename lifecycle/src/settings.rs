@@ -19,6 +19,10 @@ pub struct Settings {
     /// Spool and orphan files younger than this are left alone.
     pub scavenge_grace: Duration,
     pub remove_orphans: bool,
+    /// Empty: fixity checks run only on request.
+    pub fixity_schedule: String,
+    pub fixity_cycle_ms: i64,
+    pub fixity_max_bytes_per_day: u64,
 }
 
 impl Settings {
@@ -36,6 +40,9 @@ impl Settings {
             scavenge_schedule: life.scavenge_schedule.clone(),
             scavenge_grace: Duration::from_secs(u64::from(life.scavenge_grace_hours) * 3600),
             remove_orphans: life.remove_orphans,
+            fixity_schedule: life.fixity_schedule.clone(),
+            fixity_cycle_ms: i64::from(life.fixity_cycle_days) * 86_400_000,
+            fixity_max_bytes_per_day: life.fixity_max_bytes_per_day.0,
         }
     }
 

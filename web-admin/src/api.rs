@@ -202,6 +202,8 @@ pub(crate) async fn study_or_404(
 pub(crate) async fn copies(state: &WebState, uid: &str) -> ApiResult<Value> {
     let online = state.index.online_copies(uid).await?;
     let packs = state.index.packs_of_study(uid).await?;
+    let fixity = state.index.fixity_of_study(uid).await?;
+    let last_check = |copy: &str| fixity.iter().find(|f| f.copy == copy);
     let nearline: Vec<Value> = packs
         .iter()
         .map(|p| {
@@ -209,10 +211,11 @@ pub(crate) async fn copies(state: &WebState, uid: &str) -> ApiResult<Value> {
                 "target": p.target_name, "key": p.object_key, "status": p.status,
                 "size_bytes": p.size_bytes, "instances": p.member_count,
                 "created_at": p.created_at, "verified_at": p.verified_at, "error": p.error,
+                "fixity": last_check(&format!("pack {}", p.id)),
             })
         })
         .collect();
-    Ok(json!({ "online": online, "nearline": nearline }))
+    Ok(json!({ "online": online, "nearline": nearline, "online_fixity": last_check("ONLINE") }))
 }
 
 async fn study_detail(

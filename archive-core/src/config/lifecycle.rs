@@ -238,6 +238,13 @@ pub struct LifecycleConfig {
     /// An ONLINE file is deleted (by a retention rule or on request) only once this many
     /// different targets hold a verified (ARCHIVED) copy of its instance.
     pub min_archived_copies: u32,
+    /// When the fixity service runs (cron); empty disables it (`strata fixity` still works).
+    pub fixity_schedule: String,
+    /// Every ARCHIVED pack is re-read, and every ONLINE file re-hashed, once per this many
+    /// days (as far as the byte budget allows).
+    pub fixity_cycle_days: u32,
+    /// Most bytes fixity checks read in any 24 hours (NEARLINE egress and disk time).
+    pub fixity_max_bytes_per_day: super::ByteSize,
     pub copy_rules: Vec<CopyRuleConfig>,
     pub retention_rules: Vec<super::RetentionRuleConfig>,
 }
@@ -257,6 +264,9 @@ impl Default for LifecycleConfig {
             scavenge_grace_hours: 24,
             remove_orphans: false,
             min_archived_copies: 1,
+            fixity_schedule: "0 15 1 * * *".into(),
+            fixity_cycle_days: 30,
+            fixity_max_bytes_per_day: super::ByteSize(20 << 30),
             copy_rules: Vec::new(),
             retention_rules: Vec::new(),
         }
@@ -426,6 +436,16 @@ impl Config {
             parse_schedule(&life.verify_schedule)
                 .map_err(|m| ConfigError::key("lifecycle.verify_schedule", m))?;
         }
+        if !life.fixity_schedule.is_empty() {
+            parse_schedule(&life.fixity_schedule)
+                .map_err(|m| ConfigError::key("lifecycle.fixity_schedule", m))?;
+        }
+        if life.fixity_max_bytes_per_day.0 == 0 {
+            return Err(ConfigError::key(
+                "lifecycle.fixity_max_bytes_per_day",
+                "must be more than 0 (disable the service with fixity_schedule = \"\")",
+            ));
+        }
         if !life.scavenge_schedule.is_empty() {
             parse_schedule(&life.scavenge_schedule)
                 .map_err(|m| ConfigError::key("lifecycle.scavenge_schedule", m))?;
@@ -517,9 +537,15 @@ mod tests {
             ..Default::default()
         }];
         let error = config.validate_lifecycle().expect_err("no c").to_string();
-        assert!(error.contains("copy_rules[0].target") && error.contains("`c`"), "{error}");
+        assert!(
+            error.contains("copy_rules[0].target") && error.contains("`c`"),
+            "{error}"
+        );
         config.lifecycle.copy_rules[0].targets = vec!["a".into(), "b".into(), "a".into()];
         assert!(config.validate_lifecycle().is_ok());
-        assert_eq!(config.lifecycle.copy_rules[0].target_names(), vec!["a", "b"]);
+        assert_eq!(
+            config.lifecycle.copy_rules[0].target_names(),
+            vec!["a", "b"]
+        );
     }
 }

@@ -12,6 +12,7 @@
 //! | `nearline.rs` | targets, packs and their members, copy rules |
 //! | `retention.rs` | deletion candidates, ONLINE removal, NEARLINE locations |
 //! | `jobs.rs` | the jobs table: queue, claim, lease, finish; schedule firings |
+//! | `fixity.rs` | fixity checks: what is due, their record, damaged ONLINE files |
 //! | `rebuild.rs` | rebuild-index: checkpoints, packs found on targets |
 //! | `admin.rs`, `filesystems.rs` | the admin UI/API's searches and removals, AE peers, ONLINE filesystems |
 //!
@@ -25,6 +26,7 @@ mod commit_script;
 mod dialect;
 mod filesystems;
 mod find_sql;
+mod fixity;
 mod ingest;
 mod ingest_tx;
 mod jobs;
@@ -38,6 +40,7 @@ mod rows;
 pub use admin::{AvailabilityTotal, JobTotal, OnlineCopy, Removal, Setting, StudySearch};
 pub use dialect::Dialect;
 pub use filesystems::{FilesystemChange, FilesystemEdit, FilesystemRow};
+pub use fixity::{CopyFixity, FixityItem};
 pub use nearline::CopyRule;
 pub use rebuild::{FoundPack, KnownInstance};
 pub use retention::{DeletionStart, NearlineMember, RetentionCandidate};

@@ -10,11 +10,13 @@
 mod context;
 mod copy;
 mod delete;
+mod fixity;
 mod restore;
 mod scavenge;
 mod verify;
 
 pub(crate) use context::{JobContext, JobError, Reporter};
+pub(crate) use fixity::FIXITY_REPAIR;
 
 use crate::Services;
 use archive_core::jobs::{Job, JobType};
@@ -35,5 +37,6 @@ pub(crate) async fn run(
         JobType::Delete => delete::run(&ctx).await,
         JobType::Restore => restore::run(&ctx).await,
         JobType::Scavenge => scavenge::run(&ctx).await,
+        JobType::Fixity => fixity::run(&ctx).await,
     }
 }

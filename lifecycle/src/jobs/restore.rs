@@ -55,6 +55,19 @@ pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
         .touch_studies(std::slice::from_ref(&job.study_uid), now_millis())
         .await?;
     tracing::info!(instances = nearline.len(), "study restored ONLINE");
+    // A fixity repair of a damaged pack whose ONLINE copy was gone: now that the study is
+    // ONLINE again, the damaged target gets a new copy.
+    if let Some(target) = job.created_by.strip_prefix(crate::jobs::FIXITY_REPAIR) {
+        crate::queue_job(
+            index,
+            archive_core::jobs::JobType::Copy,
+            &job.study_uid,
+            target,
+            "fixity",
+            services.settings.max_attempts,
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -180,6 +180,21 @@ async fn detail_content(state: &WebState, session: &Session, uid: &str) -> ApiRe
     let series = state.index.series_of_study(uid).await?;
     let online = state.index.online_copies(uid).await?;
     let packs = state.index.packs_of_study(uid).await?;
+    let fixity = state.index.fixity_of_study(uid).await?;
+    // The last fixity check of a copy, for its row: when, and whether it ever failed.
+    let last_check = |copy: &str| -> String {
+        match fixity.iter().find(|f| f.copy == copy) {
+            Some(f) => {
+                let when = f.checked_at.map(time).unwrap_or_else(|| "not yet".into());
+                if f.failures > 0 {
+                    format!("{when} ({} failed)", f.failures)
+                } else {
+                    when
+                }
+            }
+            None => "—".into(),
+        }
+    };
     let targets = state.index.targets().await?;
     let jobs = state
         .index
@@ -240,15 +255,16 @@ async fn detail_content(state: &WebState, session: &Session, uid: &str) -> ApiRe
         section.card #live data-refresh="2000" {
             h2 { "Copies" }
             table #copies {
-                thead { tr { th { "Tier" } th { "Where" } th { "Status" } th.num { "Instances" } th.num { "Size" } th { "Verified" } } }
+                thead { tr { th { "Tier" } th { "Where" } th { "Status" } th.num { "Instances" } th.num { "Size" } th { "Verified" } th { "Last fixity check" } } }
                 tbody {
-                    @if online.is_empty() && packs.is_empty() { tr { td colspan="6" .muted { "No copy: the study's files are gone." } } }
+                    @if online.is_empty() && packs.is_empty() { tr { td colspan="7" .muted { "No copy: the study's files are gone." } } }
                     @for copy in &online {
                         tr {
                             td { (badge("ONLINE")) }
                             td.path { (copy.group_name) ": " (copy.path) }
                             td { "OK" }
                             td.num { (copy.instances) } td.num { (bytes(copy.bytes)) } td { "—" }
+                            td { (last_check("ONLINE")) }
                         }
                     }
                     @for pack in &packs {
@@ -258,6 +274,7 @@ async fn detail_content(state: &WebState, session: &Session, uid: &str) -> ApiRe
                             td { (badge(pack.status.as_str())) @if !pack.error.is_empty() { div.error-text { (pack.error) } } }
                             td.num { (pack.member_count) } td.num { (bytes(pack.size_bytes)) }
                             td { (pack.verified_at.map(time).unwrap_or_else(|| "—".into())) }
+                            td { (last_check(&format!("pack {}", pack.id))) }
                         }
                     }
                 }

@@ -1,0 +1,248 @@
+//! A fixity job: re-reads the ARCHIVED packs and re-hashes the ONLINE files whose last check
+//! is older than `fixity_cycle_days`, oldest first, until the 24-hour byte budget is spent.
+//! Each check is recorded. A copy that no longer matches is taken out of service (pack
+//! VERIFY_FAILED, file DAMAGED), counted, audited, and repaired from the other copy: a new
+//! pack from ONLINE, or the study restored ONLINE from another target's ARCHIVED pack (and,
+//! for a damaged pack, copied again once it is back).
+
+use super::{JobContext, JobError};
+use crate::Services;
+use archive_core::audit::{AuditAction, AuditOutcome, NewAuditEvent};
+use archive_core::index::{now_millis, FixityItem};
+use archive_core::jobs::JobType;
+use archive_core::metrics;
+use archive_core::nearline::{ExpectedPack, PackStatus, VerifyOutcome};
+use archive_core::query::Level;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::PathBuf;
+
+/// `created_by` of a restore queued to repair a damaged pack, followed by the pack's target:
+/// the restore then queues the new copy (see `restore.rs`).
+pub(crate) const FIXITY_REPAIR: &str = "fixity:";
+const DAY_MS: i64 = 86_400_000;
+/// Most items one job looks at; the next run takes the rest.
+const MAX_ITEMS: i64 = 100_000;
+
+pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
+    let (services, reporter) = (ctx.services, ctx.reporter);
+    let settings = &services.settings;
+    let index = &services.index;
+    let now = now_millis();
+    let read_today = index.fixity_bytes_since(now - DAY_MS).await?;
+    let mut budget = settings.fixity_max_bytes_per_day.saturating_sub(read_today);
+    let due = index
+        .fixity_due(now - settings.fixity_cycle_ms, MAX_ITEMS)
+        .await?;
+    reporter.set_totals(due.len(), due.iter().map(FixityItem::size).sum());
+    let (mut checked, mut over_budget) = (0u64, 0u64);
+    let mut damaged = Vec::new();
+    let mut unreadable = Vec::new();
+    for item in &due {
+        if item.size() > budget {
+            over_budget += 1;
+            continue;
+        }
+        let outcome = match item {
+            FixityItem::Pack { .. } => check_pack(services, item).await,
+            FixityItem::File { path, sha256, .. } => check_file(path.clone(), sha256).await,
+        };
+        let problem = match outcome {
+            Ok(problem) => problem,
+            // The target or filesystem is away: not a finding about the copy; next run.
+            Err(error) => {
+                unreadable.push(error);
+                continue;
+            }
+        };
+        budget -= item.size();
+        checked += 1;
+        metrics::FIXITY_CHECKS.add(1);
+        metrics::FIXITY_BYTES.add(item.size());
+        reporter.transfer.add_item();
+        reporter.transfer.add_bytes(item.size());
+        let at = now_millis();
+        index
+            .record_fixity(
+                item,
+                at,
+                problem.is_none(),
+                problem.as_deref().unwrap_or(""),
+            )
+            .await?;
+        if let Some(problem) = problem {
+            damaged.push(take_out_and_repair(services, item, &problem).await?);
+        }
+    }
+    tracing::info!(
+        checked,
+        damaged = damaged.len(),
+        unreadable = unreadable.len(),
+        left_for_later = over_budget,
+        "fixity checks done"
+    );
+    if !damaged.is_empty() {
+        return Err(JobError::permanent(format!(
+            "{} damaged: {}",
+            damaged.len(),
+            damaged.join(" | ")
+        )));
+    }
+    if let Some(first) = unreadable.first() {
+        return Err(JobError::retry(format!(
+            "{} copies could not be read now (first: {first}); the next run checks them",
+            unreadable.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a pack back whole against what the index recorded: `Some(problems)` if damaged.
+async fn check_pack(services: &Services, item: &FixityItem) -> Result<Option<String>, String> {
+    let FixityItem::Pack {
+        pack_id,
+        study_uid,
+        target_name,
+        ..
+    } = item
+    else {
+        return Err("not a pack".into());
+    };
+    let index = &services.index;
+    let pack = index
+        .packs_of_study(study_uid)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|p| p.id == *pack_id)
+        .ok_or_else(|| format!("pack {pack_id} is gone"))?;
+    let row = index
+        .target(target_name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("target `{target_name}` no longer exists"))?;
+    let target = services.targets.get(&row).await.map_err(|e| e.message)?;
+    let expected = ExpectedPack {
+        key: pack.object_key.clone(),
+        size: pack.size_bytes.max(0) as u64,
+        sha256: pack.sha256.clone(),
+        members: index
+            .pack_members(pack.id)
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    match target.verify_pack(&expected, Default::default()).await {
+        Ok(VerifyOutcome::Intact) => Ok(None),
+        Ok(VerifyOutcome::Damaged(problems)) => Ok(Some(problems.join("; "))),
+        Err(error) => Err(format!("{target_name}: {}", error.message)),
+    }
+}
+
+/// Re-hashes an ONLINE file: `Some(problem)` if it is missing or its SHA-256 changed.
+async fn check_file(path: PathBuf, recorded: &str) -> Result<Option<String>, String> {
+    let recorded = recorded.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Some(format!("{} is missing", path.display())))
+            }
+            Err(error) => return Err(format!("cannot open {}: {error}", path.display())),
+        };
+        let mut sha = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let n = file
+                .read(&mut buffer)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buffer[..n]);
+        }
+        let actual = hex::encode(sha.finalize());
+        Ok((actual != recorded).then(|| {
+            format!(
+                "{} has SHA-256 {actual}, the index records {recorded}",
+                path.display()
+            )
+        }))
+    })
+    .await
+    .map_err(|e| format!("the hashing thread stopped: {e}"))?
+}
+
+/// Takes a damaged copy out of service and queues its repair; returns what was done.
+async fn take_out_and_repair(
+    services: &Services,
+    item: &FixityItem,
+    problem: &str,
+) -> Result<String, JobError> {
+    let index = &services.index;
+    let attempts = services.settings.max_attempts;
+    metrics::FIXITY_FAILURES.add(1);
+    let (study_uid, what, repair) = match item {
+        FixityItem::Pack {
+            pack_id,
+            study_uid,
+            target_name,
+            ..
+        } => {
+            index
+                .set_pack_status(*pack_id, PackStatus::VerifyFailed, problem, now_millis())
+                .await?;
+            // Instances without an ONLINE file must come back ONLINE (from another target's
+            // ARCHIVED copy) before they can be copied again.
+            let gone_online = !index
+                .nearline_locations(Level::Study, std::slice::from_ref(study_uid))
+                .await?
+                .is_empty();
+            let repair = if gone_online {
+                let by = format!("{FIXITY_REPAIR}{target_name}");
+                let job =
+                    crate::queue_job(index, JobType::Restore, study_uid, "", &by, attempts).await?;
+                format!("restore job {} then a new copy", job.job_id)
+            } else {
+                let job = crate::queue_job(
+                    index,
+                    JobType::Copy,
+                    study_uid,
+                    target_name,
+                    "fixity",
+                    attempts,
+                )
+                .await?;
+                format!("copy job {}", job.job_id)
+            };
+            (
+                study_uid,
+                format!("pack {pack_id} on {target_name}"),
+                repair,
+            )
+        }
+        FixityItem::File {
+            file_id, study_uid, ..
+        } => {
+            index.mark_file_damaged(*file_id, study_uid).await?;
+            let restorable = !index
+                .nearline_locations(Level::Study, std::slice::from_ref(study_uid))
+                .await?
+                .is_empty();
+            let repair = if restorable {
+                let job =
+                    crate::queue_job(index, JobType::Restore, study_uid, "", "fixity", attempts)
+                        .await?;
+                format!("restore job {}", job.job_id)
+            } else {
+                "no other copy to repair it from".to_string()
+            };
+            (study_uid, format!("ONLINE file {file_id}"), repair)
+        }
+    };
+    tracing::error!(copy = %what, %problem, %repair, "fixity check failed: copy taken out of service");
+    let event = NewAuditEvent::new(AuditAction::Fixity, AuditOutcome::Failure, "fixity")
+        .study(study_uid.as_str())
+        .detail(format!("{what}: {problem}; repair: {repair}"));
+    services.auditor.record(event).await;
+    Ok(format!("{what} ({repair})"))
+}
