@@ -100,7 +100,7 @@ pub async fn read_contents<T: NearlineTarget + ?Sized>(
             .size()
             .map_err(|e| invalid(format!("unreadable first header: {e}")))?
     };
-    let manifest_end = TAR_BLOCK + manifest_len;
+    let manifest_end = TAR_BLOCK.saturating_add(manifest_len);
     if manifest_end > size {
         return Err(invalid("the manifest runs past the end of the pack".into()));
     }
@@ -121,9 +121,16 @@ pub async fn read_contents<T: NearlineTarget + ?Sized>(
     }
     let mut cursor = TAR_BLOCK + padded(manifest_len);
     let mut members = Vec::with_capacity(manifest.members.len());
+    let past_end = || invalid("the manifest lists members past the end of the pack".into());
     for member in manifest.members {
-        let data_offset = cursor + TAR_BLOCK;
-        cursor = data_offset + padded(member.size);
+        let data_offset = cursor.checked_add(TAR_BLOCK).ok_or_else(past_end)?;
+        cursor = member
+            .size
+            .checked_add(TAR_BLOCK - 1)
+            .map(|s| s / TAR_BLOCK * TAR_BLOCK)
+            .and_then(|padded| data_offset.checked_add(padded))
+            .filter(|end| *end <= size)
+            .ok_or_else(past_end)?;
         members.push(PackedMember {
             member_path: member.path,
             data_offset,
@@ -136,7 +143,7 @@ pub async fn read_contents<T: NearlineTarget + ?Sized>(
             received_at: member.received_at,
         });
     }
-    if cursor + TAR_END != size {
+    if cursor.saturating_add(TAR_END) != size {
         return Err(invalid(format!(
             "the manifest's members end at byte {}, the pack has {size}: not laid out as Strata writes packs",
             cursor + TAR_END

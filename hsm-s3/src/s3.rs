@@ -427,7 +427,13 @@ impl NearlineTarget for S3Target {
                 let Some(key) = key.strip_prefix(&self.prefix) else {
                     continue;
                 };
-                if !key.ends_with(".tar") {
+                // `<Study Instance UID>/<name>.tar`: a prefix without a trailing `/` also lists
+                // keys of other prefixes (`strata` matches `strata-test/…`), which are not ours.
+                let first = key.split('/').next().unwrap_or("");
+                if !key.ends_with(".tar")
+                    || first.is_empty()
+                    || !first.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                {
                     continue;
                 }
                 found.push(ListedPack {

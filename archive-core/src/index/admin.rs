@@ -208,7 +208,11 @@ impl Index {
                 return Ok(Removal::InUse(format!("it holds {packs} pack(s)")));
             }
             let (rules,): (i64,) =
-                sqlx::query_as("SELECT COUNT(*) FROM copy_rule WHERE target_name = $1")
+                // One name, or several separated by backslashes (a rule with `targets`).
+                sqlx::query_as(
+                    "SELECT COUNT(*) FROM copy_rule \
+                     WHERE ('\\' || target_name || '\\') LIKE ('%\\' || $1 || '\\%')",
+                )
                     .bind(name)
                     .fetch_one(self.pool())
                     .await?;

@@ -18,6 +18,9 @@ pub enum FixityItem {
     File {
         file_id: i64,
         study_uid: String,
+        /// The filesystem's root: a missing file under an empty or absent root is an unmounted
+        /// filesystem, not a damaged copy.
+        root: PathBuf,
         path: PathBuf,
         size: u64,
         sha256: String,
@@ -95,6 +98,7 @@ impl Index {
                         file_id,
                         study_uid,
                         path: std::path::Path::new(&root).join(rel),
+                        root: PathBuf::from(root),
                         size: size.max(0) as u64,
                         sha256,
                         last,
@@ -144,12 +148,24 @@ impl Index {
 
     /// An ONLINE file that no longer matches its checksum: retrievals and deletions stop
     /// using it (they take OK rows only); the row stays as the record of what was there.
-    pub async fn mark_file_damaged(&self, file_id: i64, study_uid: &str) -> IndexResult<()> {
-        sqlx::query("UPDATE file SET status = 'DAMAGED' WHERE id = $1 AND status = 'OK'")
-            .bind(file_id)
-            .execute(self.pool())
-            .await?;
-        self.recompute_availability(study_uid).await
+    /// `false` if the row changed since it was read (deleted, replaced): nothing was found
+    /// about the current file.
+    pub async fn mark_file_damaged(
+        &self,
+        file_id: i64,
+        checked_sha256: &str,
+        study_uid: &str,
+    ) -> IndexResult<bool> {
+        let marked = sqlx::query(
+            "UPDATE file SET status = 'DAMAGED' WHERE id = $1 AND status = 'OK' AND sha256 = $2",
+        )
+        .bind(file_id)
+        .bind(checked_sha256)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        self.recompute_availability(study_uid).await?;
+        Ok(marked == 1)
     }
 
     /// Each copy of the study with its last fixity check: every pack, and the ONLINE files

@@ -86,12 +86,18 @@ async fn upsert_retention_rule_row(
 /// targets, one of them on `$2` unless `$2` is empty. (`min_copies` is a validated integer from
 /// the configuration, not input, so it is written into the SQL.)
 fn verified(min_copies: u32) -> String {
+    // A copy counts only if it holds the bytes of the ONLINE file (when there is one): an old
+    // pack of a replaced object, or a pack that disagrees with the file (kept by
+    // rebuild-index), must not let the current bytes go.
+    let same_bytes = "(NOT EXISTS (SELECT 1 FROM file fo WHERE fo.instance_fk = i.id \
+         AND fo.status = 'OK') OR pm.sha256 IN (SELECT fo.sha256 FROM file fo \
+         WHERE fo.instance_fk = i.id AND fo.status = 'OK'))";
     format!(
         "((SELECT COUNT(DISTINCT p.target_fk) FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
-         WHERE pm.instance_fk = i.id AND p.status = 'ARCHIVED') >= {min_copies} \
+         WHERE pm.instance_fk = i.id AND p.status = 'ARCHIVED' AND {same_bytes}) >= {min_copies} \
          AND ($2 = '' OR EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
          JOIN nearline_target t ON t.id = p.target_fk WHERE pm.instance_fk = i.id \
-         AND p.status = 'ARCHIVED' AND t.name = $2)))"
+         AND p.status = 'ARCHIVED' AND t.name = $2 AND {same_bytes})))"
     )
 }
 
@@ -238,6 +244,17 @@ impl Index {
 
     pub async fn remove_file_rows(&self, file_ids: &[i64]) -> IndexResult<()> {
         for chunk in file_ids.chunks(500) {
+            // Their fixity history goes with them: SQLite may give a later file the same id.
+            let history = format!(
+                "DELETE FROM fixity_check WHERE file_fk IN (SELECT id FROM file \
+                 WHERE status = 'DELETING' AND id IN ({}))",
+                super::placeholders::placeholder_list(1, chunk.len())
+            );
+            let mut query = sqlx::query(&history);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(self.pool()).await?;
             let sql = format!(
                 "DELETE FROM file WHERE status = 'DELETING' AND id IN ({})",
                 super::placeholders::placeholder_list(1, chunk.len())

@@ -48,7 +48,12 @@ pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
         } else {
             String::new()
         };
-        let key = format!("{}/{}-{}{suffix}.tar", job.study_uid, job.id, job.attempts);
+        // The job's creation time keeps keys unique across a rebuilt index, whose job ids
+        // start again at 1 while the packs of the old ones are still on the target.
+        let key = format!(
+            "{}/{}-{}{suffix}-{}.tar",
+            job.study_uid, job.id, job.attempts, job.created_at
+        );
         upload_one(services, job, reporter, row.id, &target, key, members).await?;
     }
     Ok(())

@@ -45,7 +45,9 @@ pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
         }
         let outcome = match item {
             FixityItem::Pack { .. } => check_pack(services, item).await,
-            FixityItem::File { path, sha256, .. } => check_file(path.clone(), sha256).await,
+            FixityItem::File {
+                root, path, sha256, ..
+            } => check_file(root.clone(), path.clone(), sha256).await,
         };
         let problem = match outcome {
             Ok(problem) => problem,
@@ -71,7 +73,9 @@ pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
             )
             .await?;
         if let Some(problem) = problem {
-            damaged.push(take_out_and_repair(services, item, &problem).await?);
+            if let Some(done) = take_out_and_repair(services, item, &problem).await? {
+                damaged.push(done);
+            }
         }
     }
     tracing::info!(
@@ -139,13 +143,22 @@ async fn check_pack(services: &Services, item: &FixityItem) -> Result<Option<Str
 }
 
 /// Re-hashes an ONLINE file: `Some(problem)` if it is missing or its SHA-256 changed.
-async fn check_file(path: PathBuf, recorded: &str) -> Result<Option<String>, String> {
+async fn check_file(
+    root: PathBuf,
+    path: PathBuf,
+    recorded: &str,
+) -> Result<Option<String>, String> {
     let recorded = recorded.to_string();
     tokio::task::spawn_blocking(move || {
         let mut file = match std::fs::File::open(&path) {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Some(format!("{} is missing", path.display())))
+                // An absent or empty root is a filesystem not mounted: not a finding.
+                let mounted = std::fs::read_dir(&root).is_ok_and(|mut e| e.next().is_some());
+                if !mounted {
+                    return Err(format!("{} is not mounted or empty", root.display()));
+                }
+                return Ok(Some(format!("{} is missing", path.display())));
             }
             Err(error) => return Err(format!("cannot open {}: {error}", path.display())),
         };
@@ -172,12 +185,13 @@ async fn check_file(path: PathBuf, recorded: &str) -> Result<Option<String>, Str
     .map_err(|e| format!("the hashing thread stopped: {e}"))?
 }
 
-/// Takes a damaged copy out of service and queues its repair; returns what was done.
+/// Takes a damaged copy out of service and queues its repair; returns what was done, or
+/// `None` when the file's row changed since it was read (deleted or replaced meanwhile).
 async fn take_out_and_repair(
     services: &Services,
     item: &FixityItem,
     problem: &str,
-) -> Result<String, JobError> {
+) -> Result<Option<String>, JobError> {
     let index = &services.index;
     let attempts = services.settings.max_attempts;
     metrics::FIXITY_FAILURES.add(1);
@@ -193,11 +207,14 @@ async fn take_out_and_repair(
                 .await?;
             // Instances without an ONLINE file must come back ONLINE (from another target's
             // ARCHIVED copy) before they can be copied again.
-            let gone_online = !index
+            let from_other_target = !index
                 .nearline_locations(Level::Study, std::slice::from_ref(study_uid))
                 .await?
                 .is_empty();
-            let repair = if gone_online {
+            let online = !index.study_locations(study_uid).await?.is_empty();
+            let repair = if !online && !from_other_target {
+                "no other copy to repair it from".to_string()
+            } else if from_other_target {
                 let by = format!("{FIXITY_REPAIR}{target_name}");
                 let job =
                     crate::queue_job(index, JobType::Restore, study_uid, "", &by, attempts).await?;
@@ -221,9 +238,14 @@ async fn take_out_and_repair(
             )
         }
         FixityItem::File {
-            file_id, study_uid, ..
+            file_id,
+            study_uid,
+            sha256,
+            ..
         } => {
-            index.mark_file_damaged(*file_id, study_uid).await?;
+            if !index.mark_file_damaged(*file_id, sha256, study_uid).await? {
+                return Ok(None);
+            }
             let restorable = !index
                 .nearline_locations(Level::Study, std::slice::from_ref(study_uid))
                 .await?
@@ -244,5 +266,5 @@ async fn take_out_and_repair(
         .study(study_uid.as_str())
         .detail(format!("{what}: {problem}; repair: {repair}"));
     services.auditor.record(event).await;
-    Ok(format!("{what} ({repair})"))
+    Ok(Some(format!("{what} ({repair})")))
 }

@@ -29,11 +29,21 @@ pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
         let Some(member) = &location.nearline else {
             continue;
         };
-        let pin = services
-            .retriever
-            .pin_pack(location, member)
-            .await
-            .map_err(|e| JobError::retry(e.to_string()))?;
+        // The preferred target's copy, else the next one's (as retrievals do).
+        let mut pinned = Err(String::new());
+        for candidate in std::iter::once(member).chain(&location.nearline_fallbacks) {
+            match services.retriever.pin_pack(location, candidate).await {
+                Ok(pin) => {
+                    pinned = Ok((pin, candidate));
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(target = %candidate.target_name, %error, "restore: cannot read this copy; trying the next");
+                    pinned = Err(error.to_string());
+                }
+            }
+        }
+        let (pin, member) = pinned.map_err(JobError::retry)?;
         let source = pin.dir().join(&member.member_path);
         let spooled = spool_file(services, &source).await?;
         let file = services

@@ -107,11 +107,26 @@ async fn restore_pack(
     missing.sort_by_key(|m| m.received_at.unwrap_or(contents.created_at));
     let described = describe_members(target, &pack.key, &contents, missing, parallel).await;
     let mut batch = Vec::with_capacity(described.len());
+    let mut failed = Vec::new();
     for result in described {
         match result {
             Ok(new) => batch.push(new),
-            Err(problem) => report.problems.push(format!("{where_}: {problem}")),
+            Err(MemberError::Unreadable(problem)) => {
+                // The target went away mid-pack: stop here; a rerun continues with this pack.
+                return Err(RebuildError::Io(format!("{where_}: {problem}")));
+            }
+            Err(MemberError::Invalid(problem)) => failed.push(problem),
         }
+    }
+    if !failed.is_empty() {
+        // A pack recorded without some of its members would fail every later read-back
+        // (members it holds that the index does not know): it is reported, not recorded.
+        report.problems.push(format!(
+            "{where_}: not recorded: {} member(s) could not be indexed: {}",
+            failed.len(),
+            failed.join("; ")
+        ));
+        return Ok(());
     }
     for chunk in batch.chunks(100) {
         for (new, outcome) in chunk.iter().zip(index.store_batch(chunk).await) {
@@ -202,6 +217,15 @@ async fn verify(
     }
 }
 
+/// Why a member could not be indexed.
+#[derive(Clone, Debug)]
+enum MemberError {
+    /// The target could not be read (down, refusing): worth a rerun.
+    Unreadable(String),
+    /// The member is not what its manifest says, or not readable DICOM.
+    Invalid(String),
+}
+
 /// Reads the header of each member in `missing` by range, `parallel` at a time.
 async fn describe_members(
     target: &Arc<dyn NearlineTarget>,
@@ -209,7 +233,7 @@ async fn describe_members(
     contents: &PackContents,
     missing: Vec<PackedMember>,
     parallel: &Arc<Semaphore>,
-) -> Vec<Result<NewInstance, String>> {
+) -> Vec<Result<NewInstance, MemberError>> {
     let mut tasks = JoinSet::new();
     let count = missing.len();
     for (position, member) in missing.into_iter().enumerate() {
@@ -233,7 +257,7 @@ async fn describe_members(
             )
         });
     }
-    let mut results: Vec<Option<Result<NewInstance, String>>> = vec![None; count];
+    let mut results: Vec<Option<Result<NewInstance, MemberError>>> = vec![None; count];
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok((position, result)) => results[position] = Some(result),
@@ -242,7 +266,7 @@ async fn describe_members(
     }
     results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err("a member read stopped".into())))
+        .map(|r| r.unwrap_or_else(|| Err(MemberError::Unreadable("a member read stopped".into()))))
         .collect()
 }
 
@@ -254,14 +278,20 @@ async fn describe_member(
     key: &str,
     study_uid: &str,
     member: &PackedMember,
-) -> Result<Described, String> {
+) -> Result<Described, MemberError> {
     let path = &member.member_path;
+    let invalid = MemberError::Invalid;
     let mut length = member.size.min(HEAD_READ);
     let described = loop {
         let head = target
             .read_range(key, member.data_offset, length)
             .await
-            .map_err(|e| format!("member `{path}`: cannot read: {e}"))?;
+            .map_err(|e| match e.kind {
+                archive_core::nearline::NearlineErrorKind::Unavailable => {
+                    MemberError::Unreadable(format!("member `{path}`: cannot read: {e}"))
+                }
+                _ => invalid(format!("member `{path}`: cannot read: {e}")),
+            })?;
         // A cut head may parse cleanly yet lack what follows the cut: only the whole member,
         // or a head that reaches Pixel Data (where the header ends), is complete.
         let complete = length == member.size || reaches_pixel_data(&head);
@@ -272,15 +302,21 @@ async fn describe_member(
         let parsed =
             tokio::task::spawn_blocking(move || describe_stored(ParseSource::Memory(&head)))
                 .await
-                .map_err(|e| format!("member `{path}`: the header parse stopped: {e}"))?;
+                .map_err(|e| invalid(format!("member `{path}`: the header parse stopped: {e}")))?;
         match parsed {
             Ok(described) if complete => break described,
             Ok(_) => {
-                return Err(format!(
-                    "member `{path}`: its header does not end in the first {length} bytes and                      the member is too large to read whole: not indexed"
-                ))
+                return Err(invalid(format!(
+                    "member `{path}`: its header does not end in the first {length} bytes and \
+                     the member is too large to read whole: not indexed"
+                )))
             }
-            Err(error) => return Err(format!("member `{path}`: not indexed: {error}")),
+            // The cut may have fallen inside an element (bytes that only looked like the
+            // Pixel Data tag): read the whole member if it is not too large.
+            Err(_) if length < member.size && member.size <= LARGEST_WHOLE_READ => {
+                length = member.size;
+            }
+            Err(error) => return Err(invalid(format!("member `{path}`: not indexed: {error}"))),
         }
     };
     let record = &described.0;
@@ -288,7 +324,7 @@ async fn describe_member(
         || record.series.series_uid != member.series_uid
         || record.study.study_uid != study_uid
     {
-        return Err(format!(
+        return Err(invalid(format!(
             "member `{path}`: its header names SOP Instance {} of series {} of study {}, \
              the manifest {} of {} of {study_uid}: not indexed",
             record.instance.sop_instance_uid,
@@ -296,7 +332,7 @@ async fn describe_member(
             record.study.study_uid,
             member.sop_uid,
             member.series_uid
-        ));
+        )));
     }
     Ok(described)
 }
