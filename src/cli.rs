@@ -98,6 +98,24 @@ pub enum Command {
     /// Rebuild the index from storage alone: every configured ONLINE filesystem and NEARLINE
     /// target. Only adds what is missing; resumable; run it with no node serving
     RebuildIndex(RebuildArgs),
+    /// Index another archive's ONLINE directory tree (e.g. dcm4chee 2.x) where it is: it
+    /// becomes a read-only filesystem of its own group; files stay in place
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The directory to index (every DICOM file below it, any layout, any file names)
+    pub dir: PathBuf,
+    /// Index the files where they are (the only mode so far: nothing is copied or moved)
+    #[arg(long, required = true)]
+    pub in_place: bool,
+    /// Filesystem group the directory is registered in
+    #[arg(long, default_value = "IMPORTED")]
+    pub group: String,
+    /// Files hashed at the same time
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
 }
 
 #[derive(Args, Debug)]
@@ -289,4 +307,8 @@ pub struct GenerateArgs {
     /// Prefix of generated patient IDs
     #[arg(long, default_value = "SYN")]
     pub patient_prefix: String,
+    /// `flat` (files named by patient/study/series/instance) or `dcm4chee2` (a dcm4chee 2.x
+    /// ONLINE file system: `YYYY/M/D/H/<hash>/<hash>/<hash>`, no extension), for import trials
+    #[arg(long, default_value = "flat")]
+    pub layout: String,
 }

@@ -43,6 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(command) => lifecycle_cli::jobs(load_config(&cli.config)?, command),
         Command::Nearline(command) => lifecycle_cli::nearline(load_config(&cli.config)?, command),
         Command::RebuildIndex(args) => rebuild_cli::rebuild(load_config(&cli.config)?, args),
+        Command::Import(args) => rebuild_cli::import(load_config(&cli.config)?, args),
     }
 }
 
@@ -81,8 +82,19 @@ fn init_logging() {
 fn generate(args: cli::GenerateArgs) -> anyhow::Result<()> {
     let kind = Kind::parse(&args.kind)
         .with_context(|| format!("--kind {}: expected ct, mr, sc, mf or sr", args.kind))?;
+    let legacy = match args.layout.as_str() {
+        "flat" => false,
+        "dcm4chee2" => true,
+        other => anyhow::bail!("--layout {other}: expected flat or dcm4chee2"),
+    };
+    let final_dir = args.out.clone();
     let spec = CorpusSpec {
-        out_dir: args.out,
+        // A dcm4chee tree is re-laid from a flat corpus written beside it first.
+        out_dir: if legacy {
+            args.out.join(".flat")
+        } else {
+            args.out
+        },
         patients: args.patients,
         studies_per_patient: args.studies_per_patient,
         series_per_study: args.series_per_study,
@@ -94,6 +106,18 @@ fn generate(args: cli::GenerateArgs) -> anyhow::Result<()> {
         patient_prefix: args.patient_prefix,
     };
     let files = synthetic::generate(&spec).context("cannot write corpus")?;
+    if legacy {
+        let tree =
+            dicom_scp::synthetic_legacy::dcm4chee2_online_tree(&spec.out_dir, &final_dir, None)
+                .context("cannot write the dcm4chee 2.x tree")?;
+        std::fs::remove_dir_all(&spec.out_dir).context("cannot remove the flat corpus")?;
+        println!(
+            "wrote {} files in dcm4chee 2.x layout to {}",
+            tree.len(),
+            final_dir.display()
+        );
+        return Ok(());
+    }
     println!("wrote {} files to {}", files.len(), spec.out_dir.display());
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `strata rebuild-index`: wires the configured filesystems and targets into the rebuild and
 //! reports progress and the outcome.
 
-use crate::cli::RebuildArgs;
+use crate::cli::{ImportArgs, RebuildArgs};
 use crate::serve::{open_index, prepare_nearline, runtime};
 use anyhow::Context;
 use archive_core::config::Config;
@@ -56,6 +56,46 @@ pub fn rebuild(config: Config, args: RebuildArgs) -> anyhow::Result<()> {
             println!(
                 "packs found are TO_ARCHIVE until verify-sync reads them back (or rerun with --verify)"
             );
+        }
+        Ok(())
+    })
+}
+
+/// `strata import --in-place DIR`.
+pub fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let index = open_index(&config).await?;
+        index
+            .sync_filesystems(&config.effective_filesystems())
+            .await
+            .context("cannot record the ONLINE filesystems in the index")?;
+        let options = RebuildOptions {
+            verify: false,
+            parallel: args.parallel.max(1),
+        };
+        let progress = Arc::new(Progress::default());
+        let reporter = tokio::spawn(report_progress(progress.clone()));
+        let result = lifecycle::rebuild::import_in_place(
+            &index,
+            &args.dir,
+            &args.group,
+            &options,
+            &progress,
+        )
+        .await;
+        reporter.abort();
+        let (report, filesystem) = result.context("import stopped (run it again: it continues)")?;
+        println!(
+            "import done: {} files indexed in place ({} already were) on read-only filesystem {} \
+             (group {}, id {})",
+            report.files_indexed,
+            report.files_already_indexed,
+            filesystem.path,
+            filesystem.group,
+            filesystem.id
+        );
+        for problem in &report.problems {
+            println!("problem: {problem}");
         }
         Ok(())
     })

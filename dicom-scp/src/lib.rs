@@ -19,5 +19,6 @@ pub mod server;
 pub mod store;
 pub mod syntaxes;
 pub mod synthetic;
+pub mod synthetic_legacy;
 
 pub use context::ScpContext;

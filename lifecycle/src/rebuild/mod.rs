@@ -13,10 +13,12 @@
 //! Idempotent (files and packs already indexed are skipped, so a second run adds nothing)
 //! and resumable (a checkpoint per filesystem and target; a finished run clears them).
 
+mod import;
 mod nearline;
 mod online;
 mod progress;
 
+pub use import::import_in_place;
 pub use progress::Progress;
 
 use archive_core::index::{Index, IndexError};

@@ -54,45 +54,61 @@ pub(super) async fn scan(
         let day_root = root.clone();
         let day_name = day.clone();
         let files = blocking(move || in_received_order(&day_root, &day_name)).await?;
-        for chunk in files.chunks(BATCH) {
-            let paths: Vec<String> = chunk.iter().map(|f| f.rel_path.clone()).collect();
-            let known = index.known_files(filesystem.id, &paths).await?;
-            let (already, new): (Vec<&FoundFile>, Vec<&FoundFile>) =
-                chunk.iter().partition(|f| known.contains(&f.rel_path));
-            report.files_already_indexed += already.len() as u64;
-            progress.done(
-                already.len() as u64,
-                already.iter().map(|f| f.size).sum::<u64>(),
-            );
-            let described = describe_all(&root, filesystem.id, &new, &parallel, progress).await;
-            let mut batch = Vec::with_capacity(described.len());
-            for result in described {
-                match result {
-                    Ok(instance) => batch.push(instance),
-                    Err(problem) => report.problems.push(problem),
-                }
-            }
-            for (new, outcome) in batch.iter().zip(index.store_batch(&batch).await) {
-                let path = new.held.file().map(|f| f.rel_path.as_str()).unwrap_or("");
-                match outcome? {
-                    StoreOutcome::Stored => report.files_indexed += 1,
-                    StoreOutcome::Conflict(conflict) => report.problems.push(format!(
-                        "{}/{path}: not indexed: {conflict}",
-                        filesystem.path
-                    )),
-                    // Keep-first: the index has the instance with another file (a second copy
-                    // on another filesystem). The file stays where it is.
-                    _ => report.problems.push(format!(
-                        "{}/{path}: SOP Instance {} is already indexed with another file; \
-                         this copy was left in place, not indexed",
-                        filesystem.path, new.record.instance.sop_instance_uid
-                    )),
-                }
-            }
-        }
+        index_files(index, filesystem, &files, &parallel, progress, report).await?;
         index
             .set_rebuild_checkpoint(&scope, &day, now_millis())
             .await?;
+    }
+    Ok(())
+}
+
+/// Indexes the files of `filesystem` the index does not know yet, in batches through the
+/// ingest path (`files` in the order they should be indexed). Files already indexed are
+/// counted and skipped; a file that cannot be indexed is a problem in the report.
+pub(super) async fn index_files(
+    index: &Index,
+    filesystem: &Filesystem,
+    files: &[FoundFile],
+    parallel: &Arc<Semaphore>,
+    progress: &Progress,
+    report: &mut RebuildReport,
+) -> Result<(), RebuildError> {
+    let root = PathBuf::from(&filesystem.path);
+    for chunk in files.chunks(BATCH) {
+        let paths: Vec<String> = chunk.iter().map(|f| f.rel_path.clone()).collect();
+        let known = index.known_files(filesystem.id, &paths).await?;
+        let (already, new): (Vec<&FoundFile>, Vec<&FoundFile>) =
+            chunk.iter().partition(|f| known.contains(&f.rel_path));
+        report.files_already_indexed += already.len() as u64;
+        progress.done(
+            already.len() as u64,
+            already.iter().map(|f| f.size).sum::<u64>(),
+        );
+        let described = describe_all(&root, filesystem.id, &new, parallel, progress).await;
+        let mut batch = Vec::with_capacity(described.len());
+        for result in described {
+            match result {
+                Ok(instance) => batch.push(instance),
+                Err(problem) => report.problems.push(problem),
+            }
+        }
+        for (new, outcome) in batch.iter().zip(index.store_batch(&batch).await) {
+            let path = new.held.file().map(|f| f.rel_path.as_str()).unwrap_or("");
+            match outcome? {
+                StoreOutcome::Stored => report.files_indexed += 1,
+                StoreOutcome::Conflict(conflict) => report.problems.push(format!(
+                    "{}/{path}: not indexed: {conflict}",
+                    filesystem.path
+                )),
+                // Keep-first: the index has the instance with another file (a second copy
+                // on another filesystem). The file stays where it is.
+                _ => report.problems.push(format!(
+                    "{}/{path}: SOP Instance {} is already indexed with another file; \
+                     this copy was left in place, not indexed",
+                    filesystem.path, new.record.instance.sop_instance_uid
+                )),
+            }
+        }
     }
     Ok(())
 }
