@@ -102,30 +102,9 @@ async fn two_copies_before_deletion_and_retrieval_survives_a_target_down(backend
         "127.0.0.1",
         &destination.port.to_string(),
     ]);
+    dcmtk::move_study(strata.dicom_port, "RECV", &study, &|| strata.log());
     let port = strata.dicom_port.to_string();
     let key = format!("StudyInstanceUID={study}");
-    let output = dcmtk::run(
-        "movescu",
-        &[
-            "-S",
-            "-aec",
-            "STRATA",
-            "-aem",
-            "RECV",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &key,
-            "127.0.0.1",
-            &port,
-        ],
-    );
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        strata.log()
-    );
     let moved = destination.received(6);
     assert_eq!(moved.len(), 6);
     for (uid, file) in &moved {

@@ -70,31 +70,9 @@ async fn a_dcm4chee2_tree_is_indexed_in_place_and_served(backend: Backend) {
         "127.0.0.1",
         &destination.port.to_string(),
     ]);
-    let port = strata.dicom_port.to_string();
     for row in &studies {
         let uid = &row[&archive_core::query::Attr::StudyInstanceUid];
-        let key = format!("StudyInstanceUID={uid}");
-        let output = dcmtk::run(
-            "movescu",
-            &[
-                "-S",
-                "-aec",
-                "STRATA",
-                "-aem",
-                "RECV",
-                "-k",
-                "QueryRetrieveLevel=STUDY",
-                "-k",
-                &key,
-                "127.0.0.1",
-                &port,
-            ],
-        );
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        dcmtk::move_study(strata.dicom_port, "RECV", uid, &|| strata.log());
     }
     let moved = destination.received(12);
     assert_eq!(moved.len(), 12);

@@ -270,29 +270,7 @@ async fn rebuilds_the_index_from_online_and_nearline_storage(backend: Backend) {
         &destination.port.to_string(),
     ]);
     for study in gone.iter().chain(kept) {
-        let port = strata.dicom_port.to_string();
-        let key = format!("StudyInstanceUID={study}");
-        let output = dcmtk::run(
-            "movescu",
-            &[
-                "-S",
-                "-aec",
-                "STRATA",
-                "-aem",
-                "RECV",
-                "-k",
-                "QueryRetrieveLevel=STUDY",
-                "-k",
-                &key,
-                "127.0.0.1",
-                &port,
-            ],
-        );
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        dcmtk::move_study(strata.dicom_port, "RECV", study, &|| strata.log());
     }
     let moved = destination.received(sent.len());
     assert_eq!(moved.len(), sent.len());

@@ -59,6 +59,35 @@ pub fn storescu_dir(port: u16, dir: &Path, extra: &[&str]) -> Output {
     run("storescu", &args)
 }
 
+/// `movescu` of one study (Study Root) to `destination`; panics with its output unless it
+/// succeeds, adding `context` (e.g. the server log) to the message.
+pub fn move_study(port: u16, destination: &str, study_uid: &str, context: &dyn Fn() -> String) {
+    let port = port.to_string();
+    let key = format!("StudyInstanceUID={study_uid}");
+    let output = run(
+        "movescu",
+        &[
+            "-S",
+            "-aec",
+            "STRATA",
+            "-aem",
+            destination,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &key,
+            "127.0.0.1",
+            &port,
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "movescu of {study_uid}: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        context()
+    );
+}
+
 /// A DCMTK `storescp +B --fork` that writes exactly what it receives: the byte-exactness
 /// reference, and a C-MOVE destination. `accept_all` (`+xa`) takes every transfer syntax;
 /// without it only the uncompressed ones (a destination that refuses JPEG, RLE, …).

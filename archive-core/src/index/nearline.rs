@@ -96,6 +96,46 @@ impl From<CopyRuleRow> for CopyRule {
     }
 }
 
+/// One pack member row to insert.
+pub(super) struct MemberRow<'a> {
+    pub instance_id: i64,
+    pub member_path: &'a str,
+    pub data_offset: u64,
+    pub size: u64,
+    pub sha256: &'a str,
+    /// Empty when not known (packs found by rebuild-index).
+    pub blake3: &'a str,
+}
+
+/// Inserts a pack's member rows in multi-row statements: a study of thousands of instances
+/// commits in a few statements.
+pub(super) async fn insert_pack_members(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    pack_id: i64,
+    rows: &[MemberRow<'_>],
+) -> IndexResult<()> {
+    for chunk in rows.chunks(100) {
+        let sql = format!(
+            "INSERT INTO pack_member (pack_fk, instance_fk, member_path, data_offset, \
+             size_bytes, sha256, blake3) VALUES {}",
+            super::placeholders::values_placeholders(chunk.len(), 7)
+        );
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            query = query
+                .bind(pack_id)
+                .bind(row.instance_id)
+                .bind(row.member_path)
+                .bind(row.data_offset as i64)
+                .bind(row.size as i64)
+                .bind(row.sha256)
+                .bind(row.blake3);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// An ONLINE file not yet on the target, as a pack member to be.
 #[derive(sqlx::FromRow)]
 struct UnpackedRow {
@@ -395,26 +435,18 @@ impl Index {
             tx.rollback().await?;
             return Ok(false);
         }
-        // Multi-row inserts: a study of thousands of instances commits in a few statements.
-        for chunk in members.chunks(100) {
-            let sql = format!(
-                "INSERT INTO pack_member (pack_fk, instance_fk, member_path, data_offset, \
-                 size_bytes, sha256, blake3) VALUES {}",
-                super::placeholders::values_placeholders(chunk.len(), 7)
-            );
-            let mut query = sqlx::query(&sql);
-            for (source, placement) in chunk {
-                query = query
-                    .bind(pack_id)
-                    .bind(source.instance_id)
-                    .bind(placement.member_path.as_str())
-                    .bind(placement.data_offset as i64)
-                    .bind(placement.size as i64)
-                    .bind(source.sha256.as_str())
-                    .bind(placement.blake3.as_str());
-            }
-            query.execute(&mut *tx).await?;
-        }
+        let rows: Vec<MemberRow<'_>> = members
+            .iter()
+            .map(|(source, placement)| MemberRow {
+                instance_id: source.instance_id,
+                member_path: &placement.member_path,
+                data_offset: placement.data_offset,
+                size: placement.size,
+                sha256: &source.sha256,
+                blake3: &placement.blake3,
+            })
+            .collect();
+        insert_pack_members(&mut tx, pack_id, &rows).await?;
         tx.commit().await?;
         Ok(true)
     }

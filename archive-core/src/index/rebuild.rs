@@ -1,6 +1,7 @@
 //! What `rebuild-index` needs of the index beyond the ingest path: checkpoints, which packs and
 //! instances are already there, and recording a pack found on a target.
 
+use super::nearline::{insert_pack_members, MemberRow};
 use super::{Index, IndexResult};
 use crate::nearline::{PackStatus, PackedMember};
 use std::collections::{HashMap, HashSet};
@@ -130,30 +131,21 @@ impl Index {
             tx.rollback().await?;
             return Ok(false);
         };
-        let rows: Vec<(&PackedMember, i64)> = pack
+        let rows: Vec<MemberRow<'_>> = pack
             .members
             .iter()
-            .filter_map(|m| instances.get(&m.sop_uid).map(|known| (m, known.id)))
+            .filter_map(|m| {
+                instances.get(&m.sop_uid).map(|known| MemberRow {
+                    instance_id: known.id,
+                    member_path: &m.member_path,
+                    data_offset: m.data_offset,
+                    size: m.size,
+                    sha256: &m.sha256,
+                    blake3: "",
+                })
+            })
             .collect();
-        for chunk in rows.chunks(100) {
-            let sql = format!(
-                "INSERT INTO pack_member (pack_fk, instance_fk, member_path, data_offset, \
-                 size_bytes, sha256, blake3) VALUES {}",
-                super::placeholders::values_placeholders(chunk.len(), 7)
-            );
-            let mut query = sqlx::query(&sql);
-            for (member, instance_id) in chunk {
-                query = query
-                    .bind(pack_id)
-                    .bind(*instance_id)
-                    .bind(member.member_path.as_str())
-                    .bind(member.data_offset as i64)
-                    .bind(member.size as i64)
-                    .bind(member.sha256.as_str())
-                    .bind("");
-            }
-            query.execute(&mut *tx).await?;
-        }
+        insert_pack_members(&mut tx, pack_id, &rows).await?;
         tx.commit().await?;
         self.recompute_availability(pack.study_uid).await?;
         Ok(true)
