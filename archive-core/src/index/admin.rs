@@ -211,7 +211,7 @@ impl Index {
                 // One name, or several separated by backslashes (a rule with `targets`).
                 sqlx::query_as(
                     "SELECT COUNT(*) FROM copy_rule \
-                     WHERE ('\\' || target_name || '\\') LIKE ('%\\' || $1 || '\\%')",
+                     WHERE ('\\' || target_name || '\\') LIKE ('%\\' || $1 || '\\%') ESCAPE '!'",
                 )
                     .bind(name)
                     .fetch_one(self.pool())
