@@ -3,6 +3,7 @@
 mod ae;
 mod cli;
 mod lifecycle_cli;
+mod malloc_arenas;
 mod rebuild_cli;
 mod serve;
 
@@ -14,6 +15,7 @@ use cli::{Cli, Command};
 use dicom_scp::synthetic::{self, CorpusSpec, Kind};
 
 fn main() -> std::process::ExitCode {
+    malloc_arenas::limit();
     let cli = Cli::parse();
     init_logging();
     match run(cli) {
