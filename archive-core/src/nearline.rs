@@ -103,13 +103,32 @@ pub struct ListedPack {
     pub size: u64,
 }
 
-/// What a pack holds, from its manifest alone (one or two range reads of the pack's head).
+/// How a pack on a target was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackFormat {
+    /// Strata's own: a `MANIFEST.json` first, listing every member with its UIDs and SHA-256.
+    Strata,
+    /// dcm4chee 2.x's HSM tar of one series: an `MD5SUM` entry first, listing each member's
+    /// MD5 and name, and nothing else (UIDs are only in the members' headers).
+    Dcm4chee2,
+}
+
+/// What a pack holds. Strata's packs: from the manifest alone (one or two range reads of the
+/// pack's head). dcm4chee 2.x tars: from reading every member by range, since only that
+/// checks them against their MD5SUM entry; the UIDs are left empty for the caller to take
+/// from each member's header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackContents {
+    pub format: PackFormat,
+    /// Empty for dcm4chee 2.x tars (see above).
     pub study_uid: String,
     /// Unix milliseconds, when the pack was written.
     pub created_at: i64,
+    /// The members that can be indexed (for dcm4chee 2.x tars: those whose MD5 matched).
     pub members: Vec<PackedMember>,
+    /// Members that must not be indexed, each with why (a failed MD5 check, an entry the
+    /// MD5SUM does not list, or one it lists that is missing), readable for an admin.
+    pub rejected: Vec<String>,
 }
 
 /// One member as the manifest lists it, with where its bytes are in the tar.
@@ -237,8 +256,9 @@ pub trait NearlineTarget: Send + Sync + 'static {
     async fn read_range(&self, key: &str, offset: u64, length: u64) -> NearlineResult<Vec<u8>>;
     /// Every complete pack on the target (unfinished uploads are not listed), by key.
     async fn list_packs(&self) -> NearlineResult<Vec<ListedPack>>;
-    /// What the pack of `size` bytes under `key` holds, from its manifest, without reading
-    /// the members; the member offsets are checked against the pack's size.
+    /// What the pack of `size` bytes under `key` holds: for Strata's packs from the manifest,
+    /// without reading the members; for dcm4chee 2.x tars by reading every member (see
+    /// [`PackContents`]). The member offsets are checked against the pack's size.
     async fn read_contents(&self, key: &str, size: u64) -> NearlineResult<PackContents>;
     /// Removes whatever an unfinished upload left under `key` (the object, partial files,
     /// unfinished multipart uploads). Removing nothing is not an error.

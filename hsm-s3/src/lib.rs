@@ -6,6 +6,7 @@
 
 mod body_reader;
 mod chunk_sink;
+pub mod dcm4chee_tar;
 mod filesystem;
 pub mod manifest;
 mod pack_verify;

@@ -3,7 +3,8 @@
 
 use crate::pack_writer::{padded, TAR_BLOCK, TAR_END};
 use archive_core::nearline::{
-    NearlineError, NearlineResult, NearlineTarget, PackContents, PackRequest, PackedMember,
+    NearlineError, NearlineResult, NearlineTarget, PackContents, PackFormat, PackRequest,
+    PackedMember,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,7 +75,8 @@ impl Manifest {
 /// head, and the rest of the manifest if it is longer). Members follow the manifest in its
 /// order, each a 512-byte ustar header and its data padded to whole blocks (what
 /// [`crate::write_pack`] writes); the layout must end exactly where the pack does, so a pack
-/// written any other way is refused rather than indexed with wrong offsets.
+/// written any other way is refused rather than indexed with wrong offsets. A dcm4chee 2.x
+/// HSM tar (an `MD5SUM` entry first) is read by [`crate::dcm4chee_tar::read_contents`].
 pub async fn read_contents<T: NearlineTarget + ?Sized>(
     target: &T,
     key: &str,
@@ -90,6 +92,9 @@ pub async fn read_contents<T: NearlineTarget + ?Sized>(
         let path = header
             .path()
             .map_err(|e| invalid(format!("unreadable first header: {e}")))?;
+        if path.to_string_lossy() == crate::dcm4chee_tar::MD5SUM_NAME {
+            return crate::dcm4chee_tar::read_contents(target, key, size, head).await;
+        }
         if path.to_string_lossy() != MANIFEST_NAME {
             return Err(invalid(format!(
                 "the first member is `{}`, not {MANIFEST_NAME}",
@@ -150,8 +155,10 @@ pub async fn read_contents<T: NearlineTarget + ?Sized>(
         )));
     }
     Ok(PackContents {
+        format: PackFormat::Strata,
         study_uid: manifest.study_instance_uid,
         created_at: manifest.created_at,
         members,
+        rejected: Vec::new(),
     })
 }

@@ -1,6 +1,7 @@
 //! Reads a pack back and checks it against what the index recorded: the manifest, every
 //! member's path, offset, size and SHA-256, and the whole tar's size and SHA-256.
 
+use crate::dcm4chee_tar::{parse_md5sum, MD5SUM_NAME};
 use crate::manifest::{Manifest, MANIFEST_FORMAT, MANIFEST_NAME};
 use archive_core::nearline::{
     ExpectedPack, NearlineError, NearlineResult, PackMemberRow, TransferProgress, VerifyOutcome,
@@ -148,9 +149,30 @@ fn walk_members<R: Read>(
         .collect();
     let mut archive = tar::Archive::new(reader);
     let mut manifest: Option<Manifest> = None;
+    // A dcm4chee 2.x HSM tar: its MD5SUM listing instead of a manifest. Its index rows hold
+    // only the members whose MD5 matched when it was imported (with the SHA-256 of those
+    // bytes); members left out then are passed over here, not reported again.
+    let mut md5sum: Option<HashMap<String, String>> = None;
     for (position, entry) in archive.entries()?.enumerate() {
         let mut entry = entry?;
         let path = entry.path()?.to_string_lossy().into_owned();
+        if position == 0 && path == MD5SUM_NAME {
+            let mut text = Vec::new();
+            entry.read_to_end(&mut text)?;
+            match parse_md5sum(&text) {
+                Ok(listed) => md5sum = Some(listed),
+                Err(error) => problems.push(error),
+            }
+            continue;
+        }
+        if let Some(listed) = &md5sum {
+            if !wanted.contains_key(path.as_str()) {
+                continue;
+            }
+            if !listed.contains_key(&path) {
+                problems.push(format!("`{path}` is not listed in the MD5SUM entry"));
+            }
+        }
         if position == 0 {
             if path != MANIFEST_NAME {
                 problems.push(format!("first member is `{path}`, not {MANIFEST_NAME}"));
@@ -265,7 +287,7 @@ fn walk_members<R: Read>(
     for path in missing {
         problems.push(format!("`{path}` is missing from the pack"));
     }
-    if manifest.is_none() && problems.is_empty() {
+    if manifest.is_none() && md5sum.is_none() && problems.is_empty() {
         problems.push("the pack has no manifest".into());
     }
     Ok(())
