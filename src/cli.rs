@@ -98,18 +98,27 @@ pub enum Command {
     /// Rebuild the index from storage alone: every configured ONLINE filesystem and NEARLINE
     /// target. Only adds what is missing; resumable; run it with no node serving
     RebuildIndex(RebuildArgs),
-    /// Index another archive's ONLINE directory tree (e.g. dcm4chee 2.x) where it is: it
-    /// becomes a read-only filesystem of its own group; files stay in place
+    /// Index another archive's storage where it is: an ONLINE directory tree (e.g. dcm4chee
+    /// 2.x; `--in-place DIR`: a read-only filesystem of its own group) or a NEARLINE target
+    /// holding dcm4chee 2.x HSM tars (`--hsm-target NAME`: registered as packs, no upload)
     Import(ImportArgs),
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["in_place", "hsm_target"])))]
 pub struct ImportArgs {
-    /// The directory to index (every DICOM file below it, any layout, any file names)
-    pub dir: PathBuf,
-    /// Index the files where they are (the only mode so far: nothing is copied or moved)
-    #[arg(long, required = true)]
+    /// With --in-place: the directory to index (every DICOM file below it, any layout, any
+    /// file names)
+    #[arg(requires = "in_place")]
+    pub dir: Option<PathBuf>,
+    /// Index the files of DIR where they are (nothing is copied or moved)
+    #[arg(long, requires = "dir")]
     pub in_place: bool,
+    /// A configured NEARLINE target (`[[nearline.targets]]`, e.g. a filesystem target at
+    /// dcm4chee 2.x's HSM file system, or the bucket its tars were moved to): every tar on it
+    /// is read by range, each member checked against the tar's MD5SUM, and indexed
+    #[arg(long, value_name = "NAME")]
+    pub hsm_target: Option<String>,
     /// Filesystem group the directory is registered in
     #[arg(long, default_value = "IMPORTED")]
     pub group: String,
@@ -311,4 +320,8 @@ pub struct GenerateArgs {
     /// ONLINE file system: `YYYY/M/D/H/<hash>/<hash>/<hash>`, no extension), for import trials
     #[arg(long, default_value = "flat")]
     pub layout: String,
+    /// With `--layout dcm4chee2`: also write each series as dcm4chee 2.x's HSM module did,
+    /// one tar with an MD5SUM entry, under this directory (for `strata import --hsm-target`)
+    #[arg(long, value_name = "DIR")]
+    pub hsm_tars: Option<PathBuf>,
 }

@@ -118,7 +118,27 @@ fn generate(args: cli::GenerateArgs) -> anyhow::Result<()> {
             tree.len(),
             final_dir.display()
         );
+        if let Some(hsm) = &args.hsm_tars {
+            let plans = dicom_scp::synthetic_legacy::dcm4chee2_hsm_tars(&final_dir, &tree);
+            for plan in &plans {
+                // 2012-03-04 05:06:07 UTC, the tree's fixed reception time.
+                hsm_s3::dcm4chee_tar::write_series_tar(
+                    &hsm.join(&plan.rel_path),
+                    &plan.members,
+                    1_330_837_567,
+                )
+                .with_context(|| format!("cannot write {}", plan.rel_path.display()))?;
+            }
+            println!(
+                "wrote {} dcm4chee 2.x HSM tars to {}",
+                plans.len(),
+                hsm.display()
+            );
+        }
         return Ok(());
+    }
+    if args.hsm_tars.is_some() {
+        anyhow::bail!("--hsm-tars needs --layout dcm4chee2");
     }
     println!("wrote {} files to {}", files.len(), spec.out_dir.display());
     Ok(())

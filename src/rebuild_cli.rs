@@ -5,6 +5,7 @@ use crate::cli::{ImportArgs, RebuildArgs};
 use crate::serve::{open_index, prepare_nearline, runtime};
 use anyhow::Context;
 use archive_core::config::Config;
+use archive_core::index::Index;
 use archive_core::nearline::TargetFactory;
 use lifecycle::rebuild::{rebuild_index, Progress, RebuildOptions, TargetToScan};
 use std::sync::Arc;
@@ -61,7 +62,7 @@ pub fn rebuild(config: Config, args: RebuildArgs) -> anyhow::Result<()> {
     })
 }
 
-/// `strata import --in-place DIR`.
+/// `strata import --in-place DIR` or `strata import --hsm-target NAME`.
 pub fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let index = open_index(&config).await?;
@@ -73,16 +74,17 @@ pub fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
             verify: false,
             parallel: args.parallel.max(1),
         };
+        if let Some(name) = &args.hsm_target {
+            return import_hsm(&index, &config, name, &options).await;
+        }
+        let dir = args
+            .dir
+            .context("--in-place needs the directory to index")?;
         let progress = Arc::new(Progress::default());
         let reporter = tokio::spawn(report_progress(progress.clone()));
-        let result = lifecycle::rebuild::import_in_place(
-            &index,
-            &args.dir,
-            &args.group,
-            &options,
-            &progress,
-        )
-        .await;
+        let result =
+            lifecycle::rebuild::import_in_place(&index, &dir, &args.group, &options, &progress)
+                .await;
         reporter.abort();
         let (report, filesystem) = result.context("import stopped (run it again: it continues)")?;
         println!(
@@ -99,6 +101,44 @@ pub fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// `strata import --hsm-target NAME`: the target's tars registered as packs.
+async fn import_hsm(
+    index: &Index,
+    config: &Config,
+    name: &str,
+    options: &RebuildOptions,
+) -> anyhow::Result<()> {
+    prepare_nearline(index, config).await?;
+    let row = index.target(name).await?.with_context(|| {
+        format!("--hsm-target {name}: no such NEARLINE target (configure it under [[nearline.targets]])")
+    })?;
+    let target = hsm_s3::Targets
+        .open(&row.spec)
+        .await
+        .with_context(|| format!("cannot open NEARLINE target `{name}`"))?;
+    let to_scan = TargetToScan { row, target };
+    let progress = Arc::new(Progress::default());
+    let reporter = tokio::spawn(report_progress(progress.clone()));
+    let result = lifecycle::rebuild::import_hsm_target(index, &to_scan, options, &progress).await;
+    reporter.abort();
+    let report = result.context("import stopped (run it again: it continues)")?;
+    println!(
+        "import done: {} tars registered as packs ({} ARCHIVED; {} already were), {} \
+         instances indexed from them",
+        report.packs_recorded,
+        report.packs_archived,
+        report.packs_already_recorded,
+        report.instances_from_packs
+    );
+    for conflict in &report.conflicts {
+        println!("conflict: {conflict}");
+    }
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    Ok(())
 }
 
 /// A progress line on stderr every few seconds.

@@ -68,6 +68,48 @@ pub fn dcm4chee2_online_tree(
     Ok(written)
 }
 
+/// One dcm4chee 2.x HSM tar to write: its path (relative to the HSM file system) and its
+/// members, entry name and source file.
+pub struct HsmTarPlan {
+    pub rel_path: PathBuf,
+    pub members: Vec<(String, PathBuf)>,
+}
+
+/// How dcm4chee 2.x's FileCopy service would have packed `files` (written by
+/// [`dcm4chee2_online_tree`] under `root`): one tar per series directory, named
+/// `<series directory>-<milliseconds mod 1 h>.tar`, members `<series hash>/<file pk>` with
+/// the file's primary key as 8 upper-case hex digits (numbered from 1 here).
+pub fn dcm4chee2_hsm_tars(root: &Path, files: &[PathBuf]) -> Vec<HsmTarPlan> {
+    // What `System.currentTimeMillis() % 3600000` gave at 05:06:07, the tree's fixed time.
+    const MILLIS_IN_HOUR: u32 = (6 * 60 + 7) * 1000;
+    let mut plans: Vec<HsmTarPlan> = Vec::new();
+    let mut sorted: Vec<&PathBuf> = files.iter().collect();
+    sorted.sort();
+    for (pk, file) in sorted.into_iter().enumerate() {
+        let (Some(series_dir), Some(series_hash)) = (
+            file.parent(),
+            file.parent()
+                .and_then(|d| d.file_name())
+                .and_then(|n| n.to_str()),
+        ) else {
+            continue;
+        };
+        let Ok(rel_series) = series_dir.strip_prefix(root) else {
+            continue;
+        };
+        let rel_path = PathBuf::from(format!("{}-{MILLIS_IN_HOUR}.tar", rel_series.display()));
+        let entry = format!("{series_hash}/{:08X}", pk + 1);
+        match plans.iter_mut().find(|p| p.rel_path == rel_path) {
+            Some(plan) => plan.members.push((entry, file.clone())),
+            None => plans.push(HsmTarPlan {
+                rel_path,
+                members: vec![(entry, file.clone())],
+            }),
+        }
+    }
+    plans
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -68,6 +68,15 @@ impl Index {
         Ok(())
     }
 
+    /// A finished scan of one filesystem or target (an import) forgets where it was.
+    pub async fn clear_rebuild_checkpoint(&self, scope: &str) -> IndexResult<()> {
+        sqlx::query("DELETE FROM rebuild_checkpoint WHERE scope = $1")
+            .bind(scope)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Keys of every pack the index records on the target, whatever its status.
     pub async fn pack_keys(&self, target_id: i64) -> IndexResult<HashSet<String>> {
         let keys: Vec<(String,)> =

@@ -1,10 +1,13 @@
-//! `strata import --in-place DIR`: another archive's ONLINE directory tree (dcm4chee 2.x's
-//! `YYYY/M/D/H/<hex>/<hex>` layout with extension-less files, or any other) indexed where it
-//! is. The directory becomes a read-only filesystem of its own group: Strata never writes
-//! there, and the files are retrieved, copied to NEARLINE targets and checked like its own.
+//! `strata import`: another archive's storage indexed where it is.
+//! - `--in-place DIR`: an ONLINE directory tree (dcm4chee 2.x's `YYYY/M/D/H/<hex>/<hex>`
+//!   layout with extension-less files, or any other). The directory becomes a read-only
+//!   filesystem of its own group: Strata never writes there, and the files are retrieved,
+//!   copied to NEARLINE targets and checked like its own.
+//! - `--hsm-target NAME`: a configured NEARLINE target holding dcm4chee 2.x HSM tars (see
+//!   `dcm4chee.rs`), registered as packs without being uploaded again.
 
 use super::online::index_files;
-use super::{Progress, RebuildError, RebuildOptions, RebuildReport};
+use super::{nearline, Progress, RebuildError, RebuildOptions, RebuildReport, TargetToScan};
 use archive_core::index::{FilesystemChange, FilesystemEdit, Index};
 use archive_core::model::Filesystem;
 use archive_core::online::sweep::FoundFile;
@@ -66,6 +69,23 @@ pub async fn import_in_place(
     index_files(index, &filesystem, &files, &parallel, progress, &mut report).await?;
     progress.finish();
     Ok((report, filesystem))
+}
+
+/// Registers every tar on the target the index does not record yet (dcm4chee 2.x HSM tars,
+/// and Strata's own packs, as `rebuild-index` would). Run again, it adds only what is new.
+pub async fn import_hsm_target(
+    index: &Index,
+    target: &TargetToScan,
+    options: &RebuildOptions,
+    progress: &Progress,
+) -> Result<RebuildReport, RebuildError> {
+    let mut report = RebuildReport::default();
+    nearline::scan(index, target, options, progress, &mut report).await?;
+    index
+        .clear_rebuild_checkpoint(&nearline::scope(target))
+        .await?;
+    progress.finish();
+    Ok(report)
 }
 
 /// Every regular file below `root`, by path (relative, `/`-separated, UTF-8 names only).

@@ -10,15 +10,19 @@
 //!    A pack becomes ARCHIVED only when `--verify` read it back whole; otherwise TO_ARCHIVE,
 //!    so retention waits for verify-sync exactly as for a fresh copy.
 //!
+//!    dcm4chee 2.x HSM tars on a target (an `MD5SUM` entry instead of a manifest) are read
+//!    whole by range, every member checked against its MD5, and recorded ARCHIVED.
+//!
 //! Idempotent (files and packs already indexed are skipped, so a second run adds nothing)
 //! and resumable (a checkpoint per filesystem and target; a finished run clears them).
 
+mod dcm4chee;
 mod import;
 mod nearline;
 mod online;
 mod progress;
 
-pub use import::import_in_place;
+pub use import::{import_hsm_target, import_in_place};
 pub use progress::Progress;
 
 use archive_core::index::{Index, IndexError};

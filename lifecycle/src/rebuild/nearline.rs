@@ -8,7 +8,7 @@ use archive_core::config::DuplicatePolicy;
 use archive_core::index::{now_millis, FoundPack, Held, Index, NewInstance};
 use archive_core::model::StoreOutcome;
 use archive_core::nearline::{
-    ExpectedPack, ListedPack, NearlineTarget, PackContents, PackMemberRow, PackStatus,
+    ExpectedPack, ListedPack, NearlineTarget, PackContents, PackFormat, PackMemberRow, PackStatus,
     PackedMember, TransferProgress, VerifyOutcome,
 };
 use archive_core::online::ParseSource;
@@ -30,7 +30,7 @@ pub(super) async fn scan(
     report: &mut RebuildReport,
 ) -> Result<(), RebuildError> {
     let name = &to_scan.row.spec.name;
-    let scope = format!("nearline:{name}");
+    let scope = scope(to_scan);
     let checkpoint = index.rebuild_checkpoint(&scope).await?;
     let listed = to_scan.target.list_packs().await?;
     let recorded = index.pack_keys(to_scan.row.id).await?;
@@ -58,6 +58,11 @@ pub(super) async fn scan(
     Ok(())
 }
 
+/// The checkpoint of a scan of this target.
+pub(super) fn scope(to_scan: &TargetToScan) -> String {
+    format!("nearline:{}", to_scan.row.spec.name)
+}
+
 async fn restore_pack(
     index: &Index,
     to_scan: &TargetToScan,
@@ -79,6 +84,10 @@ async fn restore_pack(
         }
         Err(error) => return Err(error.into()),
     };
+    if contents.format == PackFormat::Dcm4chee2 {
+        return super::dcm4chee::register_tar(index, to_scan, pack, contents, parallel, report)
+            .await;
+    }
     let uids: Vec<&str> = contents
         .members
         .iter()
@@ -219,14 +228,15 @@ async fn verify(
 
 /// Why a member could not be indexed.
 #[derive(Clone, Debug)]
-enum MemberError {
+pub(super) enum MemberError {
     /// The target could not be read (down, refusing): worth a rerun.
     Unreadable(String),
     /// The member is not what its manifest says, or not readable DICOM.
     Invalid(String),
 }
 
-/// Reads the header of each member in `missing` by range, `parallel` at a time.
+/// The members in `missing`, each indexed from its header (read by range, `parallel` at a
+/// time), which must name the instance the manifest says.
 async fn describe_members(
     target: &Arc<dyn NearlineTarget>,
     key: &str,
@@ -234,30 +244,42 @@ async fn describe_members(
     missing: Vec<PackedMember>,
     parallel: &Arc<Semaphore>,
 ) -> Vec<Result<NewInstance, MemberError>> {
+    let heads = read_headers(target, key, &missing, parallel).await;
+    missing
+        .into_iter()
+        .zip(heads)
+        .map(|(member, head)| {
+            let (record, metadata) = matches_manifest(&member, &contents.study_uid, head?)?;
+            Ok(NewInstance {
+                record,
+                held: Held::InPackOnly { size: member.size },
+                policy: DuplicatePolicy::KeepFirst,
+                received_at: member.received_at.unwrap_or(contents.created_at),
+                metadata,
+            })
+        })
+        .collect()
+}
+
+/// Each member's header, read by range, `parallel` at a time, in the members' order.
+pub(super) async fn read_headers(
+    target: &Arc<dyn NearlineTarget>,
+    key: &str,
+    members: &[PackedMember],
+    parallel: &Arc<Semaphore>,
+) -> Vec<Result<Described, MemberError>> {
     let mut tasks = JoinSet::new();
-    let count = missing.len();
-    for (position, member) in missing.into_iter().enumerate() {
+    for (position, member) in members.iter().cloned().enumerate() {
         let permit = parallel.clone().acquire_owned().await;
         let target = target.clone();
         let key = key.to_string();
-        let study_uid = contents.study_uid.clone();
-        let created_at = contents.created_at;
         tasks.spawn(async move {
             let _permit = permit;
-            let result = describe_member(target.as_ref(), &key, &study_uid, &member).await;
-            (
-                position,
-                result.map(|(record, metadata)| NewInstance {
-                    record,
-                    held: Held::InPackOnly { size: member.size },
-                    policy: DuplicatePolicy::KeepFirst,
-                    received_at: member.received_at.unwrap_or(created_at),
-                    metadata,
-                }),
-            )
+            let result = read_member_header(target.as_ref(), &key, &member).await;
+            (position, result)
         });
     }
-    let mut results: Vec<Option<Result<NewInstance, MemberError>>> = vec![None; count];
+    let mut results: Vec<Option<Result<Described, MemberError>>> = vec![None; members.len()];
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok((position, result)) => results[position] = Some(result),
@@ -270,13 +292,38 @@ async fn describe_members(
         .collect()
 }
 
-type Described = (archive_core::model::InstanceRecord, Option<Vec<u8>>);
+pub(super) type Described = (archive_core::model::InstanceRecord, Option<Vec<u8>>);
 
-/// The index record of one member, from its head; it must be the instance the manifest says.
-async fn describe_member(
+/// `described` (a member's header) if it names the instance the manifest says.
+fn matches_manifest(
+    member: &PackedMember,
+    study_uid: &str,
+    described: Described,
+) -> Result<Described, MemberError> {
+    let record = &described.0;
+    if record.instance.sop_instance_uid != member.sop_uid
+        || record.series.series_uid != member.series_uid
+        || record.study.study_uid != study_uid
+    {
+        return Err(MemberError::Invalid(format!(
+            "member `{}`: its header names SOP Instance {} of series {} of study {}, \
+             the manifest {} of {} of {study_uid}: not indexed",
+            member.member_path,
+            record.instance.sop_instance_uid,
+            record.series.series_uid,
+            record.study.study_uid,
+            member.sop_uid,
+            member.series_uid
+        )));
+    }
+    Ok(described)
+}
+
+/// The index record of one member, from its head (one range read; the whole member when its
+/// header does not end in the first read).
+pub(super) async fn read_member_header(
     target: &dyn NearlineTarget,
     key: &str,
-    study_uid: &str,
     member: &PackedMember,
 ) -> Result<Described, MemberError> {
     let path = &member.member_path;
@@ -319,21 +366,6 @@ async fn describe_member(
             Err(error) => return Err(invalid(format!("member `{path}`: not indexed: {error}"))),
         }
     };
-    let record = &described.0;
-    if record.instance.sop_instance_uid != member.sop_uid
-        || record.series.series_uid != member.series_uid
-        || record.study.study_uid != study_uid
-    {
-        return Err(invalid(format!(
-            "member `{path}`: its header names SOP Instance {} of series {} of study {}, \
-             the manifest {} of {} of {study_uid}: not indexed",
-            record.instance.sop_instance_uid,
-            record.series.series_uid,
-            record.study.study_uid,
-            member.sop_uid,
-            member.series_uid
-        )));
-    }
     Ok(described)
 }
 
