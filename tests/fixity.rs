@@ -1,6 +1,8 @@
 //! The fixity service: a daily byte budget it keeps, and a pack corrupted in the bucket and
 //! an ONLINE file changed on disk both found by one scheduled run and repaired from the
-//! other copy (a new pack from ONLINE; the file restored from its pack).
+//! other copy (a new pack from ONLINE; the file restored from its pack). A pack larger than
+//! the budget left is checked a few members a day by range, and a member damaged at its end
+//! is found on the day the sampling reaches it.
 
 #[macro_use]
 mod common;
@@ -167,4 +169,105 @@ async fn fixity_keeps_its_budget_and_repairs_what_it_finds(backend: Backend) {
     );
 }
 
-on_both_backends!(fixity_keeps_its_budget_and_repairs_what_it_finds);
+async fn a_pack_larger_than_the_budget_is_checked_member_by_member(backend: Backend) {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let vault = scratch.path().join("vault");
+    let targets = format!(
+        "[[nearline.targets]]\nname = \"vault\"\nkind = \"filesystem\"\npath = \"{}\"\n",
+        vault.display()
+    );
+    let roomy = lifecycle_toml("", &fixity_settings("", "1GiB"));
+    let mut strata = Strata::start(backend, &format!("{targets}{roomy}")).await;
+    let studies = ingest(&strata, 1, 3, 64).await;
+    let study = &studies[0];
+    strata.cli_ok(&["copy", "--study", study, "--target", "vault", "--wait"]);
+    strata.cli_ok(&["verify", "--study", study, "--target", "vault", "--wait"]);
+    let index = strata.index().await;
+    let pack = packs(&index, study).await.remove(0);
+    let mut members = index.pack_members(pack.id).await.expect("members");
+    members.sort_by_key(|m| m.data_offset);
+    assert_eq!(members.len(), 6);
+    let files: u64 = index
+        .study_locations(study)
+        .await
+        .expect("locations")
+        .iter()
+        .map(|l| l.size_bytes as u64)
+        .sum();
+    // Files go first (their last check is older); then room for half of the members.
+    let bytes_of = |members: &[archive_core::nearline::PackMemberRow]| -> u64 {
+        members.iter().map(|m| m.size_bytes as u64).sum()
+    };
+    let (first_half, second_half) = (bytes_of(&members[..3]), bytes_of(&members[3..]));
+    let budget = files + first_half.max(second_half) + 100;
+    assert!(
+        budget < files + pack.size_bytes as u64,
+        "the pack cannot fit whole"
+    );
+    let text = std::fs::read_to_string(&strata.config_path).expect("config");
+    std::fs::write(
+        &strata.config_path,
+        text.replace(
+            &fixity_settings("", "1GiB"),
+            &fixity_settings("", &budget.to_string()),
+        ),
+    )
+    .expect("config");
+    strata.restart();
+
+    strata.cli_ok(&["fixity", "--wait"]);
+    let read = strata.metric("strata_fixity_bytes_read_total");
+    assert!(read <= budget, "read {read} bytes, budget {budget}");
+    assert_eq!(read, files + first_half, "the files and three members");
+    let rows = pack_checks(&index, pack.id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0], (3, first_half as i64), "{rows:?}");
+
+    // The last member is damaged in the pack; the next day's run reaches it.
+    let last = &members[5];
+    let path = vault.join(&pack.object_key);
+    let mut bytes = std::fs::read(&path).expect("pack");
+    bytes[(last.data_offset + last.size_bytes / 2) as usize] ^= 0xFF;
+    std::fs::write(&path, &bytes).expect("damage the pack");
+    a_day_passes(&index).await;
+    let run = strata.cli(&["fixity", "--wait"]);
+    let said = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(!run.status.success(), "a finding fails the job");
+    assert!(said.contains("1 damaged: pack"), "{said}");
+    let now = packs(&index, study)
+        .await
+        .into_iter()
+        .find(|p| p.id == pack.id)
+        .expect("pack");
+    assert_eq!(now.status, PackStatus::VerifyFailed);
+    assert!(now.error.contains(&last.member_path), "{}", now.error);
+    let rows = pack_checks(&index, pack.id).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1].0, 0, "a finding ends the check: {rows:?}");
+    assert_eq!(strata.metric("strata_fixity_failures_total"), 1);
+    assert!(strata.metric("strata_fixity_bytes_read_total") <= read + budget);
+}
+
+/// (next_member, bytes) of each fixity check of the pack, oldest first.
+async fn pack_checks(index: &archive_core::index::Index, pack_id: i64) -> Vec<(i64, i64)> {
+    sqlx::query_as::<_, (i64, i64)>(
+        "SELECT next_member, bytes FROM fixity_check WHERE pack_fk = $1 ORDER BY id",
+    )
+    .bind(pack_id)
+    .fetch_all(index.pool_for_tests())
+    .await
+    .expect("fixity checks")
+}
+
+/// Moves every recorded check a day back, so the daily budget is whole again.
+async fn a_day_passes(index: &archive_core::index::Index) {
+    sqlx::query("UPDATE fixity_check SET checked_at = checked_at - 86400000")
+        .execute(index.pool_for_tests())
+        .await
+        .expect("a day passes");
+}
+
+on_both_backends!(
+    fixity_keeps_its_budget_and_repairs_what_it_finds,
+    a_pack_larger_than_the_budget_is_checked_member_by_member
+);

@@ -12,8 +12,11 @@ pub enum FixityItem {
         study_uid: String,
         target_name: String,
         size: u64,
-        /// Last check (or verification) time; the oldest go first.
+        /// Last complete check (or verification) time; the oldest go first.
         last: i64,
+        /// Members (in tar order) this cycle has already checked by range: a pack larger
+        /// than the budget left is checked a few members a day, continuing here.
+        resume_at: i64,
     },
     File {
         file_id: i64,
@@ -41,6 +44,19 @@ impl FixityItem {
     }
 }
 
+/// One fixity check, as recorded.
+#[derive(Clone, Debug)]
+pub struct FixityRecord<'a> {
+    pub at: i64,
+    /// What the check read (the daily budget counts it).
+    pub bytes: u64,
+    pub ok: bool,
+    pub detail: &'a str,
+    /// 0: a complete check; otherwise how many members of the pack this cycle has checked
+    /// by range so far (the next check continues there).
+    pub next_member: i64,
+}
+
 /// The last fixity check of one copy of a study, for the study page.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct CopyFixity {
@@ -56,11 +72,13 @@ impl Index {
     /// ARCHIVED packs and OK ONLINE files not checked (nor, for packs, verified; for files,
     /// written) since `cutoff`, oldest first, at most `limit` of each.
     pub async fn fixity_due(&self, cutoff: i64, limit: i64) -> IndexResult<Vec<FixityItem>> {
-        let packs: Vec<(i64, String, String, i64, i64)> = sqlx::query_as(&format!(
-            "SELECT id, study_uid, target_name, size_bytes, last FROM (\
+        let packs: Vec<(i64, String, String, i64, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT id, study_uid, target_name, size_bytes, last, resume_at FROM (\
                SELECT p.id, s.study_uid, t.name AS target_name, p.size_bytes, \
-               CAST(COALESCE((SELECT MAX(c.checked_at) FROM fixity_check c WHERE c.pack_fk = p.id), \
-                 p.verified_at, 0) AS BIGINT) AS last \
+               CAST(COALESCE((SELECT MAX(c.checked_at) FROM fixity_check c \
+                 WHERE c.pack_fk = p.id AND c.next_member = 0), p.verified_at, 0) AS BIGINT) AS last, \
+               CAST(COALESCE((SELECT c.next_member FROM fixity_check c WHERE c.pack_fk = p.id \
+                 ORDER BY c.checked_at DESC, c.id DESC LIMIT 1), 0) AS BIGINT) AS resume_at \
                FROM pack p JOIN study s ON s.id = p.study_fk \
                JOIN nearline_target t ON t.id = p.target_fk WHERE p.status = 'ARCHIVED') due \
              WHERE last < $1 ORDER BY last, id LIMIT {limit}"
@@ -85,12 +103,13 @@ impl Index {
             packs
                 .into_iter()
                 .map(
-                    |(pack_id, study_uid, target_name, size, last)| FixityItem::Pack {
+                    |(pack_id, study_uid, target_name, size, last, resume_at)| FixityItem::Pack {
                         pack_id,
                         study_uid,
                         target_name,
                         size: size.max(0) as u64,
                         last,
+                        resume_at,
                     },
                 )
                 .chain(files.into_iter().map(
@@ -109,27 +128,27 @@ impl Index {
         Ok(due)
     }
 
+    /// Records a check of `item` that read `check.bytes`.
     pub async fn record_fixity(
         &self,
         item: &FixityItem,
-        at: i64,
-        ok: bool,
-        detail: &str,
+        check: &FixityRecord<'_>,
     ) -> IndexResult<()> {
         let (pack, file) = match item {
             FixityItem::Pack { pack_id, .. } => (Some(*pack_id), None),
             FixityItem::File { file_id, .. } => (None, Some(*file_id)),
         };
         sqlx::query(
-            "INSERT INTO fixity_check (pack_fk, file_fk, checked_at, bytes, ok, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO fixity_check (pack_fk, file_fk, checked_at, bytes, ok, detail, next_member) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(pack)
         .bind(file)
-        .bind(at)
-        .bind(item.size() as i64)
-        .bind(i64::from(ok))
-        .bind(detail)
+        .bind(check.at)
+        .bind(i64::try_from(check.bytes).unwrap_or(i64::MAX))
+        .bind(i64::from(check.ok))
+        .bind(check.detail)
+        .bind(check.next_member)
         .execute(self.pool())
         .await?;
         Ok(())

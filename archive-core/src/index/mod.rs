@@ -40,7 +40,7 @@ mod rows;
 pub use admin::{AvailabilityTotal, JobTotal, OnlineCopy, Removal, Setting, StudySearch};
 pub use dialect::Dialect;
 pub use filesystems::{FilesystemChange, FilesystemEdit, FilesystemRow};
-pub use fixity::{CopyFixity, FixityItem};
+pub use fixity::{CopyFixity, FixityItem, FixityRecord};
 pub use nearline::CopyRule;
 pub use rebuild::{FoundPack, KnownInstance};
 pub use retention::{DeletionStart, NearlineMember, RetentionCandidate};

@@ -1,5 +1,7 @@
 //! A fixity job: re-reads the ARCHIVED packs and re-hashes the ONLINE files whose last check
 //! is older than `fixity_cycle_days`, oldest first, until the 24-hour byte budget is spent.
+//! A pack larger than what is left of the budget has some of its members read by range and
+//! checked, continuing where the last run stopped, until every member was checked once.
 //! Each check is recorded. A copy that no longer matches is taken out of service (pack
 //! VERIFY_FAILED, file DAMAGED), counted, audited, and repaired from the other copy: a new
 //! pack from ONLINE, or the study restored ONLINE from another target's ARCHIVED pack (and,
@@ -8,14 +10,17 @@
 use super::{JobContext, JobError};
 use crate::Services;
 use archive_core::audit::{AuditAction, AuditOutcome, NewAuditEvent};
-use archive_core::index::{now_millis, FixityItem};
+use archive_core::index::{now_millis, FixityItem, FixityRecord};
 use archive_core::jobs::JobType;
 use archive_core::metrics;
-use archive_core::nearline::{ExpectedPack, PackStatus, VerifyOutcome};
+use archive_core::nearline::{
+    ExpectedPack, NearlineErrorKind, NearlineTarget, PackMemberRow, PackStatus, VerifyOutcome,
+};
 use archive_core::query::Level;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// `created_by` of a restore queued to repair a damaged pack, followed by the pack's target:
 /// the restore then queues the new copy (see `restore.rs`).
@@ -39,37 +44,58 @@ pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
     let mut damaged = Vec::new();
     let mut unreadable = Vec::new();
     for item in &due {
-        if item.size() > budget {
-            over_budget += 1;
-            continue;
-        }
         let outcome = match item {
-            FixityItem::Pack { .. } => check_pack(services, item).await,
+            // A pack larger than what is left today: some of its members, by range.
+            FixityItem::Pack { .. } if item.size() > budget => {
+                match sample_pack(services, item, budget).await {
+                    Ok(Some(sampled)) => Ok(sampled),
+                    Ok(None) => {
+                        over_budget += 1;
+                        continue;
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            _ if item.size() > budget => {
+                over_budget += 1;
+                continue;
+            }
+            FixityItem::Pack { .. } => check_pack(services, item)
+                .await
+                .map(|problem| Checked::whole(item, problem)),
             FixityItem::File {
                 root, path, sha256, ..
-            } => check_file(root.clone(), path.clone(), sha256).await,
+            } => check_file(root.clone(), path.clone(), sha256)
+                .await
+                .map(|problem| Checked::whole(item, problem)),
         };
-        let problem = match outcome {
-            Ok(problem) => problem,
+        let checked_now = match outcome {
+            Ok(checked_now) => checked_now,
             // The target or filesystem is away: not a finding about the copy; next run.
             Err(error) => {
                 unreadable.push(error);
                 continue;
             }
         };
-        budget -= item.size();
+        let bytes = checked_now.bytes;
+        budget = budget.saturating_sub(bytes);
         checked += 1;
         metrics::FIXITY_CHECKS.add(1);
-        metrics::FIXITY_BYTES.add(item.size());
+        metrics::FIXITY_BYTES.add(bytes);
         reporter.transfer.add_item();
-        reporter.transfer.add_bytes(item.size());
-        let at = now_millis();
+        reporter.transfer.add_bytes(bytes);
+        let problem = checked_now.problem;
+        let detail = problem.clone().unwrap_or(checked_now.note);
         index
             .record_fixity(
                 item,
-                at,
-                problem.is_none(),
-                problem.as_deref().unwrap_or(""),
+                &FixityRecord {
+                    at: now_millis(),
+                    bytes,
+                    ok: problem.is_none(),
+                    detail: &detail,
+                    next_member: checked_now.next_member,
+                },
             )
             .await?;
         if let Some(problem) = problem {
@@ -101,8 +127,35 @@ pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Reads a pack back whole against what the index recorded: `Some(problems)` if damaged.
-async fn check_pack(services: &Services, item: &FixityItem) -> Result<Option<String>, String> {
+/// What one check found and read.
+struct Checked {
+    /// What did not match, if anything did not.
+    problem: Option<String>,
+    bytes: u64,
+    /// See [`FixityRecord::next_member`].
+    next_member: i64,
+    /// Recorded when nothing was wrong (what a partial check covered).
+    note: String,
+}
+
+impl Checked {
+    fn whole(item: &FixityItem, problem: Option<String>) -> Checked {
+        Checked {
+            problem,
+            bytes: item.size(),
+            next_member: 0,
+            note: String::new(),
+        }
+    }
+}
+
+/// A pack to check: its target, key and the members the index recorded.
+struct PackToCheck {
+    target: Arc<dyn NearlineTarget>,
+    expected: ExpectedPack,
+}
+
+async fn pack_to_check(services: &Services, item: &FixityItem) -> Result<PackToCheck, String> {
     let FixityItem::Pack {
         pack_id,
         study_uid,
@@ -135,11 +188,124 @@ async fn check_pack(services: &Services, item: &FixityItem) -> Result<Option<Str
             .await
             .map_err(|e| e.to_string())?,
     };
-    match target.verify_pack(&expected, Default::default()).await {
+    Ok(PackToCheck { target, expected })
+}
+
+/// Reads a pack back whole against what the index recorded: `Some(problems)` if damaged.
+async fn check_pack(services: &Services, item: &FixityItem) -> Result<Option<String>, String> {
+    let pack = pack_to_check(services, item).await?;
+    match pack
+        .target
+        .verify_pack(&pack.expected, Default::default())
+        .await
+    {
         Ok(VerifyOutcome::Intact) => Ok(None),
         Ok(VerifyOutcome::Damaged(problems)) => Ok(Some(problems.join("; "))),
-        Err(error) => Err(format!("{target_name}: {}", error.message)),
+        Err(error) => Err(format!("{}: {}", pack.expected.key, error.message)),
     }
+}
+
+/// Checks the members of a pack too large for what is left of the budget, in tar order from
+/// where this cycle left off, each read by range and hashed, as many as `budget` allows.
+/// `None` when not even the next member fits (the pack waits for tomorrow's budget).
+async fn sample_pack(
+    services: &Services,
+    item: &FixityItem,
+    budget: u64,
+) -> Result<Option<Checked>, String> {
+    let FixityItem::Pack { resume_at, .. } = item else {
+        return Err("not a pack".into());
+    };
+    let PackToCheck {
+        target,
+        mut expected,
+    } = pack_to_check(services, item).await?;
+    expected.members.sort_by_key(|m| m.data_offset);
+    let total = expected.members.len();
+    let start = usize::try_from(*resume_at)
+        .ok()
+        .filter(|start| *start < total)
+        .unwrap_or(0);
+    let mut spent = 0u64;
+    let mut next = start;
+    let mut problem = None;
+    for member in &expected.members[start..] {
+        let size = member.size_bytes.max(0) as u64;
+        if spent + size > budget {
+            break;
+        }
+        spent += size;
+        next += 1;
+        problem = check_member(target.as_ref(), &expected.key, member).await?;
+        if problem.is_some() {
+            break;
+        }
+    }
+    if next == start {
+        return Ok(None);
+    }
+    let complete = next == total || problem.is_some();
+    Ok(Some(Checked {
+        problem,
+        bytes: spent,
+        next_member: if complete { 0 } else { next as i64 },
+        note: format!(
+            "members {}-{next} of {total} checked by range{}",
+            start + 1,
+            if complete {
+                "; every member checked this cycle"
+            } else {
+                ""
+            }
+        ),
+    }))
+}
+
+/// One member read by range (in pieces, never whole in memory) against its SHA-256.
+async fn check_member(
+    target: &dyn NearlineTarget,
+    key: &str,
+    member: &PackMemberRow,
+) -> Result<Option<String>, String> {
+    const PIECE: u64 = 8 << 20;
+    let size = member.size_bytes.max(0) as u64;
+    let start = member.data_offset.max(0) as u64;
+    let mut sha = Sha256::new();
+    let mut done = 0u64;
+    while done < size {
+        let piece = (size - done).min(PIECE);
+        let bytes = match target.read_range(key, start + done, piece).await {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind == NearlineErrorKind::Unavailable => {
+                return Err(format!("{key}: {}", error.message))
+            }
+            // Not there (a truncated or replaced object): a finding about the copy.
+            Err(error) => {
+                return Ok(Some(format!(
+                    "`{}` cannot be read: {}",
+                    member.member_path, error.message
+                )))
+            }
+        };
+        if bytes.len() as u64 != piece {
+            return Ok(Some(format!(
+                "`{}`: {} bytes at {} asked, {} read",
+                member.member_path,
+                piece,
+                start + done,
+                bytes.len()
+            )));
+        }
+        sha.update(&bytes);
+        done += piece;
+    }
+    let actual = hex::encode(sha.finalize());
+    Ok((actual != member.sha256).then(|| {
+        format!(
+            "`{}` (SOP Instance {}) has SHA-256 {actual}, the index records {}",
+            member.member_path, member.sop_uid, member.sha256
+        )
+    }))
 }
 
 /// Re-hashes an ONLINE file: `Some(problem)` if it is missing or its SHA-256 changed.
