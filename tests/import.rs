@@ -124,8 +124,9 @@ async fn dcm4chee2_hsm_tars_are_registered_without_upload(backend: Backend) {
     assert!(tars
         .iter()
         .all(|t| t.extension().is_some_and(|e| e == "tar")));
-    // The ONLINE copies are gone: whatever is served comes from the tars.
-    std::fs::remove_dir_all(&online).expect("remove the ONLINE tree");
+    // The ONLINE copies are away: whatever is served comes from the tars.
+    let away = scratch.path().join("away");
+    std::fs::rename(&online, &away).expect("move the ONLINE tree away");
 
     // One member corrupted inside its tar: the second, so its neighbours stay good.
     let damaged_tar = &tars[0];
@@ -184,6 +185,10 @@ async fn dcm4chee2_hsm_tars_are_registered_without_upload(backend: Backend) {
                 && p.target_name == "dcm4chee-hsm"));
     }
 
+    for row in index.find(&availability_query()).await.expect("find") {
+        assert_eq!(row[&Attr::InstanceAvailability], "NEARLINE", "{row:?}");
+    }
+
     let again = strata.cli_ok(&["import", "--hsm-target", "dcm4chee-hsm"]);
     assert!(
         again.contains("0 tars registered as packs (0 ARCHIVED; 6 already were), 0 instances"),
@@ -207,11 +212,51 @@ async fn dcm4chee2_hsm_tars_are_registered_without_upload(backend: Backend) {
     for (uid, file) in &moved {
         assert_eq!(&data_set_sha256(file), &sent[uid], "{uid} byte-identical");
     }
-    // Every tar is untouched (read in place, never rewritten) but the one damaged on purpose.
+    // Every tar is still there (read in place, never rewritten).
     assert_eq!(files_below(&hsm).len(), 6);
+
+    // The ONLINE tree back and indexed in place: every instance gains its ONLINE file (the
+    // damaged member's instance too), none disagrees with its tar member.
+    std::fs::rename(&away, &online).expect("the ONLINE tree back");
+    let output = strata.cli_ok(&["import", "--in-place", &online.display().to_string()]);
+    assert!(
+        output.contains("18 files indexed in place (0 already were)")
+            && !output.contains("problem:"),
+        "{output}"
+    );
+    let found = index.find(&query).await.expect("find");
+    assert_eq!(found.len(), 18, "every instance");
+    for row in &studies {
+        let uid = &row[&Attr::StudyInstanceUid];
+        let online_files = index.study_locations(uid).await.expect("locations");
+        assert_eq!(
+            online_files.len(),
+            6,
+            "every instance of {uid} has its ONLINE file"
+        );
+    }
+    for row in index.find(&availability_query()).await.expect("find") {
+        assert_eq!(row[&Attr::InstanceAvailability], "ONLINE", "{row:?}");
+    }
 }
 
-/// Each member of a tar after the first: (name, data offset, size).
+/// Every study with its availability.
+fn availability_query() -> FindQuery {
+    FindQuery {
+        level: Level::Study,
+        keys: [Attr::StudyInstanceUid, Attr::InstanceAvailability]
+            .into_iter()
+            .map(|attr| QueryKey {
+                attr,
+                matcher: Matcher::Universal,
+            })
+            .collect(),
+        limit: 100,
+        offset: None,
+    }
+}
+
+/// Each entry of a tar, the MD5SUM first: (name, data offset, size).
 fn tar_members(path: &std::path::Path) -> Vec<(String, u64, u64)> {
     let file = std::fs::File::open(path).expect("open tar");
     let mut archive = tar::Archive::new(file);
