@@ -105,21 +105,24 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["in_place", "hsm_target"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["in_place", "copy", "hsm_target"])))]
 pub struct ImportArgs {
-    /// With --in-place: the directory to index (every DICOM file below it, any layout, any
-    /// file names)
-    #[arg(requires = "in_place")]
+    /// With --in-place or --copy: the directory to import (every DICOM file below it, any
+    /// layout, any file names)
     pub dir: Option<PathBuf>,
     /// Index the files of DIR where they are (nothing is copied or moved)
     #[arg(long, requires = "dir")]
     pub in_place: bool,
+    /// Copy the files of DIR into Strata's ONLINE storage, each through the same accept
+    /// path as a C-STORE (DIR is only read)
+    #[arg(long, requires = "dir")]
+    pub copy: bool,
     /// A configured NEARLINE target (`[[nearline.targets]]`, e.g. a filesystem target at
     /// dcm4chee 2.x's HSM file system, or the bucket its tars were moved to): every tar on it
     /// is read by range, each member checked against the tar's MD5SUM, and indexed
     #[arg(long, value_name = "NAME")]
     pub hsm_target: Option<String>,
-    /// Filesystem group the directory is registered in
+    /// With --in-place: filesystem group the directory is registered in
     #[arg(long, default_value = "IMPORTED")]
     pub group: String,
     /// Files hashed at the same time

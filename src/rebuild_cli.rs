@@ -4,9 +4,12 @@
 use crate::cli::{ImportArgs, RebuildArgs};
 use crate::serve::{open_index, prepare_nearline, runtime};
 use anyhow::Context;
-use archive_core::config::Config;
+use archive_core::accept::Acceptor;
+use archive_core::config::{Config, DuplicatePolicy};
 use archive_core::index::Index;
+use archive_core::ingest::IngestQueue;
 use archive_core::nearline::TargetFactory;
+use archive_core::online::{prepare_directory, OnlineStore};
 use lifecycle::rebuild::{rebuild_index, Progress, RebuildOptions, TargetToScan};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +82,10 @@ pub fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         }
         let dir = args
             .dir
-            .context("--in-place needs the directory to index")?;
+            .context("--in-place and --copy need the directory to import")?;
+        if args.copy {
+            return import_copy(&index, &config, &dir, &options).await;
+        }
         let progress = Arc::new(Progress::default());
         let reporter = tokio::spawn(report_progress(progress.clone()));
         let result =
@@ -101,6 +107,45 @@ pub fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// `strata import --copy DIR`: every file copied in through the accept path.
+async fn import_copy(
+    index: &Index,
+    config: &Config,
+    dir: &std::path::Path,
+    options: &RebuildOptions,
+) -> anyhow::Result<()> {
+    let filesystems = index.filesystems().await?;
+    // Only the spool directories are made: a node serving meanwhile keeps its own spool
+    // files (serve's start-up clean-up would remove them).
+    for filesystem in filesystems.iter().filter(|f| f.is_writable()) {
+        prepare_directory(std::path::Path::new(&filesystem.path), true)
+            .with_context(|| format!("cannot prepare ONLINE filesystem {}", filesystem.path))?;
+    }
+    let online = OnlineStore::new(&config.online.store_group, filesystems);
+    // Keep-first whatever the configuration says: an import never replaces what is stored.
+    let acceptor = Acceptor::new(
+        online,
+        index.clone(),
+        IngestQueue::start(index.clone()),
+        DuplicatePolicy::KeepFirst,
+    );
+    let progress = Arc::new(Progress::default());
+    let reporter = tokio::spawn(report_progress(progress.clone()));
+    let result = lifecycle::rebuild::import_copy(&acceptor, dir, options, &progress).await;
+    reporter.abort();
+    let report = result.context("import stopped (run it again: it continues)")?;
+    println!(
+        "import done: {} files copied into ONLINE storage ({} were stored already) from {}",
+        report.files_indexed,
+        report.files_already_indexed,
+        dir.display()
+    );
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    Ok(())
 }
 
 /// `strata import --hsm-target NAME`: the target's tars registered as packs.

@@ -2,6 +2,8 @@
 //! - `--in-place`: its ONLINE file system (`YYYY/M/D/H/<hash>/<hash>/<hash>`, no extensions)
 //!   indexed where it is; C-FIND finds every instance, C-MOVE delivers them byte-identical,
 //!   anything that is not DICOM is reported, and a second run adds nothing.
+//! - `--copy`: the same tree copied into Strata's ONLINE storage through the accept path;
+//!   the old tree deleted afterwards, every instance is still delivered byte-identical.
 //! - `--hsm-target`: its HSM tars (one per series, an MD5SUM entry first) registered as
 //!   ARCHIVED packs without upload; a member corrupted in its tar is reported and not indexed,
 //!   every other instance is found and C-MOVEd byte-identical from the tars (the ONLINE tree
@@ -17,6 +19,38 @@ use common::{data_set_sha256, dcmtk, files_below, sop_instance_uid, Backend, Str
 use std::collections::HashMap;
 
 async fn a_dcm4chee2_tree_is_indexed_in_place_and_served(backend: Backend) {
+    import_a_dcm4chee2_tree(backend, Mode::InPlace).await;
+}
+
+async fn a_dcm4chee2_tree_is_copied_in_and_served(backend: Backend) {
+    import_a_dcm4chee2_tree(backend, Mode::Copy).await;
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    InPlace,
+    Copy,
+}
+
+impl Mode {
+    fn flag(self) -> &'static str {
+        match self {
+            Mode::InPlace => "--in-place",
+            Mode::Copy => "--copy",
+        }
+    }
+    /// What `import` prints for `done` files imported of which `before` were already.
+    fn said(self, done: u32, before: u32) -> String {
+        match self {
+            Mode::InPlace => format!("{done} files indexed in place ({before} already were)"),
+            Mode::Copy => {
+                format!("{done} files copied into ONLINE storage ({before} were stored already)")
+            }
+        }
+    }
+}
+
+async fn import_a_dcm4chee2_tree(backend: Backend, mode: Mode) {
     let strata = Strata::start(backend, "").await;
     let legacy = strata.dir.path().join("dcm4chee-fs1");
     let legacy_text = legacy.display().to_string();
@@ -46,25 +80,35 @@ async fn a_dcm4chee2_tree_is_indexed_in_place_and_served(backend: Backend) {
         .collect();
     std::fs::write(legacy.join("2012/3/4/5/notes.txt"), b"not DICOM").expect("junk");
 
-    let output = strata.cli_ok(&["import", "--in-place", &legacy_text, "--group", "DCM4CHEE"]);
-    assert!(
-        output.contains("12 files indexed in place (0 already were)"),
-        "{output}"
-    );
+    let mut args = vec!["import", mode.flag(), &legacy_text];
+    if mode == Mode::InPlace {
+        args.extend(["--group", "DCM4CHEE"]);
+    }
+    let output = strata.cli_ok(&args);
+    assert!(output.contains(&mode.said(12, 0)), "{output}");
     assert!(
         output.contains("problem:") && output.contains("notes.txt"),
         "{output}"
     );
-    // Files stay where they are, untouched.
+    // The source is only read.
     assert_eq!(files_below(&legacy).len(), 13);
+    for file in &files {
+        assert_eq!(
+            data_set_sha256(file),
+            sent[&sop_instance_uid(file)],
+            "{} untouched",
+            file.display()
+        );
+    }
     let index = strata.index().await;
     let studies = index.find(&study_level_query()).await.expect("find");
     assert_eq!(studies.len(), 3);
-    let again = strata.cli_ok(&["import", "--in-place", &legacy_text]);
-    assert!(
-        again.contains("0 files indexed in place (12 already were)"),
-        "{again}"
-    );
+    let again = strata.cli_ok(&["import", mode.flag(), &legacy_text]);
+    assert!(again.contains(&mode.said(0, 12)), "{again}");
+    if mode == Mode::Copy {
+        // Copied: the old disk can go, every instance is served from Strata's own storage.
+        std::fs::remove_dir_all(&legacy).expect("retire the old disk");
+    }
 
     let scratch = tempfile::tempdir().expect("tempdir");
     let destination = Storescp::start(&scratch.path().join("moved"), "RECV", true);
@@ -283,5 +327,6 @@ fn member_sop_uid(bytes: &[u8]) -> String {
 
 on_both_backends!(
     a_dcm4chee2_tree_is_indexed_in_place_and_served,
+    a_dcm4chee2_tree_is_copied_in_and_served,
     dcm4chee2_hsm_tars_are_registered_without_upload
 );

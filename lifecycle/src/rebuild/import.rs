@@ -3,6 +3,7 @@
 //!   layout with extension-less files, or any other). The directory becomes a read-only
 //!   filesystem of its own group: Strata never writes there, and the files are retrieved,
 //!   copied to NEARLINE targets and checked like its own.
+//! - `--copy DIR`: the same, copied into Strata's ONLINE storage instead (`import_copy.rs`).
 //! - `--hsm-target NAME`: a configured NEARLINE target holding dcm4chee 2.x HSM tars (see
 //!   `dcm4chee.rs`), registered as packs without being uploaded again.
 
@@ -89,7 +90,7 @@ pub async fn import_hsm_target(
 }
 
 /// Every regular file below `root`, by path (relative, `/`-separated, UTF-8 names only).
-fn every_file(root: &Path) -> std::io::Result<Vec<FoundFile>> {
+pub(super) fn every_file(root: &Path) -> std::io::Result<Vec<FoundFile>> {
     let mut found = Vec::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {

@@ -18,11 +18,13 @@
 
 mod dcm4chee;
 mod import;
+mod import_copy;
 mod nearline;
 mod online;
 mod progress;
 
 pub use import::{import_hsm_target, import_in_place};
+pub use import_copy::{import_copy, IMPORT_SOURCE};
 pub use progress::Progress;
 
 use archive_core::index::{Index, IndexError};
