@@ -124,12 +124,13 @@ async fn import_copy(
             .with_context(|| format!("cannot prepare ONLINE filesystem {}", filesystem.path))?;
     }
     let online = OnlineStore::new(&config.online.store_group, filesystems);
-    // Keep-first whatever the configuration says: an import never replaces what is stored.
+    // Whatever the configuration says: an import never replaces a stored file, and gives
+    // one to instances held only in a pack (e.g. HSM tars imported first).
     let acceptor = Acceptor::new(
         online,
         index.clone(),
         IngestQueue::start(index.clone()),
-        DuplicatePolicy::KeepFirst,
+        DuplicatePolicy::FillMissing,
     );
     let progress = Arc::new(Progress::default());
     let reporter = tokio::spawn(report_progress(progress.clone()));

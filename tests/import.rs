@@ -176,10 +176,10 @@ async fn dcm4chee2_hsm_tars_are_registered_without_upload(backend: Backend) {
     let damaged_tar = &tars[0];
     let (damaged_entry, damaged_offset, damaged_size) = tar_members(damaged_tar)[2].clone();
     let mut bytes = std::fs::read(damaged_tar).expect("read tar");
+    let damaged_uid = member_sop_uid(&bytes[damaged_offset as usize..][..damaged_size as usize]);
     let middle = (damaged_offset + damaged_size / 2) as usize;
     bytes[middle] ^= 0xFF;
     std::fs::write(damaged_tar, &bytes).expect("write tar");
-    let damaged_uid = member_sop_uid(&bytes[damaged_offset as usize..][..damaged_size as usize]);
     sent.remove(&damaged_uid);
 
     let output = strata.cli_ok(&["import", "--hsm-target", "dcm4chee-hsm"]);

@@ -297,6 +297,43 @@ async fn a_duplicate_within_one_batch_replaces_the_first(index: Index) {
     assert_eq!((study.num_instances, study.size_bytes), (1, 140));
 }
 
+/// `fill-missing` (imports, rebuild-index): an instance held only in a pack takes the file
+/// found for it, once; an instance with a file keeps it, like keep-first.
+async fn fill_missing_gives_a_file_only_where_there_is_none(index: Index) {
+    let fs = filesystem_id(&index).await;
+    let r = || record("P8", "8.1", "8.1.1", "8.1.1.1", "CT");
+    let in_pack = NewInstance {
+        held: Held::InPackOnly { size: 100 },
+        ..new_instance(r(), fs, "", 100, DuplicatePolicy::KeepFirst)
+    };
+    assert_eq!(one(&index, in_pack).await, StoreOutcome::Stored);
+    assert!(index.study_locations("8.1").await.expect("q").is_empty());
+    let fill = |path: &str| new_instance(r(), fs, path, 100, DuplicatePolicy::FillMissing);
+    let results = index.store_batch(&[fill("a.dcm"), fill("b.dcm")]).await;
+    assert!(
+        matches!(results[0], Ok(StoreOutcome::Stored)),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[1], Ok(StoreOutcome::DuplicateKept)),
+        "the second copy in the batch finds the first: {results:?}"
+    );
+    let location = index
+        .instance_location("8.1.1.1")
+        .await
+        .expect("q")
+        .expect("located");
+    assert_eq!(location.rel_path, "a.dcm");
+    assert_eq!(
+        one(&index, fill("c.dcm")).await,
+        StoreOutcome::DuplicateKept,
+        "a file is never replaced"
+    );
+    assert_eq!(index.study_locations("8.1").await.expect("q").len(), 1);
+    let study = index.study("8.1").await.expect("q").expect("study");
+    assert_eq!(study.num_instances, 1);
+}
+
 async fn conflicts_are_refused_without_side_effects(index: Index) {
     let fs = filesystem_id(&index).await;
     let keep = DuplicatePolicy::KeepFirst;
@@ -755,6 +792,7 @@ on_both_backends!(
     stores_and_describes_a_study,
     duplicates_follow_the_policy,
     a_duplicate_within_one_batch_replaces_the_first,
+    fill_missing_gives_a_file_only_where_there_is_none,
     conflicts_are_refused_without_side_effects,
     a_batch_survives_one_bad_member,
     one_batch_counts_each_series_and_study,

@@ -95,8 +95,10 @@ pub async fn read_contents<T: NearlineTarget + ?Sized>(
         }
         let entry = Entry::parse(block).map_err(&invalid)?;
         let data_offset = cursor + TAR_BLOCK;
-        let next = data_offset
-            .checked_add(padded(entry.size))
+        let next = entry
+            .size
+            .checked_next_multiple_of(TAR_BLOCK)
+            .and_then(|padded| data_offset.checked_add(padded))
             .filter(|end| *end <= size)
             .ok_or_else(|| invalid(format!("`{}` runs past the end of the tar", entry.name)))?;
         cursor = next;
@@ -178,9 +180,19 @@ impl Entry {
             .map_err(|e| format!("an unreadable entry name: {e}"))?
             .to_string_lossy()
             .into_owned();
+        if !crate::manifest::is_safe_member_path(name.trim_end_matches('/')) {
+            return Err(format!(
+                "an entry named `{name}`, not a plain relative path"
+            ));
+        }
         let size = header
             .size()
             .map_err(|e| format!("`{name}`: an unreadable size: {e}"))?;
+        // Sizes up to 8 GiB fit the classic octal field; a base-256 size beyond any disk
+        // is a damaged header (and would overflow the offsets computed from it).
+        if size > 1 << 48 {
+            return Err(format!("`{name}`: a size of {size} bytes"));
+        }
         let kind = header.entry_type();
         if !(kind.is_file() || kind.is_dir()) {
             return Err(format!(

@@ -47,6 +47,16 @@ pub fn member_path(series_uid: &str, sop_uid: &str) -> String {
     format!("{series_uid}/{sop_uid}.dcm")
 }
 
+/// Whether `path` is safe to unpack under a directory: relative, `/`-separated, with no
+/// empty, `.` or `..` part (a pack from elsewhere must not write outside the retrieve cache).
+pub fn is_safe_member_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains(['\\', '\0'])
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
 impl Manifest {
     pub fn for_request(request: &PackRequest, created_at: i64) -> Manifest {
         Manifest {
@@ -128,6 +138,12 @@ pub async fn read_contents<T: NearlineTarget + ?Sized>(
     let mut members = Vec::with_capacity(manifest.members.len());
     let past_end = || invalid("the manifest lists members past the end of the pack".into());
     for member in manifest.members {
+        if !is_safe_member_path(&member.path) {
+            return Err(invalid(format!(
+                "the manifest names a member `{}` that is not a plain relative path",
+                member.path
+            )));
+        }
         let data_offset = cursor.checked_add(TAR_BLOCK).ok_or_else(past_end)?;
         cursor = member
             .size

@@ -2,7 +2,7 @@
 //! member's path, offset, size and SHA-256, and the whole tar's size and SHA-256.
 
 use crate::dcm4chee_tar::{parse_md5sum, MD5SUM_NAME};
-use crate::manifest::{Manifest, MANIFEST_FORMAT, MANIFEST_NAME};
+use crate::manifest::{is_safe_member_path, Manifest, MANIFEST_FORMAT, MANIFEST_NAME};
 use archive_core::nearline::{
     ExpectedPack, NearlineError, NearlineResult, PackMemberRow, TransferProgress, VerifyOutcome,
 };
@@ -192,8 +192,13 @@ fn walk_members<R: Read>(
         // as `<path>.part`, renamed once its SHA-256 matched, so a reader waiting for one
         // member can take it while the rest of the pack is still arriving.
         let unpack_path = unpack_to
-            .filter(|_| wanted.contains_key(path.as_str()))
+            .filter(|_| wanted.contains_key(path.as_str()) && is_safe_member_path(&path))
             .map(|to| to.dir.join(&path));
+        if unpack_to.is_some() && !is_safe_member_path(&path) {
+            problems.push(format!(
+                "`{path}` is not a plain relative path: not unpacked"
+            ));
+        }
         let mut out = match &unpack_path {
             Some(target) => {
                 if let Some(parent) = target.parent() {

@@ -133,7 +133,56 @@ async fn members_are_checked_against_md5sum_and_served_like_packs() {
 }
 
 #[tokio::test]
-async fn a_tar_without_md5sum_or_with_a_bad_listing_is_refused() {
+async fn a_tar_without_md5sum_or_with_an_unsafe_entry_is_refused() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let root = scratch.path().join("hsm");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let target = FilesystemTarget::new(root.clone());
+    let write = |entries: &[(&[u8], &[u8])]| -> u64 {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut header = tar::Header::new_ustar();
+            // Written into the name field as is: Header::set_path refuses `..`.
+            header.as_old_mut().name[..name.len()].copy_from_slice(name);
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_cksum();
+            builder.append(&header, *data).expect("append");
+        }
+        let bytes = builder.into_inner().expect("tar");
+        std::fs::write(root.join("x.tar"), &bytes).expect("write");
+        bytes.len() as u64
+    };
+    // Neither a manifest nor an MD5SUM first: not a pack either format knows.
+    let size = write(&[
+        (&b"README"[..], &b"data"[..]),
+        (&b"5E6F7A8B/00000001"[..], &b"data"[..]),
+    ]);
+    let error = target
+        .read_contents("x.tar", size)
+        .await
+        .expect_err("unknown");
+    assert!(error.message.contains("MANIFEST.json"), "{}", error.message);
+    // A member named to escape the directory it would be unpacked into.
+    let listing = &b"8d777f385d3dfec8815d20f7496026dc  ../../etc/evil\n"[..];
+    let size = write(&[
+        (&b"MD5SUM"[..], listing),
+        (&b"../../etc/evil"[..], &b"data"[..]),
+    ]);
+    let error = target
+        .read_contents("x.tar", size)
+        .await
+        .expect_err("unsafe");
+    assert!(
+        error.message.contains("not a plain relative path"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn a_tar_with_a_bad_listing_is_refused() {
     let scratch = tempfile::tempdir().expect("tempdir");
     write_tar(scratch.path());
     let tar_path = scratch.path().join("hsm").join(KEY);

@@ -147,6 +147,11 @@ pub enum DuplicatePolicy {
     Replace,
     /// Refuse the new copy with status 0x0111 (duplicate SOP instance).
     Reject,
+    /// Give the new copy to an instance that has no ONLINE file (one held only in a pack),
+    /// keep the stored copy otherwise. Not a configuration choice (`dicom.duplicate_policy`
+    /// cannot name it): imports and `rebuild-index` use it for the files they find.
+    #[serde(skip)]
+    FillMissing,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -187,12 +187,14 @@ impl Index {
         Ok(marked == 1)
     }
 
-    /// Each copy of the study with its last fixity check: every pack, and the ONLINE files
+    /// Each copy of the study with its last fixity check: every pack (its last complete
+    /// check; the detail of its latest, which may be a partial one), and the ONLINE files
     /// taken together (their oldest last check).
     pub async fn fixity_of_study(&self, study_uid: &str) -> IndexResult<Vec<CopyFixity>> {
         let mut copies: Vec<CopyFixity> = sqlx::query_as(
             "SELECT 'pack ' || CAST(p.id AS TEXT) AS copy, \
-               (SELECT MAX(c.checked_at) FROM fixity_check c WHERE c.pack_fk = p.id) AS checked_at, \
+               (SELECT MAX(c.checked_at) FROM fixity_check c WHERE c.pack_fk = p.id \
+                 AND c.next_member = 0) AS checked_at, \
                (SELECT COUNT(*) FROM fixity_check c WHERE c.pack_fk = p.id AND c.ok = 0) AS failures, \
                COALESCE((SELECT c.detail FROM fixity_check c WHERE c.pack_fk = p.id \
                  ORDER BY c.checked_at DESC, c.id DESC LIMIT 1), '') AS detail \

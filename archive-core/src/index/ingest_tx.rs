@@ -479,7 +479,11 @@ impl<'a> BatchTx<'a> {
                 DuplicatePolicy::KeepFirst => StoreOutcome::DuplicateKept,
                 DuplicatePolicy::Reject => StoreOutcome::DuplicateRejected,
                 DuplicatePolicy::Replace => {
-                    self.replace_file(new, instance_id, series_id, study_id)
+                    self.give_file(new, instance_id, series_id, study_id, true)
+                        .await?
+                }
+                DuplicatePolicy::FillMissing => {
+                    self.give_file(new, instance_id, series_id, study_id, false)
                         .await?
                 }
             })),
@@ -621,12 +625,15 @@ impl<'a> BatchTx<'a> {
         Ok(id)
     }
 
-    async fn replace_file(
+    /// The new copy becomes the instance's ONLINE file where it has none; where it has one,
+    /// the new copy replaces it only if `replace_existing` (else it is kept, keep-first).
+    async fn give_file(
         &mut self,
         new: &NewInstance,
         instance_id: i64,
         series_id: i64,
         study_id: i64,
+        replace_existing: bool,
     ) -> IndexResult<StoreOutcome> {
         // Only a file can replace a file: an instance restored from a pack changes nothing.
         let Some(new_file) = new.held.file() else {
@@ -638,6 +645,9 @@ impl<'a> BatchTx<'a> {
             .bind(instance_id)
             .fetch_optional(&mut *self.conn)
             .await?;
+        if old.is_some() && !replace_existing {
+            return Ok(StoreOutcome::DuplicateKept);
+        }
         if let Some(metadata) = &new.metadata {
             self.insert_metadata(&[(instance_id, metadata)]);
         }

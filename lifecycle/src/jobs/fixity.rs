@@ -44,10 +44,14 @@ pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
     let mut damaged = Vec::new();
     let mut unreadable = Vec::new();
     for item in &due {
+        if budget == 0 {
+            over_budget += 1;
+            continue;
+        }
         let outcome = match item {
             // A pack larger than what is left today: some of its members, by range.
             FixityItem::Pack { .. } if item.size() > budget => {
-                match sample_pack(services, item, budget).await {
+                match sample_pack(services, item, budget, settings.fixity_max_bytes_per_day).await {
                     Ok(Some(sampled)) => Ok(sampled),
                     Ok(None) => {
                         over_budget += 1;
@@ -84,6 +88,10 @@ pub(crate) async fn run(ctx: &JobContext<'_>) -> Result<(), JobError> {
         metrics::FIXITY_BYTES.add(bytes);
         reporter.transfer.add_item();
         reporter.transfer.add_bytes(bytes);
+        if let Some(why) = checked_now.interrupted {
+            // What was checked before the target went away counts; the rest is next run's.
+            unreadable.push(why);
+        }
         let problem = checked_now.problem;
         let detail = problem.clone().unwrap_or(checked_now.note);
         index
@@ -136,6 +144,8 @@ struct Checked {
     next_member: i64,
     /// Recorded when nothing was wrong (what a partial check covered).
     note: String,
+    /// The target went away part way: the members before were checked, the rest wait.
+    interrupted: Option<String>,
 }
 
 impl Checked {
@@ -145,6 +155,7 @@ impl Checked {
             bytes: item.size(),
             next_member: 0,
             note: String::new(),
+            interrupted: None,
         }
     }
 }
@@ -207,11 +218,14 @@ async fn check_pack(services: &Services, item: &FixityItem) -> Result<Option<Str
 
 /// Checks the members of a pack too large for what is left of the budget, in tar order from
 /// where this cycle left off, each read by range and hashed, as many as `budget` allows.
-/// `None` when not even the next member fits (the pack waits for tomorrow's budget).
+/// A member larger than the whole daily budget (`daily`) could never be read: it is passed
+/// over and named in the record. `None` when not even the next member fits (the pack waits
+/// for tomorrow's budget).
 async fn sample_pack(
     services: &Services,
     item: &FixityItem,
     budget: u64,
+    daily: u64,
 ) -> Result<Option<Checked>, String> {
     let FixityItem::Pack { resume_at, .. } = item else {
         return Err("not a pack".into());
@@ -229,35 +243,59 @@ async fn sample_pack(
     let mut spent = 0u64;
     let mut next = start;
     let mut problem = None;
+    let mut interrupted = None;
+    let mut passed_over = Vec::new();
     for member in &expected.members[start..] {
         let size = member.size_bytes.max(0) as u64;
+        if size > daily {
+            passed_over.push(member.member_path.clone());
+            next += 1;
+            continue;
+        }
         if spent + size > budget {
             break;
         }
+        match check_member(target.as_ref(), &expected.key, member).await {
+            Ok(found) => problem = found,
+            Err(why) => {
+                interrupted = Some(why);
+                break;
+            }
+        }
         spent += size;
         next += 1;
-        problem = check_member(target.as_ref(), &expected.key, member).await?;
         if problem.is_some() {
             break;
         }
     }
-    if next == start {
-        return Ok(None);
+    if next == start && total > 0 {
+        return match interrupted {
+            Some(why) => Err(why),
+            None => Ok(None),
+        };
     }
     let complete = next == total || problem.is_some();
+    let mut note = format!(
+        "members {}-{next} of {total} checked by range{}",
+        start + 1,
+        if complete {
+            "; every member checked this cycle"
+        } else {
+            ""
+        }
+    );
+    if !passed_over.is_empty() {
+        note.push_str(&format!(
+            "; larger than the daily budget, not checked: {}",
+            passed_over.join(", ")
+        ));
+    }
     Ok(Some(Checked {
         problem,
         bytes: spent,
         next_member: if complete { 0 } else { next as i64 },
-        note: format!(
-            "members {}-{next} of {total} checked by range{}",
-            start + 1,
-            if complete {
-                "; every member checked this cycle"
-            } else {
-                ""
-            }
-        ),
+        note,
+        interrupted,
     }))
 }
 

@@ -46,6 +46,16 @@ pub(super) async fn register_tar(
                 continue;
             }
         };
+        if members
+            .iter()
+            .any(|m| m.sop_uid == record.instance.sop_instance_uid)
+        {
+            report.problems.push(format!(
+                "{where_}: member `{}` holds SOP Instance {} again; only the first is indexed",
+                member.member_path, record.instance.sop_instance_uid
+            ));
+            continue;
+        }
         member.sop_uid = record.instance.sop_instance_uid.clone();
         member.series_uid = record.series.series_uid.clone();
         member.sop_class_uid = record.instance.sop_class_uid.clone();

@@ -50,6 +50,7 @@ pub async fn import_copy(
     let parallel = Arc::new(Semaphore::new(options.parallel.max(1)));
     let mut report = RebuildReport::default();
     let mut tasks = JoinSet::new();
+    let mut failed = None;
     for file in files {
         let permit = parallel.clone().acquire_owned().await;
         let acceptor = acceptor.clone();
@@ -61,11 +62,22 @@ pub async fn import_copy(
         });
         // Results as they come, so a failing store stops the import soon.
         while let Some(joined) = tasks.try_join_next() {
-            take(joined, progress, &mut report)?;
+            if let Err(error) = take(joined, progress, &mut report) {
+                failed.get_or_insert(error);
+            }
+        }
+        if failed.is_some() {
+            break;
         }
     }
+    // Copies under way finish (never cut between laying out a file and indexing it).
     while let Some(joined) = tasks.join_next().await {
-        take(joined, progress, &mut report)?;
+        if let Err(error) = take(joined, progress, &mut report) {
+            failed.get_or_insert(error);
+        }
+    }
+    if let Some(error) = failed {
+        return Err(error);
     }
     progress.finish();
     Ok(report)

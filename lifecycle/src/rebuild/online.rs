@@ -92,24 +92,11 @@ pub(super) async fn index_files(
                 Err(problem) => report.problems.push(problem),
             }
         }
-        give_files_to_instances_without_one(index, &mut batch).await?;
         for (new, outcome) in batch.iter().zip(index.store_batch(&batch).await) {
             let path = new.held.file().map(|f| f.rel_path.as_str()).unwrap_or("");
             match outcome? {
                 StoreOutcome::Stored => report.files_indexed += 1,
-                // Another node gave the instance a file meanwhile (an import while serving):
-                // this one took its row; the other file stays on disk, unindexed.
-                StoreOutcome::Replaced { old_file } => {
-                    report.files_indexed += 1;
-                    report.problems.push(format!(
-                        "{}/{path}: SOP Instance {} had just been given file {} (filesystem \
-                         {}); this one is indexed instead and that file left in place",
-                        filesystem.path,
-                        new.record.instance.sop_instance_uid,
-                        old_file.rel_path,
-                        old_file.filesystem_id
-                    ));
-                }
+
                 StoreOutcome::Conflict(conflict) => report.problems.push(format!(
                     "{}/{path}: not indexed: {conflict}",
                     filesystem.path
@@ -122,30 +109,6 @@ pub(super) async fn index_files(
                     filesystem.path, new.record.instance.sop_instance_uid
                 )),
             }
-        }
-    }
-    Ok(())
-}
-
-/// Instances the index holds without an ONLINE file (only in a pack: a NEARLINE-only study,
-/// dcm4chee 2.x tars imported before their ONLINE tree) take the file found for them: for
-/// those the ingest path's `replace` policy adds the file row. Instances that have a file
-/// keep it (keep-first: a second copy elsewhere is reported, not indexed).
-async fn give_files_to_instances_without_one(
-    index: &Index,
-    batch: &mut [NewInstance],
-) -> Result<(), RebuildError> {
-    let uids: Vec<&str> = batch
-        .iter()
-        .map(|n| n.record.instance.sop_instance_uid.as_str())
-        .collect();
-    let known = index.known_instances(&uids).await?;
-    for new in batch.iter_mut() {
-        if known
-            .get(&new.record.instance.sop_instance_uid)
-            .is_some_and(|k| k.online_sha256.is_none())
-        {
-            new.policy = DuplicatePolicy::Replace;
         }
     }
     Ok(())
@@ -246,7 +209,9 @@ fn describe_file(path: &Path, filesystem_id: i64, rel_path: String) -> Result<Ne
             size,
             sha256: hex::encode(sha.finalize()),
         }),
-        policy: DuplicatePolicy::KeepFirst,
+        // An instance held only in a pack (a NEARLINE-only study, dcm4chee 2.x tars imported
+        // before their ONLINE tree) takes this file; one that has a file keeps it.
+        policy: DuplicatePolicy::FillMissing,
         received_at,
         metadata,
     })
