@@ -198,18 +198,19 @@ async fn dcm4chee2_hsm_tars_are_registered_without_upload(backend: Backend) {
     let index = strata.index().await;
     let query = FindQuery {
         level: Level::Image,
-        keys: vec![QueryKey {
-            attr: Attr::SopInstanceUid,
-            matcher: Matcher::Universal,
-        }],
+        keys: [Attr::StudyInstanceUid, Attr::SopInstanceUid]
+            .into_iter()
+            .map(|attr| QueryKey {
+                attr,
+                matcher: Matcher::Universal,
+            })
+            .collect(),
         limit: 1000,
         offset: None,
     };
-    let found: Vec<String> = index
-        .find(&query)
-        .await
-        .expect("find")
-        .into_iter()
+    let rows = index.find(&query).await.expect("find");
+    let found: Vec<String> = rows
+        .iter()
         .map(|row| row[&Attr::SopInstanceUid].clone())
         .collect();
     assert_eq!(found.len(), 17, "every good member is an instance");
@@ -247,6 +248,45 @@ async fn dcm4chee2_hsm_tars_are_registered_without_upload(backend: Backend) {
         "127.0.0.1",
         &destination.port.to_string(),
     ]);
+    // One instance asked for alone (IMAGE-level C-GET): read from its tar by range.
+    let single = rows[0][&Attr::SopInstanceUid].clone();
+    let study_of_single = rows[0][&Attr::StudyInstanceUid].clone();
+    let range_reads = strata.metric("strata_nearline_member_range_reads_total");
+    let got = scratch.path().join("got");
+    std::fs::create_dir_all(&got).expect("mkdir");
+    let output = dcmtk::run(
+        "getscu",
+        &[
+            "-S",
+            "-aec",
+            "STRATA",
+            "-od",
+            &got.display().to_string(),
+            "-k",
+            "QueryRetrieveLevel=IMAGE",
+            "-k",
+            &format!("StudyInstanceUID={study_of_single}"),
+            "-k",
+            &format!("SOPInstanceUID={single}"),
+            "127.0.0.1",
+            &strata.dicom_port.to_string(),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let received = files_below(&got);
+    assert_eq!(received.len(), 1);
+    assert_eq!(data_set_sha256(&received[0]), sent[&single]);
+    assert_eq!(
+        strata.metric("strata_nearline_member_range_reads_total"),
+        range_reads + 1,
+        "one ranged read of its tar"
+    );
+
+    // Whole studies (C-MOVE): each tar fetched once into the retrieve cache.
     for row in &studies {
         let uid = &row[&Attr::StudyInstanceUid];
         dcmtk::move_study(strata.dicom_port, "RECV", uid, &|| strata.log());
