@@ -305,6 +305,9 @@ async fn stow_answers_each_part_and_a_cut_off_request_leaves_nothing(backend: Ba
         b"this is not DICOM".to_vec(),
     ];
     parts_sent.extend(good.iter().cloned());
+    // The same new instance twice in one request: the parts are accepted concurrently, and
+    // still exactly one copy is stored and the other refused as a duplicate.
+    parts_sent.push(good[0].clone());
     let boundary = "stowtestboundary";
     let body = multipart_body(boundary, &parts_sent);
     let (status, head, answer) = http(
@@ -321,12 +324,29 @@ async fn stow_answers_each_part_and_a_cut_off_request_leaves_nothing(backend: Ba
         .iter()
         .map(|f| f["00081197"]["Value"][0].as_u64().expect("reason"))
         .collect();
-    assert_eq!(reasons, vec![0x0111, 0xC002, 0xC000], "{answer}");
+    assert_eq!(reasons, vec![0x0111, 0xC002, 0xC000, 0x0111], "{answer}");
     assert_eq!(failed[0]["00081155"]["Value"][0], first_uid.as_str());
+    let good_uids: Vec<String> = files_below(&work.path().join("good"))
+        .iter()
+        .map(|f| sop_instance_uid(f))
+        .collect();
+    assert_eq!(failed[3]["00081155"]["Value"][0], good_uids[0].as_str());
     let referenced = answer["00081199"]["Value"]
         .as_array()
         .expect("ReferencedSOPSequence");
-    assert_eq!(referenced.len(), good.len());
+    let mut referenced_uids: Vec<&str> = referenced
+        .iter()
+        .map(|r| r["00081155"]["Value"][0].as_str().expect("UID"))
+        .collect();
+    referenced_uids.sort_unstable();
+    let mut expected_uids: Vec<&str> = good_uids.iter().map(String::as_str).collect();
+    expected_uids.sort_unstable();
+    assert_eq!(referenced_uids, expected_uids, "each good part stored once");
+    assert_eq!(
+        stored_files(&strata).len(),
+        stored_before.len() + good.len(),
+        "one file per stored instance, none for the refused duplicate"
+    );
     let index = strata.index().await;
     for part in &good {
         let path = work.path().join("check.dcm");

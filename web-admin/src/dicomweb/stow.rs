@@ -2,6 +2,12 @@
 //! by one into archive-core's accept path, so a 2 GB part never sits in memory and every part
 //! gets exactly what a C-STORE of it would (durability, duplicate policy, hierarchy checks).
 //!
+//! Parts are pipelined: once a part is spooled its accept runs as its own task while the next
+//! part is read, up to [`ACCEPTS_IN_FLIGHT`] per request. Accepting one part at a time left the
+//! request waiting on one fsync and one index commit per part; accepts in flight together share
+//! the ingest queue's group commit, as concurrent C-STORE associations do. The answer still
+//! lists the parts in request order, and is sent only once every accept has finished.
+//!
 //! Answer: 200 when every part was stored, 202 when some failed (each in FailedSOPSequence with
 //! its PS3.4 FailureReason), 409 when none was stored, 415 for another media type, 413 above
 //! `http.stow_max_bytes`. A request cut off mid-part leaves nothing of that part behind.
@@ -10,7 +16,7 @@ use super::json::{attribute, key};
 use super::{bad_request, Links, DICOM_JSON};
 use crate::api::ApiError;
 use crate::WebState;
-use archive_core::accept::{status, Arrival, Identity, Refusal};
+use archive_core::accept::{status, Acceptor, Arrival, Identity, Refusal, Spooled};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, WARNING};
@@ -21,11 +27,18 @@ use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::task::JoinHandle;
 
 /// Recorded as the source of instances stored over DICOMweb (the AE title column).
 const SOURCE: &str = "STOW-RS";
+
+/// Accepts one request may have running while it reads further parts. Each holds at most one
+/// spool buffer (`SPILL_THRESHOLD`, 1 MiB) in memory, bigger parts are already on disk; 8 is
+/// enough to fill a group commit without letting one client take every blocking thread.
+const ACCEPTS_IN_FLIGHT: usize = 8;
 
 pub async fn store(
     State(state): State<WebState>,
@@ -135,7 +148,7 @@ async fn stow(
     }
     let received = Arc::new(AtomicU64::new(0));
     let mut multipart = parts_of(body, boundary, limit, received.clone());
-    let mut outcomes = Vec::new();
+    let mut outcomes = Outcomes::default();
     loop {
         let mut field = match multipart.next_field().await {
             Ok(Some(field)) => field,
@@ -190,32 +203,109 @@ async fn stow(
             }
         }
         let Some(spooled) = spooled else { continue };
-        let arrival = Arrival {
-            transfer_syntax: None,
-            source: SOURCE,
-            study_uid: study.as_deref(),
-            ..Arrival::default()
-        };
-        outcomes.push(match state.acceptor.accept(spooled, arrival).await {
-            Ok(accepted) => PartOutcome::Stored(accepted.identity),
-            Err(refused) => {
-                tracing::info!(
-                    kind = refused.reason.kind(),
-                    status = format_args!("{:#06X}", refused.reason.status()),
-                    "STOW-RS part refused"
-                );
-                PartOutcome::Failed(
-                    refused.identity,
-                    refused.reason.status(),
-                    public_reason(&refused.reason),
-                )
-            }
-        });
+        outcomes
+            .accepting(tokio::spawn(accept_part(
+                state.acceptor.clone(),
+                spooled,
+                study.clone(),
+            )))
+            .await;
     }
+    // Parts already complete are stored even when a later one broke the request off (above):
+    // their accepts run on as tasks, as a C-STORE acknowledged before an abort stays stored.
+    let outcomes = outcomes.finish().await;
     if outcomes.is_empty() {
         return Err(bad_request("the request holds no parts"));
     }
     Ok(answer(links, study.as_deref(), outcomes))
+}
+
+/// One completely received part through the accept path.
+async fn accept_part(acceptor: Acceptor, spooled: Spooled, study: Option<String>) -> PartOutcome {
+    let arrival = Arrival {
+        transfer_syntax: None,
+        source: SOURCE,
+        study_uid: study.as_deref(),
+        ..Arrival::default()
+    };
+    match acceptor.accept(spooled, arrival).await {
+        Ok(accepted) => PartOutcome::Stored(accepted.identity),
+        Err(refused) => {
+            tracing::info!(
+                kind = refused.reason.kind(),
+                status = format_args!("{:#06X}", refused.reason.status()),
+                "STOW-RS part refused"
+            );
+            PartOutcome::Failed(
+                refused.identity,
+                refused.reason.status(),
+                public_reason(&refused.reason),
+            )
+        }
+    }
+}
+
+/// The parts' outcomes in request order, some still being accepted.
+#[derive(Default)]
+struct Outcomes {
+    slots: Vec<Slot>,
+    /// Slots still accepting, oldest first.
+    in_flight: VecDeque<usize>,
+}
+
+enum Slot {
+    Done(PartOutcome),
+    Accepting(JoinHandle<PartOutcome>),
+}
+
+impl Outcomes {
+    fn push(&mut self, outcome: PartOutcome) {
+        self.slots.push(Slot::Done(outcome));
+    }
+
+    /// Adds a running accept; at the cap, first waits for the oldest one.
+    async fn accepting(&mut self, task: JoinHandle<PartOutcome>) {
+        if self.in_flight.len() >= ACCEPTS_IN_FLIGHT {
+            self.settle_oldest().await;
+        }
+        self.in_flight.push_back(self.slots.len());
+        self.slots.push(Slot::Accepting(task));
+    }
+
+    async fn settle_oldest(&mut self) {
+        let Some(position) = self.in_flight.pop_front() else {
+            return;
+        };
+        let slot = std::mem::replace(
+            &mut self.slots[position],
+            Slot::Done(PartOutcome::Failed(None, 0, String::new())),
+        );
+        self.slots[position] = Slot::Done(match slot {
+            Slot::Done(outcome) => outcome,
+            Slot::Accepting(task) => task.await.unwrap_or_else(|error| {
+                tracing::error!(%error, "STOW-RS accept task failed");
+                PartOutcome::Failed(
+                    None,
+                    status::PROCESSING_FAILURE,
+                    "the part could not be processed".into(),
+                )
+            }),
+        });
+    }
+
+    /// Every outcome, once every accept has finished.
+    async fn finish(mut self) -> Vec<PartOutcome> {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await;
+        }
+        self.slots
+            .into_iter()
+            .filter_map(|slot| match slot {
+                Slot::Done(outcome) => Some(outcome),
+                Slot::Accepting(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// The reason as a client may read it: conflicts name patient IDs, so they are told by kind.
