@@ -18,6 +18,8 @@
 # Usage: bench/dicomweb.sh
 # Environment:
 #   BENCH_STRATA_BIN    strata binary to measure (default: cargo build --release, target/release/strata)
+#   BENCH_BASELINE_BIN  another strata binary (e.g. a release build of an earlier commit) measured
+#                       in the same run on every backend, rows labelled baseline-<backend>
 #   BENCH_DIR           runs and cached workloads (default target/bench; workloads in $BENCH_DIR/workloads)
 #   BENCH_KEEP          set: keep the run directory (server data, logs, results) and PostgreSQL databases
 #   BENCH_INSTANCES     instances per corpus, a multiple of 4 (default 2000: 4 series of 500)
@@ -69,6 +71,8 @@ else
     strata=$root/target/release/strata
 fi
 [ -x "$strata" ] || { echo "no strata binary at $strata" >&2; exit 1; }
+baseline=${BENCH_BASELINE_BIN:-}
+[ -z "$baseline" ] || [ -x "$baseline" ] || { echo "no strata binary at BENCH_BASELINE_BIN=$baseline" >&2; exit 1; }
 
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
@@ -153,10 +157,10 @@ JSON
     code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/dicom+json' "$base/studies")
     [ "$code" = 200 ] || { echo "Orthanc's $base/studies answers $code: is the DICOMweb plugin loaded?" >&2; return 1; }
 }
-start_strata() { # dir database-url
-    local http; dicom_port=$(free_port); http=$(free_port); dicom_ae=STRATA; mkdir -p "$1"
+start_strata() { # dir database-url [binary]
+    local http binary=${3:-$strata}; dicom_port=$(free_port); http=$(free_port); dicom_ae=STRATA; mkdir -p "$1"
     server_log=$1.log
-    "$strata" --data-dir "$1" serve --database-url "$2" --dicom-port "$dicom_port" \
+    "$binary" --data-dir "$1" serve --database-url "$2" --dicom-port "$dicom_port" \
         --http-listen "127.0.0.1:$http" >"$server_log" 2>&1 & server_pid=$!
     base=http://127.0.0.1:$http/dicom-web
     wait_port "$dicom_port"; wait_port "$http"
@@ -208,10 +212,19 @@ for backend in $backends; do
     esac
     start_strata "$run/strata-$backend" "$url"; measure "strata-$backend"; stop_server
     results+=("$run/strata-$backend.json")
+    if [ -n "$baseline" ]; then
+        echo "baseline Strata ($backend): $baseline"
+        case "$backend" in
+            sqlite) url="sqlite://$run/baseline-sqlite/index.db" ;;
+            postgres) new_pg_database ;;
+        esac
+        start_strata "$run/baseline-$backend" "$url" "$baseline"; measure "baseline-$backend"; stop_server
+        results+=("$run/baseline-$backend.json")
+    fi
 done
 
 echo
 echo "Corpus: $instances CT instances (${matrix}x$matrix, 16-bit; 4 studies x 1 series x $per_series; $corpus_mb MB)" \
-    "loaded by C-STORE; STOW-RS: another $instances in batches of $stow_batch. Strata: $strata"
+    "loaded by C-STORE; STOW-RS: another $instances in batches of $stow_batch. Strata: $strata${baseline:+; baseline: $baseline}"
 echo
 python3 "$client" table "$run/floor.json" "$run/Orthanc.json" "${results[@]}"

@@ -3,7 +3,7 @@
 mod ae;
 mod cli;
 mod lifecycle_cli;
-mod malloc_arenas;
+mod malloc_tuning;
 mod rebuild_cli;
 mod serve;
 
@@ -15,7 +15,7 @@ use cli::{Cli, Command};
 use dicom_scp::synthetic::{self, CorpusSpec, Kind};
 
 fn main() -> std::process::ExitCode {
-    malloc_arenas::limit();
+    malloc_tuning::apply();
     let cli = Cli::parse();
     init_logging();
     match run(cli) {

@@ -584,3 +584,30 @@ async fn the_openapi_document_validates_and_fuzzing_finds_no_server_error() {
         "the token never reaches the log"
     );
 }
+
+/// The server runs with the glibc malloc settings of src/malloc_tuning.rs (it re-executes
+/// itself once to get them), and a value already in the environment is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_runs_with_its_malloc_settings() {
+    let strata = Strata::start(Backend::Sqlite, "").await;
+    let pid = strata.pid().expect("running");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let variables: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let value_of = |name: &str| {
+        variables
+            .iter()
+            .find_map(|v| v.strip_prefix(&format!("{name}=")).map(str::to_string))
+    };
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    for (name, default) in [
+        ("MALLOC_ARENA_MAX", cores.to_string()),
+        ("MALLOC_MMAP_THRESHOLD_", "8388608".to_string()),
+        ("MALLOC_TRIM_THRESHOLD_", "16777216".to_string()),
+    ] {
+        let expected = std::env::var(name).unwrap_or(default);
+        assert_eq!(value_of(name).as_deref(), Some(expected.as_str()), "{name}");
+    }
+}

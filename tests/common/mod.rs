@@ -235,6 +235,11 @@ impl Strata {
         );
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: no shutdown code runs, as in a power cut of the process.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
