@@ -8,7 +8,7 @@
 //!
 //! Thresholds: objects are read and received in buffers of 0.1–8 MiB (a CT slice is 512 KiB,
 //! spool and chunk buffers are 1 MiB). glibc serves blocks above its mmap threshold (128 KiB,
-//! raised only by the first frees) with a fresh mapping and gives the top of a heap back to
+//! raised as larger mapped blocks are freed) with a fresh mapping and gives the top of a heap back to
 //! the kernel beyond a trim threshold, so each such buffer was faulted in and zeroed page by
 //! page, and unmapped again: a third of the server's CPU time in a WADO-RS study retrieval
 //! (perf: page faults, page clearing, unmapping). With the mmap threshold at 8 MiB and the trim
@@ -21,6 +21,9 @@
 //! are left as they are.
 
 use std::os::unix::process::CommandExt;
+
+/// Set in the re-executed process. Not `STRATA_…`: those are configuration keys.
+const REEXECUTED: &str = "MALLOC_TUNED_BY_STRATA";
 
 /// Each variable glibc reads at start-up, with the value used when the environment has none.
 fn settings() -> [(&'static str, String); 3] {
@@ -40,6 +43,11 @@ pub fn apply() {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
         return;
     }
+    // Once only, even where the variables do not survive the exec (a setuid or
+    // file-capability binary, e.g. to bind port 104, may have them stripped by glibc).
+    if std::env::var_os(REEXECUTED).is_some() {
+        return;
+    }
     let missing: Vec<(&str, String)> = settings()
         .into_iter()
         .filter(|(name, _)| std::env::var_os(name).is_none())
@@ -53,6 +61,7 @@ pub fn apply() {
     let error = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
         .envs(missing.iter().map(|(name, value)| (*name, value)))
+        .env(REEXECUTED, "1")
         .exec();
     eprintln!(
         "note: could not restart with glibc malloc settings ({error}); using glibc's defaults"

@@ -6,7 +6,10 @@
 //! part is read, up to [`ACCEPTS_IN_FLIGHT`] per request. Accepting one part at a time left the
 //! request waiting on one fsync and one index commit per part; accepts in flight together share
 //! the ingest queue's group commit, as concurrent C-STORE associations do. The answer still
-//! lists the parts in request order, and is sent only once every accept has finished.
+//! lists the parts in request order, and is sent only once every accept has finished (also
+//! when the request breaks off: the parts complete before the break are stored). Two parts
+//! holding the same SOP Instance UID are then like the same instance arriving on two
+//! associations at once: the duplicate policy applies to whichever is committed second.
 //!
 //! Answer: 200 when every part was stored, 202 when some failed (each in FailedSOPSequence with
 //! its PS3.4 FailureReason), 409 when none was stored, 415 for another media type, 413 above
@@ -35,9 +38,10 @@ use tokio::task::JoinHandle;
 /// Recorded as the source of instances stored over DICOMweb (the AE title column).
 const SOURCE: &str = "STOW-RS";
 
-/// Accepts one request may have running while it reads further parts. Each holds at most one
-/// spool buffer (`SPILL_THRESHOLD`, 1 MiB) in memory, bigger parts are already on disk; 8 is
-/// enough to fill a group commit without letting one client take every blocking thread.
+/// Accepts one request may have running while it reads further parts. Each holds about one
+/// spool buffer (`SPILL_THRESHOLD`, 1 MiB, plus the chunk being written) in memory, the rest
+/// of a bigger part is on disk. 8 fills a group commit; the number of requests at once is
+/// bounded by the HTTP connection limits (`http.max_connections`, per client and in all).
 const ACCEPTS_IN_FLIGHT: usize = 8;
 
 pub async fn store(
@@ -153,7 +157,7 @@ async fn stow(
         let mut field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(error) => return Err(broken_request(error, &received, limit)),
+            Err(error) => return Err(outcomes.broken_off(error, &received, limit).await),
         };
         let declared_type = field.content_type().map(|m| m.essence_str().to_string());
         if declared_type
@@ -199,7 +203,7 @@ async fn stow(
                 }
                 Ok(None) => break,
                 // Cut off mid-part: what was spooled of it is dropped (and removed) here.
-                Err(error) => return Err(broken_request(error, &received, limit)),
+                Err(error) => return Err(outcomes.broken_off(error, &received, limit).await),
             }
         }
         let Some(spooled) = spooled else { continue };
@@ -211,8 +215,6 @@ async fn stow(
             )))
             .await;
     }
-    // Parts already complete are stored even when a later one broke the request off (above):
-    // their accepts run on as tasks, as a C-STORE acknowledged before an abort stays stored.
     let outcomes = outcomes.finish().await;
     if outcomes.is_empty() {
         return Err(bad_request("the request holds no parts"));
@@ -291,6 +293,14 @@ impl Outcomes {
                 )
             }),
         });
+    }
+
+    /// The error for a request broken off or malformed after some parts, answered only once
+    /// the accepts of the parts already complete have finished: those parts are stored (as
+    /// C-STOREs before an aborted association stay stored), and none is left half done.
+    async fn broken_off(self, error: multer::Error, received: &AtomicU64, limit: u64) -> ApiError {
+        self.finish().await;
+        broken_request(error, received, limit)
     }
 
     /// Every outcome, once every accept has finished.
