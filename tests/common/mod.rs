@@ -110,6 +110,16 @@ pub struct Strata {
     child: Option<Child>,
 }
 
+/// Whether something listens on the port. A connect to a free port of the ephemeral range can
+/// succeed without any listener: Linux may pick that same port as the source and connect the
+/// socket to itself (TCP simultaneous open), which once let a test send before strata was up.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .ok()
+        .and_then(|stream| stream.local_addr().ok())
+        .is_some_and(|local| local.port() != port)
+}
+
 impl Strata {
     /// Starts a server; `extra_toml` is appended to the generated config file.
     pub async fn start(backend: Backend, extra_toml: &str) -> Strata {
@@ -180,7 +190,7 @@ impl Strata {
                     break;
                 }
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.dicom_port)).is_ok() {
+            if listening(self.dicom_port) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -224,7 +234,7 @@ impl Strata {
                     panic!("strata exited during start ({status}):\n{}", self.log());
                 }
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.dicom_port)).is_ok() {
+            if listening(self.dicom_port) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
