@@ -602,22 +602,20 @@ async fn the_server_runs_with_its_malloc_settings() {
             .find_map(|v| v.strip_prefix(&format!("{name}=")).map(str::to_string))
     };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
-    let names = [
-        "MALLOC_ARENA_MAX",
-        "MALLOC_MMAP_THRESHOLD_",
-        "MALLOC_TRIM_THRESHOLD_",
+    let settings = [
+        ("MALLOC_ARENA_MAX", cores.to_string()),
+        ("MALLOC_MMAP_THRESHOLD_", "8388608".to_string()),
+        ("MALLOC_TRIM_THRESHOLD_", "16777216".to_string()),
     ];
     // It re-executed itself exactly when something was missing, and marked that it did.
-    let reexecuted = names.iter().any(|name| std::env::var_os(name).is_none());
+    let reexecuted = settings
+        .iter()
+        .any(|(name, _)| std::env::var_os(name).is_none());
     assert_eq!(
         value_of("MALLOC_TUNED_BY_STRATA").as_deref(),
         reexecuted.then_some("1")
     );
-    for (name, default) in [
-        ("MALLOC_ARENA_MAX", cores.to_string()),
-        ("MALLOC_MMAP_THRESHOLD_", "8388608".to_string()),
-        ("MALLOC_TRIM_THRESHOLD_", "16777216".to_string()),
-    ] {
+    for (name, default) in settings {
         let expected = std::env::var(name).unwrap_or(default);
         assert_eq!(value_of(name).as_deref(), Some(expected.as_str()), "{name}");
     }

@@ -28,9 +28,10 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
+use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -250,49 +251,35 @@ async fn accept_part(acceptor: Acceptor, spooled: Spooled, study: Option<String>
 /// The parts' outcomes in request order, some still being accepted.
 #[derive(Default)]
 struct Outcomes {
-    slots: Vec<Slot>,
-    /// Slots still accepting, oldest first.
-    in_flight: VecDeque<usize>,
-}
-
-enum Slot {
-    Done(PartOutcome),
-    Accepting(JoinHandle<PartOutcome>),
+    /// Outcomes taken out of `pending`, in order.
+    settled: Vec<PartOutcome>,
+    /// The later ones, in order: known outcomes and running accepts.
+    pending: FuturesOrdered<BoxFuture<'static, PartOutcome>>,
 }
 
 impl Outcomes {
     fn push(&mut self, outcome: PartOutcome) {
-        self.slots.push(Slot::Done(outcome));
+        self.pending.push_back(std::future::ready(outcome).boxed());
     }
 
-    /// Adds a running accept; at the cap, first waits for the oldest one.
+    /// Adds a running accept; at the cap, first waits for the oldest outcome.
     async fn accepting(&mut self, task: JoinHandle<PartOutcome>) {
-        if self.in_flight.len() >= ACCEPTS_IN_FLIGHT {
-            self.settle_oldest().await;
+        if self.pending.len() >= ACCEPTS_IN_FLIGHT {
+            self.settled.extend(self.pending.next().await);
         }
-        self.in_flight.push_back(self.slots.len());
-        self.slots.push(Slot::Accepting(task));
-    }
-
-    async fn settle_oldest(&mut self) {
-        let Some(position) = self.in_flight.pop_front() else {
-            return;
-        };
-        let slot = std::mem::replace(
-            &mut self.slots[position],
-            Slot::Done(PartOutcome::Failed(None, 0, String::new())),
+        self.pending.push_back(
+            task.map(|joined| {
+                joined.unwrap_or_else(|error| {
+                    tracing::error!(%error, "STOW-RS accept task failed");
+                    PartOutcome::Failed(
+                        None,
+                        status::PROCESSING_FAILURE,
+                        "the part could not be processed".into(),
+                    )
+                })
+            })
+            .boxed(),
         );
-        self.slots[position] = Slot::Done(match slot {
-            Slot::Done(outcome) => outcome,
-            Slot::Accepting(task) => task.await.unwrap_or_else(|error| {
-                tracing::error!(%error, "STOW-RS accept task failed");
-                PartOutcome::Failed(
-                    None,
-                    status::PROCESSING_FAILURE,
-                    "the part could not be processed".into(),
-                )
-            }),
-        });
     }
 
     /// The error for a request broken off or malformed after some parts, answered only once
@@ -305,16 +292,10 @@ impl Outcomes {
 
     /// Every outcome, once every accept has finished.
     async fn finish(mut self) -> Vec<PartOutcome> {
-        while !self.in_flight.is_empty() {
-            self.settle_oldest().await;
+        while let Some(outcome) = self.pending.next().await {
+            self.settled.push(outcome);
         }
-        self.slots
-            .into_iter()
-            .filter_map(|slot| match slot {
-                Slot::Done(outcome) => Some(outcome),
-                Slot::Accepting(_) => None,
-            })
-            .collect()
+        self.settled
     }
 }
 
