@@ -158,6 +158,8 @@ pub trait AuditSink: Send + Sync {
 const QUEUE: usize = 10_000;
 /// Events written per INSERT.
 const BATCH: usize = 500;
+/// How long the writer gathers events after the first before writing them.
+const LINGER: Duration = Duration::from_millis(250);
 
 enum Message {
     Event(i64, NewAuditEvent),
@@ -241,15 +243,27 @@ async fn write_events(
         let Some(first) = receiver.recv().await else {
             return;
         };
+        // Gather for up to LINGER after the first event: a client making one request after
+        // another (a viewer's QIDO-RS and WADO-RS) would otherwise cost one INSERT and one
+        // commit (an fsync) per request. A flush (shutdown, tests) writes at once.
+        let deadline = tokio::time::Instant::now() + LINGER;
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
                 Message::Event(at, event) => batch.push((at, event)),
                 Message::Flush(done) => flushed.push(done),
             }
-            if batch.len() < BATCH {
-                next = receiver.try_recv().ok();
+            if batch.len() >= BATCH {
+                break;
             }
+            next = if !flushed.is_empty() {
+                receiver.try_recv().ok()
+            } else {
+                tokio::time::timeout_at(deadline, receiver.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            };
         }
         if let Some(sink) = &sink {
             for (at, event) in &batch {

@@ -881,4 +881,25 @@ async fn audit_events_are_appended_filtered_and_never_changed(index: Index) {
         .await
         .is_err());
     assert_eq!(all(AuditFilter::default()).await[0].id, newest[0].id);
+
+    // Without a flush, a lone event is still written once the writer's gathering ends.
+    auditor
+        .record(NewAuditEvent::new(
+            AuditAction::Query,
+            AuditOutcome::Success,
+            "lone-event",
+        ))
+        .await;
+    let lone = AuditFilter {
+        actor: Some("lone-event".into()),
+        ..Default::default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while all(lone.clone()).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an event recorded without a flush was not written within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -21,7 +21,9 @@ impl Index {
                  patient_id, detail) VALUES {}",
                 values_placeholders(chunk.len(), 9)
             );
-            let mut query = sqlx::query(&sql);
+            // Not kept in the connection's statement cache: the text differs with every
+            // batch size, and caching each would evict the statements queries reuse.
+            let mut query = sqlx::query(&sql).persistent(false);
             for (at, event) in chunk {
                 query = query
                     .bind(*at)
