@@ -340,6 +340,10 @@ impl Index {
             query = query.bind(uid.as_str());
         }
         let rows = query.fetch_all(self.pool()).await?;
+        if rows.is_empty() {
+            // Every instance has its ONLINE file (the usual case): no targets to rank.
+            return Ok(Vec::new());
+        }
         let priority: std::collections::HashMap<String, u32> = self
             .targets()
             .await?
