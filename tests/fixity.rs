@@ -93,13 +93,24 @@ async fn fixity_keeps_its_budget_and_repairs_what_it_finds(backend: Backend) {
         .find(|p| p.id == cloud_pack.id)
         .expect("pack");
     assert_eq!(damaged_pack.status, PackStatus::VerifyFailed);
-    let events = index
-        .list_audit_events(&AuditFilter {
-            action: Some(AuditAction::Fixity),
-            ..Default::default()
-        })
-        .await
-        .expect("audit");
+    // Audit events are written by a background writer in batches (within about a second).
+    let fixity_events = || async {
+        index
+            .list_audit_events(&AuditFilter {
+                action: Some(AuditAction::Fixity),
+                ..Default::default()
+            })
+            .await
+            .expect("audit")
+    };
+    wait_for(
+        "the fixity audit events",
+        Duration::from_secs(10),
+        &strata,
+        || async { fixity_events().await.len() >= 2 },
+    )
+    .await;
+    let events = fixity_events().await;
     assert_eq!(events.len(), 2, "{events:?}");
 
     // Repairs: a new S3 pack of the first study from ONLINE; the file restored from a pack.

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{dcmtk, files_below, free_port, http_json, tls, Backend, Strata};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -269,34 +270,36 @@ async fn dicom_over_tls_admits_only_certified_modalities_and_moves_over_tls() {
 
     // The audit trail tells TLS associations and refused handshakes apart; the key never
     // reaches the log.
+    // Events are written by a background writer in batches, within about a second.
     let token = strata.api_token();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, accepted) = http_json(
-        &strata,
-        "GET",
-        "/api/audit?action=ASSOCIATION&outcome=SUCCESS&limit=1000",
-        Some(&token),
-        None,
-    );
-    assert!(
-        accepted["events"].as_array().is_some_and(|e| e
-            .iter()
-            .any(|e| e["detail"] == "association accepted over TLS")),
-        "{accepted}"
-    );
-    let (_, refused) = http_json(
-        &strata,
-        "GET",
-        "/api/audit?action=ASSOCIATION&outcome=FAILURE&limit=1000",
-        Some(&token),
-        None,
-    );
-    assert!(
-        refused["events"].as_array().is_some_and(|e| e
-            .iter()
-            .any(|e| e["detail"].as_str().unwrap_or("").starts_with("TLS"))),
-        "{refused}"
-    );
+    let listed = |query: &str, wanted: &dyn Fn(&Value) -> bool| {
+        let (_, answer) = http_json(&strata, "GET", query, Some(&token), None);
+        let found = answer["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(wanted));
+        (found, answer)
+    };
+    let accepted_over_tls = |e: &Value| e["detail"] == "association accepted over TLS";
+    let refused_handshake = |e: &Value| e["detail"].as_str().unwrap_or("").starts_with("TLS");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (accepted, accepted_answer) = listed(
+            "/api/audit?action=ASSOCIATION&outcome=SUCCESS&limit=1000",
+            &accepted_over_tls,
+        );
+        let (refused, refused_answer) = listed(
+            "/api/audit?action=ASSOCIATION&outcome=FAILURE&limit=1000",
+            &refused_handshake,
+        );
+        if accepted && refused {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TLS associations not in the audit trail after 10 s: {accepted_answer} {refused_answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let key_text = std::fs::read_to_string(&key).expect("key");
     let key_line = key_text.lines().nth(1).expect("a key line");
     assert!(!strata.log().contains(key_line));

@@ -167,14 +167,22 @@ try {
 
   step("the audit trail lists the failed login and the peer saved");
   await page.click("header nav >> text=Audit trail");
-  await page.selectOption("select[name=action]", "LOGIN");
-  await page.click("button:has-text('Filter')");
-  const failedLogin = page.locator("#audit tbody tr", { hasText: "FAILURE" });
-  assert.ok((await failedLogin.count()) >= 1, "the wrong token is in the audit trail");
+  // Events are written in batches within about a second: filter again until they are listed.
+  const listedAfterFilter = async (action, locate) => {
+    for (let attempt = 0; attempt < 40; attempt++) {
+      await page.selectOption("select[name=action]", action);
+      await page.click("button:has-text('Filter')");
+      if ((await locate().count()) >= 1) return locate();
+      await page.waitForTimeout(250);
+    }
+    throw new Error(`no ${action} event listed in the audit trail after 10 s`);
+  };
+  const failedLogin = await listedAfterFilter("LOGIN", () =>
+    page.locator("#audit tbody tr", { hasText: "FAILURE" }));
   assert.match(await failedLogin.first().textContent(), /127\.0\.0\.1/);
-  await page.selectOption("select[name=action]", "CONFIG");
-  await page.click("button:has-text('Filter')");
-  assert.ok(await page.locator("#audit td:has-text('/ui/ae-titles')").first().isVisible());
+  const peerSaved = await listedAfterFilter("CONFIG", () =>
+    page.locator("#audit td:has-text('/ui/ae-titles')"));
+  assert.ok(await peerSaved.first().isVisible());
   await shot("audit");
 
   step("the dashboard shows the study NEARLINE; logging out ends the session");
