@@ -5,8 +5,8 @@
 
 mod common;
 
+use common::lifecycle::wait_for;
 use common::{dcmtk, files_below, free_port, http_json, tls, Backend, Strata};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -272,34 +272,30 @@ async fn dicom_over_tls_admits_only_certified_modalities_and_moves_over_tls() {
     // reaches the log.
     // Events are written by a background writer in batches, within about a second.
     let token = strata.api_token();
-    let listed = |query: &str, wanted: &dyn Fn(&Value) -> bool| {
+    let audit_lists = |query: &str, detail_matches: fn(&str) -> bool| {
         let (_, answer) = http_json(&strata, "GET", query, Some(&token), None);
-        let found = answer["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(wanted));
-        (found, answer)
+        answer["events"].as_array().is_some_and(|events| {
+            events
+                .iter()
+                .any(|e| detail_matches(e["detail"].as_str().unwrap_or("")))
+        })
     };
-    let accepted_over_tls = |e: &Value| e["detail"] == "association accepted over TLS";
-    let refused_handshake = |e: &Value| e["detail"].as_str().unwrap_or("").starts_with("TLS");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (accepted, accepted_answer) = listed(
-            "/api/audit?action=ASSOCIATION&outcome=SUCCESS&limit=1000",
-            &accepted_over_tls,
-        );
-        let (refused, refused_answer) = listed(
-            "/api/audit?action=ASSOCIATION&outcome=FAILURE&limit=1000",
-            &refused_handshake,
-        );
-        if accepted && refused {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "TLS associations not in the audit trail after 10 s: {accepted_answer} {refused_answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        "the TLS association and the refused handshake in the audit trail",
+        Duration::from_secs(10),
+        &strata,
+        || {
+            let found = audit_lists(
+                "/api/audit?action=ASSOCIATION&outcome=SUCCESS&limit=1000",
+                |detail| detail == "association accepted over TLS",
+            ) && audit_lists(
+                "/api/audit?action=ASSOCIATION&outcome=FAILURE&limit=1000",
+                |detail| detail.starts_with("TLS"),
+            );
+            async move { found }
+        },
+    )
+    .await;
     let key_text = std::fs::read_to_string(&key).expect("key");
     let key_line = key_text.lines().nth(1).expect("a key line");
     assert!(!strata.log().contains(key_line));
