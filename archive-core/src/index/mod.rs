@@ -32,6 +32,8 @@ mod ingest_tx;
 mod jobs;
 mod nearline;
 mod placeholders;
+#[cfg(test)]
+mod plan_check;
 mod query;
 mod rebuild;
 mod retention;

@@ -194,3 +194,21 @@ impl Index {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::plan_check::{assert_no_status_walk, sqlite_plan};
+    use super::*;
+
+    #[tokio::test]
+    async fn retrieval_locations_are_read_through_the_study_not_every_file() {
+        for sql in [select_locations_of_study(), select_location_by_sop()] {
+            let plan = sqlite_plan(&sql).await;
+            assert_no_status_walk("retrieval locations", &plan);
+            assert!(
+                plan.iter().any(|step| step.contains("file_instance_idx")),
+                "files should be found by instance: {plan:#?}"
+            );
+        }
+    }
+}

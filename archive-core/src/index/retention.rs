@@ -319,22 +319,7 @@ impl Index {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
-        let column = Attr::unique_key(level).column(level);
-        let sql = format!(
-            "SELECT i.sop_uid, i.sop_class_uid, se.series_uid, st.study_uid, i.instance_number, \
-             i.transfer_syntax, i.number_of_frames, pk.id AS pack_id, t.name AS target_name, \
-             pk.object_key, pk.size_bytes AS pack_size, pk.sha256 AS pack_sha256, pm.member_path, \
-             pm.data_offset, pm.size_bytes, pm.sha256 \
-             FROM instance i JOIN series se ON se.id = i.series_fk JOIN study st ON st.id = se.study_fk \
-             JOIN patient p ON p.id = st.patient_fk \
-             JOIN pack_member pm ON pm.instance_fk = i.id \
-             JOIN pack pk ON pk.id = pm.pack_fk AND pk.status = 'ARCHIVED' \
-             JOIN nearline_target t ON t.id = pk.target_fk \
-             WHERE {column} IN ({}) \
-             AND NOT EXISTS (SELECT 1 FROM file f WHERE f.instance_fk = i.id AND f.status = 'OK') \
-             ORDER BY se.series_number, se.series_uid, i.instance_number, i.sop_uid, pk.id DESC",
-            super::placeholders::placeholder_list(1, uids.len())
-        );
+        let sql = nearline_locations_sql(level, uids.len());
         let mut query = sqlx::query_as::<_, NearlineLocationRow>(&sql);
         for uid in uids {
             query = query.bind(uid.as_str());
@@ -488,6 +473,27 @@ async fn update_availability(
     Ok(())
 }
 
+/// Instances under `count` unique keys of `level` (`$1`…) that have no ONLINE file, with
+/// their ARCHIVED copies.
+fn nearline_locations_sql(level: Level, count: usize) -> String {
+    let column = Attr::unique_key(level).column(level);
+    format!(
+        "SELECT i.sop_uid, i.sop_class_uid, se.series_uid, st.study_uid, i.instance_number, \
+         i.transfer_syntax, i.number_of_frames, pk.id AS pack_id, t.name AS target_name, \
+         pk.object_key, pk.size_bytes AS pack_size, pk.sha256 AS pack_sha256, pm.member_path, \
+         pm.data_offset, pm.size_bytes, pm.sha256 \
+         FROM instance i JOIN series se ON se.id = i.series_fk JOIN study st ON st.id = se.study_fk \
+         JOIN patient p ON p.id = st.patient_fk \
+         JOIN pack_member pm ON pm.instance_fk = i.id \
+         JOIN pack pk ON pk.id = pm.pack_fk AND pk.status = 'ARCHIVED' \
+         JOIN nearline_target t ON t.id = pk.target_fk \
+         WHERE {column} IN ({}) \
+         AND NOT EXISTS (SELECT 1 FROM file f WHERE f.instance_fk = i.id AND f.status = 'OK') \
+         ORDER BY se.series_number, se.series_uid, i.instance_number, i.sop_uid, pk.id DESC",
+        super::placeholders::placeholder_list(1, count)
+    )
+}
+
 /// ONLINE if any ONLINE file, else NEARLINE if an ARCHIVED copy, else OFFLINE; then series and
 /// study from their instances. `$1` is the Study Instance UID.
 const AVAILABILITY_UPDATES: [&str; 3] = [
@@ -508,3 +514,34 @@ const AVAILABILITY_UPDATES: [&str; 3] = [
        ELSE 'OFFLINE' END \
      WHERE study_uid = $1",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::super::plan_check::{assert_no_status_walk, sqlite_plan};
+    use super::*;
+
+    #[tokio::test]
+    async fn nearline_locations_start_from_the_keys_not_from_every_archived_pack() {
+        for level in [Level::Study, Level::Series, Level::Image] {
+            let plan = sqlite_plan(&nearline_locations_sql(level, 2)).await;
+            assert_no_status_walk("NEARLINE locations", &plan);
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("pack_member_instance_idx")),
+                "{level:?}: pack members should be found by instance: {plan:#?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn availability_recompute_reads_only_the_studys_rows() {
+        for sql in AVAILABILITY_UPDATES {
+            let plan = sqlite_plan(sql).await;
+            assert_no_status_walk("availability recompute", &plan);
+            assert!(
+                !plan.iter().any(|step| step.starts_with("SCAN")),
+                "availability recompute scans a whole table: {plan:#?}"
+            );
+        }
+    }
+}
