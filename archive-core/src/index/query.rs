@@ -202,7 +202,13 @@ mod tests {
 
     #[tokio::test]
     async fn retrieval_locations_are_read_through_the_study_not_every_file() {
-        for sql in [select_locations_of_study(), select_location_by_sop()] {
+        let mut statements = vec![select_locations_of_study(), select_location_by_sop()];
+        // C-MOVE and C-GET, at every level they retrieve.
+        for level in [Level::Patient, Level::Study, Level::Series, Level::Image] {
+            let column = Attr::unique_key(level).column(level);
+            statements.push(select_locations_where_in(column, 2));
+        }
+        for sql in statements {
             let plan = sqlite_plan(&sql).await;
             assert_no_status_walk("retrieval locations", &plan);
             assert!(

@@ -522,7 +522,7 @@ mod tests {
 
     #[tokio::test]
     async fn nearline_locations_start_from_the_keys_not_from_every_archived_pack() {
-        for level in [Level::Study, Level::Series, Level::Image] {
+        for level in [Level::Patient, Level::Study, Level::Series, Level::Image] {
             let plan = sqlite_plan(&nearline_locations_sql(level, 2)).await;
             assert_no_status_walk("NEARLINE locations", &plan);
             assert!(
