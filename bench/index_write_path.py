@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The index write path of live ingest without sqlx: the statements one group-commit batch of
 `archive-core/src/index/ingest_tx.rs` sends on SQLite (BEGIN IMMEDIATE with the multi-row
-INSERT of the instances, then the file rows, the series and study counters and COMMIT as one
-script), called straight into the SQLite C library in this thread by Python's sqlite3 module,
+INSERT of the instances, then the file rows, the series and studies marked ONLINE where they
+were not, and COMMIT as one script), and the fold of `index/counts.rs` every 500 ms, called straight into the SQLite C library in this thread by Python's sqlite3 module,
 with the rows of `archive-core/examples/bulk_load.rs` and the same pragmas.
 
     index_write_path.py DB_FILE STUDIES INSTANCES_PER_STUDY BATCH
@@ -33,6 +33,22 @@ def costs():
     with open("/proc/self/io") as f:
         written = next(int(l.split()[1]) for l in f if l.startswith("write_bytes"))
     return ticks / 100.0, switches, written
+
+
+def fold(db):
+    """index/counts.rs's fold: the instances above the mark into the counters, the mark moved."""
+    db.execute("BEGIN IMMEDIATE")
+    old, new = db.execute("SELECT (SELECT instance_id FROM counts_folded), "
+                          "(SELECT COALESCE(MAX(id), 0) FROM instance)").fetchone()
+    for table, parent in (("series", "ui.series_fk"), ("study", "us.study_fk")):
+        db.execute(f"UPDATE {table} SET num_instances = {table}.num_instances + d.instances, "
+                   f"size_bytes = {table}.size_bytes + d.bytes, updated_at = CASE WHEN d.latest > "
+                   f"{table}.updated_at THEN d.latest ELSE {table}.updated_at END FROM (SELECT {parent} AS id, "
+                   "COUNT(*) AS instances, COALESCE(SUM(ui.size_bytes), 0) AS bytes, MAX(ui.received_at) AS latest "
+                   "FROM instance ui JOIN series us ON us.id = ui.series_fk WHERE ui.id > ? AND ui.id <= ? "
+                   f"GROUP BY {parent}) d WHERE {table}.id = d.id", (old, new))
+    db.execute("UPDATE counts_folded SET instance_id = ? WHERE instance_id = ?", (new, old))
+    db.execute("COMMIT")
 
 
 def main():
@@ -76,35 +92,35 @@ def main():
 
     rows = [(s, i, i * 4 // max(per_study, 1)) for s in range(studies) for i in range(per_study)]
     before, started, stored = costs(), time.time(), 0
+    folded_at = 0.0
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
         db.execute("BEGIN IMMEDIATE")
         hierarchy = [series_of(s, se) for s, _, se in chunk]
-        values = ", ".join(["(?, ?, '1.2.840.10008.5.1.4.1.1.2', ?, '1.2.840.10008.1.2.1', NULL, ?)"] * len(chunk))
+        values = ", ".join(["(?, ?, '1.2.840.10008.5.1.4.1.1.2', ?, '1.2.840.10008.1.2.1', NULL, ?, ?)"]
+                           * len(chunk))
         params = []
         for (s, i, se), (seid, _) in zip(chunk, hierarchy):
-            params += [f"2.25.77.{s}.{se}.{i}", seid, i + 1, 1_700_000_000_000]
+            params += [f"2.25.77.{s}.{se}.{i}", seid, i + 1, 1_700_000_000_000, 16384]
         ids = dict(db.execute(
             "INSERT INTO instance (sop_uid, series_fk, sop_class_uid, instance_number, transfer_syntax, "
-            f"number_of_frames, received_at) VALUES {values} ON CONFLICT (sop_uid) DO NOTHING "
+            f"number_of_frames, received_at, size_bytes) VALUES {values} ON CONFLICT (sop_uid) DO NOTHING "
             "RETURNING sop_uid, id", params).fetchall())
-        files, deltas = [], {}
+        files, touched = [], {"series": set(), "study": set()}
         for (s, i, se), (seid, sid) in zip(chunk, hierarchy):
             files += [ids[f"2.25.77.{s}.{se}.{i}"], fs, f"bulk/{s}/{i}.dcm", 16384, "", 1_700_000_000_000]
-            for key in (("series", seid), ("study", sid)):
-                deltas[key] = deltas.get(key, 0) + 1
+            touched["series"].add(seid)
+            touched["study"].add(sid)
         db.execute("INSERT INTO file (instance_fk, filesystem_fk, path, size_bytes, sha256, created_at) VALUES "
                    + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)), files)
-        for table in ("series", "study"):
-            delta = [(k[1], n) for k, n in deltas.items() if k[0] == table]
-            db.execute(f"WITH delta (id, instances, bytes) AS (VALUES "
-                       + ", ".join(["(?, ?, ?)"] * len(delta)) + f") UPDATE {table} SET "
-                       f"num_instances = {table}.num_instances + delta.instances, size_bytes = "
-                       f"{table}.size_bytes + delta.bytes, updated_at = ?, availability = 'ONLINE' "
-                       f"FROM delta WHERE {table}.id = delta.id",
-                       [v for id_, n in delta for v in (id_, n, n * 16384)] + [1_700_000_000_000])
+        for table, rows in touched.items():
+            db.execute(f"UPDATE {table} SET availability = 'ONLINE' WHERE availability <> 'ONLINE' "
+                       f"AND id IN ({', '.join('?' * len(rows))})", sorted(rows))
         db.execute("COMMIT")
         stored += len(ids)
+        if time.time() - folded_at >= 0.5:
+            fold(db)
+            folded_at = time.time()
     elapsed = time.time() - started
     after = costs()
     cpu, switches, written = (a - b for a, b in zip(after, before))

@@ -16,6 +16,9 @@ const MAX_BATCH: usize = 128;
 /// queued) to join the batch: one commit for several associations instead of one each.
 /// Only when such objects exist, so a single sender never waits.
 const GATHER: Duration = Duration::from_millis(2);
+/// How long without a new object before the writer folds the last batches into the series and
+/// study counters (`index/counts.rs`; while batches keep coming, they fold as they go).
+const FOLD_WHEN_IDLE: Duration = Duration::from_millis(500);
 
 type Reply = oneshot::Sender<Result<StoreOutcome, IndexError>>;
 
@@ -75,7 +78,17 @@ async fn write_batches(
     arriving: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // Idle for a while: fold what the last batches indexed into the counters.
+        match tokio::time::timeout(FOLD_WHEN_IDLE, receiver.recv_many(&mut batch, MAX_BATCH)).await
+        {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => {
+                index.fold_counts_if_due().await;
+                continue;
+            }
+        }
         let deadline = tokio::time::Instant::now() + GATHER;
         while batch.len() < MAX_BATCH && arriving.load(Ordering::Acquire) > 0 {
             let room = MAX_BATCH - batch.len();

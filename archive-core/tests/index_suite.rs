@@ -777,6 +777,203 @@ async fn find_matches_like_pacs_users_expect(index: Index) {
     assert_eq!(Attr::StudyDate.kind(), ValueKind::Date);
 }
 
+/// Series, study and patient counts are exact whether or not the instances have been folded
+/// into the counters yet (`index/counts.rs`), for every reader: the API's rows, C-FIND's
+/// attributes, the dashboard totals. A fold moves the counts into the rows (read raw here,
+/// so a fold that did nothing would fail), and a duplicate replacing a file adjusts the bytes
+/// on either side of the mark exactly once.
+async fn counts_are_exact_before_and_after_a_fold(index: Index) {
+    use archive_core::query::{Attr, FindQuery, Level, Matcher, QueryKey};
+    index.hold_folds_for_tests().await;
+    let fs = filesystem_id(&index).await;
+    let keep = DuplicatePolicy::KeepFirst;
+    let member = |series: &str, sop: &str, size: u64, policy: DuplicatePolicy| {
+        let path = format!("k/{sop}-{size}.dcm");
+        new_instance(
+            record("P8", "8.1", series, sop, "CT"),
+            fs,
+            &path,
+            size,
+            policy,
+        )
+    };
+    let find_counts = |level: Level| {
+        let keys = [
+            Attr::StudyInstanceUid,
+            Attr::NumberOfPatientRelatedInstances,
+            Attr::NumberOfStudyRelatedInstances,
+            Attr::NumberOfSeriesRelatedInstances,
+        ]
+        .into_iter()
+        .filter(|attr| level != Level::Study || *attr != Attr::NumberOfSeriesRelatedInstances)
+        .map(|attr| QueryKey {
+            attr,
+            matcher: Matcher::parse(
+                if attr == Attr::StudyInstanceUid {
+                    "8.1"
+                } else {
+                    ""
+                },
+                attr.kind(),
+            )
+            .expect("key"),
+        })
+        .collect();
+        FindQuery {
+            level,
+            keys,
+            limit: 10,
+            offset: None,
+        }
+    };
+    // (study instances, study bytes, [series (uid, instances, bytes)], C-FIND's numbers)
+    let describe = |index: Index| async move {
+        let study = index.study("8.1").await.expect("study").expect("exists");
+        let mut series: Vec<(String, i64, i64)> = index
+            .series_of_study("8.1")
+            .await
+            .expect("series")
+            .into_iter()
+            .map(|s| (s.series_uid, s.num_instances, s.size_bytes))
+            .collect();
+        series.sort();
+        let study_row = &index.find(&find_counts(Level::Study)).await.expect("find")[0];
+        let mut series_rows: Vec<String> = index
+            .find(&find_counts(Level::Series))
+            .await
+            .expect("find")
+            .iter()
+            .map(|r| r[&Attr::NumberOfSeriesRelatedInstances].clone())
+            .collect();
+        series_rows.sort();
+        let totals = index.availability_totals().await.expect("totals");
+        (
+            (study.num_instances, study.size_bytes),
+            series,
+            (
+                study_row[&Attr::NumberOfPatientRelatedInstances].clone(),
+                study_row[&Attr::NumberOfStudyRelatedInstances].clone(),
+                series_rows,
+            ),
+            totals
+                .iter()
+                .map(|t| (t.studies, t.instances, t.bytes))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let raw = |index: Index| async move {
+        let row: (i64, i64) =
+            sqlx::query_as("SELECT num_instances, size_bytes FROM study WHERE study_uid = '8.1'")
+                .fetch_one(index.pool_for_tests())
+                .await
+                .expect("raw counters");
+        row
+    };
+    let stored = |results: Vec<Result<StoreOutcome, archive_core::index::IndexError>>| {
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    };
+
+    stored(
+        index
+            .store_batch(&[
+                member("8.1.1", "8.1.1.1", 100, keep),
+                member("8.1.1", "8.1.1.2", 20, keep),
+            ])
+            .await,
+    );
+    index.fold_counts().await.expect("fold");
+    stored(
+        index
+            .store_batch(&[
+                member("8.1.1", "8.1.1.3", 3, keep),
+                member("8.1.2", "8.1.2.1", 4000, keep),
+            ])
+            .await,
+    );
+    let expected = (
+        (4, 4123),
+        vec![
+            ("8.1.1".to_string(), 3, 123),
+            ("8.1.2".to_string(), 1, 4000),
+        ],
+        (
+            "4".to_string(),
+            "4".to_string(),
+            vec!["1".to_string(), "3".to_string()],
+        ),
+        vec![(1, 4, 4123)],
+    );
+    assert_eq!(
+        describe(index.clone()).await,
+        expected,
+        "two instances not folded yet"
+    );
+    assert_eq!(
+        raw(index.clone()).await,
+        (2, 120),
+        "the rows hold the folded part only"
+    );
+
+    // A replaced file: one instance below the mark, one above it.
+    let replace = DuplicatePolicy::Replace;
+    for new in [
+        member("8.1.1", "8.1.1.1", 150, replace),
+        member("8.1.2", "8.1.2.1", 4100, replace),
+    ] {
+        assert!(matches!(
+            one(&index, new).await,
+            StoreOutcome::Replaced { .. }
+        ));
+    }
+    let expected = (
+        (4, 4273),
+        vec![
+            ("8.1.1".to_string(), 3, 173),
+            ("8.1.2".to_string(), 1, 4100),
+        ],
+        expected.2,
+        vec![(1, 4, 4273)],
+    );
+    assert_eq!(
+        describe(index.clone()).await,
+        expected,
+        "replaced on both sides of the mark"
+    );
+
+    assert_eq!(index.fold_counts().await.expect("fold"), 2);
+    assert_eq!(
+        raw(index.clone()).await,
+        (4, 4273),
+        "the fold moved the counts into the row"
+    );
+    assert_eq!(
+        describe(index.clone()).await,
+        expected,
+        "a fold changes no count"
+    );
+    assert_eq!(
+        index.fold_counts().await.expect("fold"),
+        0,
+        "nothing left to fold"
+    );
+    assert_eq!(describe(index.clone()).await, expected);
+
+    // A study that went NEARLINE is ONLINE again when a new instance arrives.
+    sqlx::query("UPDATE study SET availability = 'NEARLINE' WHERE study_uid = '8.1'")
+        .execute(index.pool_for_tests())
+        .await
+        .expect("mark nearline");
+    assert_eq!(
+        one(&index, member("8.1.2", "8.1.2.2", 1, keep)).await,
+        StoreOutcome::Stored
+    );
+    let study = index.study("8.1").await.expect("study").expect("exists");
+    assert_eq!(
+        (study.availability, study.num_instances, study.size_bytes),
+        (Availability::Online, 5, 4274)
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -796,6 +993,7 @@ on_both_backends!(
     conflicts_are_refused_without_side_effects,
     a_batch_survives_one_bad_member,
     one_batch_counts_each_series_and_study,
+    counts_are_exact_before_and_after_a_fold,
     filesystems_sync_by_path,
     find_matches_like_pacs_users_expect,
     jobs_are_claimed_once_and_leases_expire,

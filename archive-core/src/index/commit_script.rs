@@ -1,5 +1,5 @@
-//! The writes that end a group-commit batch (file rows, counter updates) and its COMMIT, sent
-//! as one script on SQLite.
+//! The writes that end a group-commit batch (file and metadata rows, availability) and its
+//! COMMIT, sent as one script on SQLite.
 //!
 //! sqlx runs every SQLite statement on the connection's worker thread: each one is a hand-off
 //! there and back, and on a VM those thread switches cost more than the statements. SQLite

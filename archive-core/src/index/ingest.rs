@@ -1,17 +1,26 @@
 //! Storing received instances: one writer at a time per node, on its own connection (its
 //! page cache stays warm, its ids cached across batches), one transaction per batch.
 
+use super::counts;
 use super::ingest_tx::{BatchTx, HierarchyCache};
 use super::{Index, IndexResult, NewInstance};
 use crate::model::StoreOutcome;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, Executor};
+use std::time::Instant;
 
 /// The ingest writer's own connection (its page cache stays warm) and id cache.
 #[derive(Default)]
 pub(super) struct Writer {
     connection: Option<PoolConnection<Any>>,
     cache: HierarchyCache,
+    /// When the writer last folded new instances into the counters (`counts.rs`), and
+    /// whether nothing was stored since (false at start: a previous run, or a crash, may
+    /// have left instances unfolded).
+    last_fold: Option<Instant>,
+    all_folded: bool,
+    /// Tests hold the writer's own folds to see both sides of the mark.
+    folds_held: bool,
 }
 
 impl Index {
@@ -20,7 +29,72 @@ impl Index {
     /// and a database error on one instance does not fail the rest.
     pub async fn store_batch(&self, batch: &[NewInstance]) -> Vec<IndexResult<StoreOutcome>> {
         let mut writer = self.writer.lock().await;
-        match self.store_in_one_transaction(&mut writer, batch).await {
+        let results = self.store_batch_on(&mut writer, batch).await;
+        if results
+            .iter()
+            .any(|r| matches!(r, Ok(StoreOutcome::Stored)))
+        {
+            writer.all_folded = false;
+        }
+        self.fold_if_due(&mut writer).await;
+        results
+    }
+
+    /// Stops this index's ingest writer from folding on its own; [`Index::fold_counts`] still
+    /// does. For tests that check counts on both sides of the mark.
+    #[cfg(any(test, feature = "test-support"))]
+    pub async fn hold_folds_for_tests(&self) {
+        self.writer.lock().await.folds_held = true;
+    }
+
+    /// Folds what the last batches indexed into the counters if the last fold is
+    /// `FOLD_EVERY` ago: the ingest queue calls this when no batch has come for that long, so
+    /// a study's counters and `updated_at` are current soon after its last instance.
+    pub async fn fold_counts_if_due(&self) {
+        let mut writer = self.writer.lock().await;
+        self.fold_if_due(&mut writer).await;
+    }
+
+    /// Folds the instances indexed since the last fold into the series and study counters,
+    /// at most every `FOLD_EVERY` and only if there are any. A failure only means the next
+    /// fold has more to do: counts read meanwhile are exact either way.
+    async fn fold_if_due(&self, writer: &mut Writer) {
+        if writer.all_folded
+            || writer.folds_held
+            || writer
+                .last_fold
+                .is_some_and(|last| last.elapsed() < counts::FOLD_EVERY)
+        {
+            return;
+        }
+        writer.last_fold = Some(Instant::now());
+        if writer.connection.is_none() {
+            match self.pool.acquire().await {
+                Ok(connection) => writer.connection = Some(connection),
+                Err(error) => {
+                    tracing::warn!(%error, "could not fold new instances into the series and study counters; retrying later");
+                    return;
+                }
+            }
+        }
+        let Some(connection) = writer.connection.as_mut() else {
+            return;
+        };
+        match counts::fold_counts_on(connection, self.dialect).await {
+            Ok(_) => writer.all_folded = true,
+            Err(error) => {
+                tracing::warn!(%error, "could not fold new instances into the series and study counters; retrying later");
+                writer.connection = None;
+            }
+        }
+    }
+
+    async fn store_batch_on(
+        &self,
+        writer: &mut Writer,
+        batch: &[NewInstance],
+    ) -> Vec<IndexResult<StoreOutcome>> {
+        match self.store_in_one_transaction(writer, batch).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(batch_error) => {
                 // Rolled back: ids cached during the batch are void, and the connection may
@@ -32,7 +106,7 @@ impl Index {
                     writer.cache.clear();
                     writer.connection = None;
                     let result = self
-                        .store_in_one_transaction(&mut writer, std::slice::from_ref(new))
+                        .store_in_one_transaction(writer, std::slice::from_ref(new))
                         .await;
                     results.push(result.map(|mut outcomes| outcomes.remove(0)));
                 }
@@ -54,7 +128,9 @@ impl Index {
         if writer.connection.is_none() {
             writer.connection = Some(self.pool.acquire().await?);
         }
-        let Writer { connection, cache } = writer;
+        let Writer {
+            connection, cache, ..
+        } = writer;
         let Some(connection) = connection.as_mut() else {
             return Err(sqlx::Error::PoolClosed.into());
         };

@@ -3,16 +3,17 @@
 //! All consistency checks for an instance run before its first write, so a refused instance
 //! leaves no trace (no empty patient, study or series rows) although it shares the transaction.
 //! The common case — another instance of a series already seen — costs two INSERTs: the
-//! hierarchy comes from [`HierarchyCache`], and series/study counters are added up once per
-//! batch instead of once per instance.
+//! hierarchy comes from [`HierarchyCache`], and the series and study counters are not touched
+//! (the instances are folded into them later, see `counts.rs`).
 
 use super::commit_script::{CommitScript, Param};
-use super::placeholders::{values_placeholders, values_placeholders_from};
+use super::counts::folded_mark;
+use super::placeholders::{placeholder_list, values_placeholders, values_placeholders_from};
 use super::{Dialect, IndexResult, NewInstance};
 use crate::config::DuplicatePolicy;
 use crate::model::{IntegrityConflict, StoreOutcome, StoredFile};
 use sqlx::{AnyConnection, Executor};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 const FIND_PATIENT: &str = "SELECT id FROM patient WHERE patient_id = $1 AND issuer = $2";
 
@@ -46,11 +47,11 @@ const STUDY_ADD_SERIES: &str = "UPDATE study SET num_series = num_series + 1, mo
 const FIND_INSTANCE: &str = "SELECT i.id, i.series_fk, se.series_uid \
     FROM instance i JOIN series se ON se.id = i.series_fk WHERE i.sop_uid = $1";
 
-/// Multi-row insert: HEAD, `(…), (…)` with 7 values per instance, TAIL. Instances already
+/// Multi-row insert: HEAD, `(…), (…)` with 8 values per instance, TAIL. Instances already
 /// stored return no row.
 const INSERT_INSTANCES_HEAD: &str = "INSERT INTO instance \
     (sop_uid, series_fk, sop_class_uid, instance_number, transfer_syntax, number_of_frames, \
-     received_at) VALUES";
+     received_at, size_bytes) VALUES";
 const INSERT_INSTANCES_TAIL: &str = "ON CONFLICT (sop_uid) DO NOTHING RETURNING id, sop_uid";
 
 /// Multi-row insert: HEAD, then `(…), (…)` with 6 values per file (status defaults to OK).
@@ -67,41 +68,33 @@ const FIND_FILE_OF_INSTANCE: &str = "SELECT id, filesystem_fk, path, size_bytes,
 const REPLACE_FILE: &str = "UPDATE file SET filesystem_fk = $1, path = $2, size_bytes = $3, \
     sha256 = $4, created_at = $5 WHERE id = $6";
 
-/// Which counters a batch adds to: the series and the study tables have the same columns.
-#[derive(Clone, Copy)]
-enum CountedTable {
-    Series,
-    Study,
+/// Marks the batch's series or studies ONLINE where they were not (a new instance arrived for
+/// a study that had gone NEARLINE): `ids` placeholders from `$first`. A row already ONLINE is
+/// not written, so the common case dirties no page.
+fn mark_online(table: &str, ids: usize, first: usize) -> String {
+    format!(
+        "UPDATE {table} SET availability = 'ONLINE' WHERE availability <> 'ONLINE' AND id IN ({})",
+        placeholder_list(first, ids)
+    )
 }
 
-/// One UPDATE adding (instances, bytes) to `rows` rows of `table`: binds are `rows` triples
-/// (id, instances, bytes), then the update time. One statement per table and batch instead of
-/// one per series and study, because every statement is a round trip to the database (for
-/// SQLite, to sqlx's worker thread and back). The casts tell PostgreSQL the VALUES' types.
-/// Placeholders are numbered from `$first`.
-fn add_counts(table: CountedTable, rows: usize, first: usize) -> String {
-    let table = match table {
-        CountedTable::Series => "series",
-        CountedTable::Study => "study",
-    };
-    let values: Vec<String> = (0..rows)
-        .map(|row| {
-            let first = first + row * 3;
-            format!(
-                "(CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
-                first,
-                first + 1,
-                first + 2
-            )
-        })
-        .collect();
+/// A duplicate changed an instance's bytes (a replaced file, or a file given to an instance
+/// held only in a pack). The instance's own `size_bytes` always changes; its series' and
+/// study's counters only if the instance is at or below the mark, i.e. already folded into
+/// them (otherwise the fold adds the new size). Series and study count as updated.
+/// Placeholders from `$first`: bytes, instance id, row id, time (the casts give PostgreSQL
+/// the types).
+fn add_bytes_to_counter(table: &str, first: usize) -> String {
+    let bytes = format!("CAST(${first} AS BIGINT)");
+    let instance = format!("CAST(${} AS BIGINT)", first + 1);
+    let row = first + 2;
+    let at = format!("CAST(${} AS BIGINT)", first + 3);
     format!(
-        "WITH delta (id, instances, bytes) AS (VALUES {}) \
-        UPDATE {table} SET num_instances = {table}.num_instances + delta.instances, \
-        size_bytes = {table}.size_bytes + delta.bytes, updated_at = ${}, availability = 'ONLINE' \
-        FROM delta WHERE {table}.id = delta.id",
-        values.join(", "),
-        first + rows * 3
+        "UPDATE {table} SET \
+         size_bytes = size_bytes + CASE WHEN {instance} <= {} THEN {bytes} ELSE 0 END, \
+         updated_at = CASE WHEN {at} > updated_at THEN {at} ELSE updated_at END \
+         WHERE id = ${row}",
+        folded_mark!()
     )
 }
 
@@ -158,10 +151,9 @@ impl HierarchyCache {
 pub(super) struct BatchTx<'a> {
     conn: &'a mut AnyConnection,
     cache: &'a mut HierarchyCache,
-    /// (instances, bytes) to add, by series id and by study id.
-    series_delta: HashMap<i64, (i64, i64)>,
-    study_delta: HashMap<i64, (i64, i64)>,
-    latest: i64,
+    /// Series and studies that received an instance (or a file) in this batch.
+    touched_series: BTreeSet<i64>,
+    touched_studies: BTreeSet<i64>,
     /// The batch's last writes, sent with its COMMIT.
     tail: CommitScript,
     dialect: Dialect,
@@ -180,9 +172,8 @@ impl<'a> BatchTx<'a> {
         BatchTx {
             conn,
             cache,
-            series_delta: HashMap::new(),
-            study_delta: HashMap::new(),
-            latest: 0,
+            touched_series: BTreeSet::new(),
+            touched_studies: BTreeSet::new(),
             tail: CommitScript::new(dialect),
             dialect,
             begin: Some(dialect.begin_write()),
@@ -212,42 +203,56 @@ impl<'a> BatchTx<'a> {
         }
     }
 
-    /// Writes the new files and the counters gathered by `store_all`, and commits. On error
-    /// the transaction is still open: the caller rolls it back.
+    /// Writes the new files, marks the touched series and studies ONLINE, and commits. On
+    /// error the transaction is still open: the caller rolls it back.
     pub(super) async fn commit(mut self) -> IndexResult<()> {
-        if self.begin.is_some() && self.series_delta.is_empty() && self.tail.is_empty() {
+        if self.begin.is_some() && self.touched_series.is_empty() && self.tail.is_empty() {
             // Nothing was read or written (every instance settled from the cache).
             return Ok(());
         }
         self.begin_now().await?;
-        for (table, deltas) in [
-            (CountedTable::Series, &self.series_delta),
-            (CountedTable::Study, &self.study_delta),
+        for (table, ids) in [
+            ("series", &self.touched_series),
+            ("study", &self.touched_studies),
         ] {
-            if deltas.is_empty() {
+            if ids.is_empty() {
                 continue;
             }
-            let sql = add_counts(table, deltas.len(), self.tail.first_placeholder());
-            let mut params = Vec::with_capacity(deltas.len() * 3 + 1);
-            for (id, (instances, bytes)) in deltas {
-                params.extend([Param::Int(*id), Param::Int(*instances), Param::Int(*bytes)]);
-            }
-            params.push(Param::Int(self.latest));
+            let sql = mark_online(table, ids.len(), self.tail.first_placeholder());
+            let params = ids.iter().map(|id| Param::Int(*id)).collect();
             self.tail.push(sql, params);
         }
         self.tail.run_and_commit(self.conn).await
     }
 
-    fn count(&mut self, series_id: i64, study_id: i64, instances: i64, bytes: i64, at: i64) {
-        for (deltas, id) in [
-            (&mut self.series_delta, series_id),
-            (&mut self.study_delta, study_id),
-        ] {
-            let entry = deltas.entry(id).or_default();
-            entry.0 += instances;
-            entry.1 += bytes;
+    fn touch(&mut self, series_id: i64, study_id: i64) {
+        self.touched_series.insert(series_id);
+        self.touched_studies.insert(study_id);
+    }
+
+    /// Adds `bytes` to the instance's size and, where [`add_bytes_to_counter`] says so, to its
+    /// series' and study's.
+    fn add_bytes(&mut self, new: &NewInstance, ids: (i64, i64, i64), bytes: i64) {
+        let (instance_id, series_id, study_id) = ids;
+        let first = self.tail.first_placeholder();
+        self.tail.push(
+            format!(
+                "UPDATE instance SET size_bytes = size_bytes + CAST(${first} AS BIGINT) WHERE id = ${}",
+                first + 1
+            ),
+            vec![Param::Int(bytes), Param::Int(instance_id)],
+        );
+        for (table, row) in [("series", series_id), ("study", study_id)] {
+            let sql = add_bytes_to_counter(table, self.tail.first_placeholder());
+            let params = vec![
+                Param::Int(bytes),
+                Param::Int(instance_id),
+                Param::Int(row),
+                Param::Int(new.received_at),
+            ];
+            self.tail.push(sql, params);
         }
-        self.latest = self.latest.max(at);
+        self.touch(series_id, study_id);
     }
 
     /// Indexes a batch: resolves each instance's hierarchy (refusing conflicts), inserts all
@@ -282,13 +287,7 @@ impl<'a> BatchTx<'a> {
                     if let Some(metadata) = &new.metadata {
                         new_metadata.push((instance_id, metadata));
                     }
-                    self.count(
-                        series_id,
-                        study_id,
-                        1,
-                        new.held.size() as i64,
-                        new.received_at,
-                    );
+                    self.touch(series_id, study_id);
                     outcomes[position] = Some(StoreOutcome::Stored);
                 }
                 None => already_stored.push((position, series_id, study_id)),
@@ -438,7 +437,7 @@ impl<'a> BatchTx<'a> {
             .with_begin(format!(
                 "{} {} {}",
                 INSERT_INSTANCES_HEAD,
-                values_placeholders(rows.len(), 7),
+                values_placeholders(rows.len(), 8),
                 INSERT_INSTANCES_TAIL
             ))
             .await?;
@@ -453,7 +452,8 @@ impl<'a> BatchTx<'a> {
                 .bind(instance.instance_number)
                 .bind(&instance.transfer_syntax)
                 .bind(instance.number_of_frames)
-                .bind(new.received_at);
+                .bind(new.received_at)
+                .bind(new.held.size() as i64);
         }
         let returned = query.fetch_all(&mut *self.conn).await?;
         Ok(returned.into_iter().map(|(id, uid)| (uid, id)).collect())
@@ -654,12 +654,10 @@ impl<'a> BatchTx<'a> {
         let Some((file_id, filesystem_id, rel_path, size, sha256)) = old else {
             // The instance has no ONLINE file (e.g. only a nearline copy): give it this one.
             self.insert_files(&[(instance_id, new_file, new.received_at)]);
-            self.count(
-                series_id,
-                study_id,
-                0,
+            self.add_bytes(
+                new,
+                (instance_id, series_id, study_id),
                 new_file.size as i64,
-                new.received_at,
             );
             return Ok(StoreOutcome::Stored);
         };
@@ -672,12 +670,10 @@ impl<'a> BatchTx<'a> {
             .bind(file_id)
             .execute(&mut *self.conn)
             .await?;
-        self.count(
-            series_id,
-            study_id,
-            0,
+        self.add_bytes(
+            new,
+            (instance_id, series_id, study_id),
             new_file.size as i64 - size,
-            new.received_at,
         );
         Ok(StoreOutcome::Replaced {
             old_file: StoredFile {

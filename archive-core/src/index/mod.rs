@@ -8,6 +8,7 @@
 //! | file | what |
 //! |---|---|
 //! | `ingest.rs`, `ingest_tx.rs`, `commit_script.rs` | storing received instances (one transaction per batch) |
+//! | `counts.rs` | series and study counters: the SQL that reads them exactly, folding new instances in |
 //! | `query.rs`, `find_sql.rs` | C-FIND (the SQL a `FindQuery` becomes), retrieval locations, studies, series, metadata, counts |
 //! | `nearline.rs` | targets, packs and their members, copy rules |
 //! | `retention.rs` | deletion candidates, ONLINE removal, NEARLINE locations |
@@ -23,6 +24,7 @@
 mod admin;
 mod audit;
 mod commit_script;
+pub(crate) mod counts;
 mod dialect;
 mod filesystems;
 mod find_sql;

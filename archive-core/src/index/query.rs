@@ -1,6 +1,7 @@
 //! Reading the index: C-FIND answers, what a retrieval sends (ONLINE files, or NEARLINE pack
 //! members where there is no file), studies and series for the API, stored metadata, counts.
 
+use super::counts::{series_bytes, series_instances, study_bytes, study_instances};
 use super::find_sql::{build_find_sql, Bind};
 use super::placeholders::placeholder_list;
 use super::rows::{IndexCounts, InstanceLocation, SeriesRow, StudyRow};
@@ -8,20 +9,31 @@ use super::{Index, IndexResult, StoredMetadata};
 use crate::query::{Attr, FindQuery, FindRow, Level};
 use sqlx::Row;
 
-pub(super) const SELECT_STUDY_COLUMNS: &str = "SELECT s.study_uid, p.patient_id, p.issuer, \
+pub(super) const SELECT_STUDY_COLUMNS: &str = concat!(
+    "SELECT s.study_uid, p.patient_id, p.issuer, \
     p.patient_name, p.birth_date, p.sex, s.study_date, s.study_time, s.accession_number, \
-    s.study_id, s.description, s.referring_physician, s.modalities, s.num_series, \
-    s.num_instances, s.size_bytes, s.availability, s.received_at, s.updated_at, \
-    s.last_accessed_at FROM study s JOIN patient p ON p.id = s.patient_fk";
+    s.study_id, s.description, s.referring_physician, s.modalities, s.num_series, ",
+    study_instances!("s"),
+    " AS num_instances, ",
+    study_bytes!("s"),
+    " AS size_bytes, s.availability, s.received_at, s.updated_at, \
+    s.last_accessed_at FROM study s JOIN patient p ON p.id = s.patient_fk"
+);
 
 fn select_study() -> String {
     format!("{SELECT_STUDY_COLUMNS} WHERE s.study_uid = $1")
 }
 
-const SELECT_SERIES_OF_STUDY: &str = "SELECT se.series_uid, se.modality, se.series_number, \
-    se.description, se.body_part, se.source_ae, se.num_instances, se.size_bytes, se.availability \
+const SELECT_SERIES_OF_STUDY: &str = concat!(
+    "SELECT se.series_uid, se.modality, se.series_number, \
+    se.description, se.body_part, se.source_ae, ",
+    series_instances!("se"),
+    " AS num_instances, ",
+    series_bytes!("se"),
+    " AS size_bytes, se.availability \
     FROM series se JOIN study st ON st.id = se.study_fk WHERE st.study_uid = $1 \
-    ORDER BY se.series_number, se.series_uid";
+    ORDER BY se.series_number, se.series_uid"
+);
 
 const LOCATION_COLUMNS: &str = "SELECT i.sop_uid, i.sop_class_uid, se.series_uid, st.study_uid, \
     i.instance_number, i.transfer_syntax, i.number_of_frames, fs.id AS filesystem_id, \

@@ -1,6 +1,7 @@
 //! The attributes C-FIND can match and return, and where the index keeps each.
 
 use super::Level;
+use crate::index::counts;
 
 /// How an attribute's values compare (PS3.4 C.2.2.2 depends on the VR).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,7 +149,7 @@ impl Attr {
             PatientSex => "p.sex",
             NumberOfPatientRelatedStudies => "(SELECT COUNT(*) FROM study x WHERE x.patient_fk = p.id)",
             NumberOfPatientRelatedSeries => "(SELECT COALESCE(SUM(x.num_series), 0) FROM study x WHERE x.patient_fk = p.id)",
-            NumberOfPatientRelatedInstances => "(SELECT COALESCE(SUM(x.num_instances), 0) FROM study x WHERE x.patient_fk = p.id)",
+            NumberOfPatientRelatedInstances => counts::patient_instances!("p"),
             StudyInstanceUid => "st.study_uid",
             StudyDate => "st.study_date",
             StudyTime => "st.study_time",
@@ -158,13 +159,13 @@ impl Attr {
             ReferringPhysicianName => "st.referring_physician",
             ModalitiesInStudy => "st.modalities",
             NumberOfStudyRelatedSeries => "st.num_series",
-            NumberOfStudyRelatedInstances => "st.num_instances",
+            NumberOfStudyRelatedInstances => counts::study_instances!("st"),
             SeriesInstanceUid => "se.series_uid",
             Modality => "se.modality",
             SeriesNumber => "se.series_number",
             SeriesDescription => "se.description",
             BodyPartExamined => "se.body_part",
-            NumberOfSeriesRelatedInstances => "se.num_instances",
+            NumberOfSeriesRelatedInstances => counts::series_instances!("se"),
             SopInstanceUid => "i.sop_uid",
             SopClassUid => "i.sop_class_uid",
             InstanceNumber => "i.instance_number",
