@@ -113,9 +113,9 @@ def main():
             touched["study"].add(sid)
         db.execute("INSERT INTO file (instance_fk, filesystem_fk, path, size_bytes, sha256, created_at) VALUES "
                    + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)), files)
-        for table, rows in touched.items():
+        for table, ids_of in touched.items():
             db.execute(f"UPDATE {table} SET availability = 'ONLINE' WHERE availability <> 'ONLINE' "
-                       f"AND id IN ({', '.join('?' * len(rows))})", sorted(rows))
+                       f"AND id IN ({', '.join('?' * len(ids_of))})", sorted(ids_of))
         db.execute("COMMIT")
         stored += len(ids)
         if time.time() - folded_at >= 0.5:

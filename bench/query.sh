@@ -5,7 +5,9 @@
 # from one association.
 # Usage: bench/query.sh [STUDIES] [INSTANCES_PER_STUDY] [QUERIES]   (default 10000 100 500)
 # Environment: BENCH_PG_URL (admin URL; default postgres://root@127.0.0.1:5432/postgres),
-#   BENCH_BACKENDS (default: sqlite, and postgres when reachable).
+#   BENCH_BACKENDS (default: sqlite, and postgres when reachable),
+#   BENCH_STRATA_BIN and BENCH_BULK_LOAD_BIN (default: the release builds of this checkout;
+#   set both to an earlier commit's builds to compare: its bulk_load writes its own schema).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -17,7 +19,8 @@ mkdir -p "$run"
 cargo build --release --quiet
 cargo build --release --quiet -p archive-core --example bulk_load
 cargo build --release --quiet -p dicom-scp --example find_latency
-strata=$root/target/release/strata
+strata=${BENCH_STRATA_BIN:-$root/target/release/strata}
+bulk_load=${BENCH_BULK_LOAD_BIN:-$root/target/release/examples/bulk_load}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
@@ -33,7 +36,7 @@ for backend in $backends; do
         url="${pg_admin%/*}/$name"
     fi
     echo "== $backend: loading $studies studies x $per_study instances"
-    "$root/target/release/examples/bulk_load" "$url" "$studies" "$per_study" 2>/dev/null
+    "$bulk_load" "$url" "$studies" "$per_study" 2>/dev/null
     # PostgreSQL: autovacuum's first pass over a million fresh rows would otherwise run during
     # the queries (an archive in service finished it long ago) and move p50 by 20 % or more
     # from run to run. Strata never ANALYZEs SQLite, so SQLite is measured as loaded.
