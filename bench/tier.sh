@@ -70,7 +70,8 @@ rm -f "$run/all-bytes"
 
 # Memory: one 2 GiB study, one job.
 /usr/bin/storescu -aec STRATA +sd +r -nh 127.0.0.1 "$port" "$big"
-big_bytes=$(python3 -c "import sqlite3; print(sqlite3.connect('$run/strata/index.db').execute('select size_bytes from study s where not exists (select 1 from pack p where p.study_fk = s.id)').fetchone()[0])")
+# The study's files (its row's size_bytes holds only what the ingest writer has folded in yet).
+big_bytes=$(python3 -c "import sqlite3; print(sqlite3.connect('$run/strata/index.db').execute('select sum(f.size_bytes) from study s join series se on se.study_fk = s.id join instance i on i.series_fk = se.id join file f on f.instance_fk = i.id where not exists (select 1 from pack p where p.study_fk = s.id)').fetchone()[0])")
 all_peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
 echo 5 >"/proc/$pid/clear_refs" # resets VmHWM: the next peak is the 2 GiB copy's alone
 big_secs=$(copy_all)

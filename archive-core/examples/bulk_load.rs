@@ -137,6 +137,7 @@ async fn flush(
     batch: &mut Vec<NewInstance>,
 ) -> Result<u64, Box<dyn std::error::Error>> {
     let results = index.store_batch(batch).await;
+    index.fold_counts_if_due().await;
     let mut stored = 0;
     for result in results {
         match result? {

@@ -17,7 +17,8 @@ const MAX_BATCH: usize = 128;
 /// Only when such objects exist, so a single sender never waits.
 const GATHER: Duration = Duration::from_millis(2);
 /// How long without a new object before the writer folds the last batches into the series and
-/// study counters (`index/counts.rs`; while batches keep coming, they fold as they go).
+/// study counters (`index/counts.rs`; while batches keep coming, it folds after answering
+/// them, every half second).
 const FOLD_WHEN_IDLE: Duration = Duration::from_millis(500);
 
 type Reply = oneshot::Sender<Result<StoreOutcome, IndexError>>;
@@ -103,5 +104,7 @@ async fn write_batches(
             // A closed reply means the association went away; the row is committed anyway.
             let _ = reply.send(result);
         }
+        // After the answers: no sender waits for the fold's commit.
+        index.fold_counts_if_due().await;
     }
 }

@@ -15,9 +15,15 @@
 //!
 //! The mark is safe on both engines because no instance at or below it can still be
 //! uncommitted when it moves: on SQLite every write holds the one write lock, and ids grow
-//! with commits; on PostgreSQL ids are handed out before commit, so the fold first takes a
-//! lock on `instance` that waits for every open transaction that inserted into it (and holds
-//! off new ones for the few milliseconds of the fold).
+//! with commits. On PostgreSQL ids are handed out before commit, so every ingest batch holds
+//! the advisory lock [`INGEST_LOCK`] in shared mode from its BEGIN ([`BEGIN_INGEST_PG`]), and
+//! the fold takes it exclusively: it waits for the open batches and holds off new ones for the
+//! few milliseconds of the fold. (A lock on the `instance` table would do the same but also
+//! wait for autovacuum, which holds a conflicting lock for as long as it runs.) Ingest batches
+//! take the advisory lock before any row lock, so a fold cannot deadlock with them.
+//!
+//! Upgrading across migration 0015: stop every node first. A node of an older version keeps
+//! adding to the counters in every batch, and its instances would then be counted twice.
 
 use super::{Dialect, Index, IndexResult};
 use sqlx::{AnyConnection, Executor};
@@ -25,6 +31,15 @@ use std::time::Duration;
 
 /// How often the ingest writer folds the instances above the mark into the counters.
 pub(crate) const FOLD_EVERY: Duration = Duration::from_millis(500);
+/// How often a writer that stored nothing itself checks for instances another node (or a
+/// process that stopped before folding) left above the mark.
+pub(crate) const RECHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// PostgreSQL advisory lock key shared by ingest batches and the fold ("STRATA" + 1).
+const INGEST_LOCK: i64 = 0x5354_5241_5441_0001;
+/// BEGIN of an ingest batch on PostgreSQL: one simple-protocol round trip for both.
+pub(crate) const BEGIN_INGEST_PG: &str =
+    "BEGIN; SELECT pg_advisory_xact_lock_shared(6004514643731611649)";
 
 /// The mark, as an SQL scalar.
 macro_rules! folded_mark {
@@ -117,6 +132,20 @@ macro_rules! study_bytes {
     };
 }
 
+/// True while study `$st` has instances above the mark (it received one in the last moments).
+macro_rules! study_has_unfolded {
+    ($st:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM series us JOIN instance ui ON ui.series_fk = us.id \
+             WHERE us.study_fk = ",
+            $st,
+            ".id AND ui.id > ",
+            $crate::index::counts::folded_mark!(),
+            ")"
+        )
+    };
+}
+
 /// Instances of patient `$p`, exact (the sum over its studies).
 macro_rules! patient_instances {
     ($p:literal) => {
@@ -136,8 +165,8 @@ macro_rules! patient_instances {
 }
 
 pub(crate) use {
-    folded_mark, patient_instances, series_bytes, series_instances, study_bytes, study_instances,
-    unless_all_folded,
+    folded_mark, patient_instances, series_bytes, series_instances, study_bytes,
+    study_has_unfolded, study_instances, unless_all_folded,
 };
 
 /// Adds the unfolded instances' counts, bytes and latest arrival to `{table}` rows. `$1` and
@@ -169,6 +198,11 @@ impl Index {
 
 /// [`Index::fold_counts`] on a given connection (the ingest writer's own).
 pub(super) async fn fold_counts_on(conn: &mut AnyConnection, dialect: Dialect) -> IndexResult<u64> {
+    // Nothing above the mark (the common case when idle): no write lock taken.
+    let (old, new) = marks(conn).await?;
+    if new <= old {
+        return Ok(0);
+    }
     conn.execute(dialect.begin_write()).await?;
     let result = fold_in_transaction(conn, dialect).await;
     match result {
@@ -183,24 +217,30 @@ pub(super) async fn fold_counts_on(conn: &mut AnyConnection, dialect: Dialect) -
     }
 }
 
-async fn fold_in_transaction(conn: &mut AnyConnection, dialect: Dialect) -> IndexResult<u64> {
-    if dialect == Dialect::Postgres {
-        // Gives up rather than queue for long: while this lock request waits, new inserts
-        // queue behind it. A fold that gives up is retried by the next one.
-        conn.execute("SET LOCAL lock_timeout = '200ms'").await?;
-        // Conflicts with the ROW EXCLUSIVE lock every INSERT or UPDATE of instance takes, and
-        // with itself (another node folding): waits until no transaction that wrote instance
-        // rows is open, so every id up to MAX(id) below is committed.
-        conn.execute("LOCK TABLE instance IN SHARE ROW EXCLUSIVE MODE")
-            .await?;
-    }
-    let (old, new): (i64, i64) = sqlx::query_as(concat!(
+/// The mark and the highest instance id.
+async fn marks(conn: &mut AnyConnection) -> IndexResult<(i64, i64)> {
+    Ok(sqlx::query_as(concat!(
         "SELECT ",
         folded_mark!(),
         ", (SELECT COALESCE(MAX(id), 0) FROM instance)"
     ))
     .fetch_one(&mut *conn)
-    .await?;
+    .await?)
+}
+
+async fn fold_in_transaction(conn: &mut AnyConnection, dialect: Dialect) -> IndexResult<u64> {
+    if dialect == Dialect::Postgres {
+        // Gives up rather than queue for long: while this lock request waits, new batches
+        // queue behind it. A fold that gives up is retried by the next one.
+        conn.execute("SET LOCAL lock_timeout = '200ms'").await?;
+        // Waits until no ingest batch is open (and keeps other nodes' folds out), so every
+        // id up to MAX(id) read below is committed.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(INGEST_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let (old, new) = marks(conn).await?;
     if new <= old {
         return Ok(0);
     }
@@ -235,6 +275,11 @@ async fn fold_in_transaction(conn: &mut AnyConnection, dialect: Dialect) -> Inde
 #[cfg(test)]
 mod tests {
     use super::super::plan_check::sqlite_plan;
+
+    #[test]
+    fn ingest_batches_and_the_fold_use_the_same_lock() {
+        assert!(super::BEGIN_INGEST_PG.ends_with(&format!("({})", super::INGEST_LOCK)));
+    }
 
     /// The read-time part of every count finds a series' unfolded instances by an index
     /// range, never by walking the series' (or the archive's) instances: on SQLite the

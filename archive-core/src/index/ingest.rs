@@ -14,9 +14,9 @@ use std::time::Instant;
 pub(super) struct Writer {
     connection: Option<PoolConnection<Any>>,
     cache: HierarchyCache,
-    /// When the writer last folded new instances into the counters (`counts.rs`), and
-    /// whether nothing was stored since (false at start: a previous run, or a crash, may
-    /// have left instances unfolded).
+    /// When the writer last folded (or looked for) instances above the counters' mark
+    /// (`counts.rs`), and whether it stored none since (false at start: a previous run, or
+    /// a crash, may have left some).
     last_fold: Option<Instant>,
     all_folded: bool,
     /// Tests hold the writer's own folds to see both sides of the mark.
@@ -26,7 +26,9 @@ pub(super) struct Writer {
 impl Index {
     /// Indexes a batch, in one transaction when it can. One result per input, in order; an
     /// integrity conflict is an `Ok(StoreOutcome::Conflict)` and does not affect the others,
-    /// and a database error on one instance does not fail the rest.
+    /// and a database error on one instance does not fail the rest. Callers that store batch
+    /// after batch call [`Index::fold_counts_if_due`] between them (after answering their
+    /// senders, so no answer waits for a fold) and [`Index::fold_counts`] at the end.
     pub async fn store_batch(&self, batch: &[NewInstance]) -> Vec<IndexResult<StoreOutcome>> {
         let mut writer = self.writer.lock().await;
         let results = self.store_batch_on(&mut writer, batch).await;
@@ -36,7 +38,6 @@ impl Index {
         {
             writer.all_folded = false;
         }
-        self.fold_if_due(&mut writer).await;
         results
     }
 
@@ -48,22 +49,27 @@ impl Index {
     }
 
     /// Folds what the last batches indexed into the counters if the last fold is
-    /// `FOLD_EVERY` ago: the ingest queue calls this when no batch has come for that long, so
-    /// a study's counters and `updated_at` are current soon after its last instance.
+    /// `FOLD_EVERY` ago (`RECHECK_EVERY` when this writer stored nothing since: then it only
+    /// looks for what another node, or a process that stopped before folding, left). The
+    /// ingest queue calls this after answering each batch and when idle.
     pub async fn fold_counts_if_due(&self) {
         let mut writer = self.writer.lock().await;
         self.fold_if_due(&mut writer).await;
     }
 
-    /// Folds the instances indexed since the last fold into the series and study counters,
-    /// at most every `FOLD_EVERY` and only if there are any. A failure only means the next
-    /// fold has more to do: counts read meanwhile are exact either way.
+    /// Folds the instances above the mark into the series and study counters (a read and
+    /// nothing else when there are none). A failure only means the next fold has more to do:
+    /// counts read meanwhile are exact either way.
     async fn fold_if_due(&self, writer: &mut Writer) {
-        if writer.all_folded
-            || writer.folds_held
+        let interval = if writer.all_folded {
+            counts::RECHECK_EVERY
+        } else {
+            counts::FOLD_EVERY
+        };
+        if writer.folds_held
             || writer
                 .last_fold
-                .is_some_and(|last| last.elapsed() < counts::FOLD_EVERY)
+                .is_some_and(|last| last.elapsed() < interval)
         {
             return;
         }

@@ -7,7 +7,7 @@
 //! (the instances are folded into them later, see `counts.rs`).
 
 use super::commit_script::{CommitScript, Param};
-use super::counts::folded_mark;
+use super::counts::{folded_mark, BEGIN_INGEST_PG};
 use super::placeholders::{placeholder_list, values_placeholders, values_placeholders_from};
 use super::{Dialect, IndexResult, NewInstance};
 use crate::config::DuplicatePolicy;
@@ -67,6 +67,15 @@ const FIND_FILE_OF_INSTANCE: &str = "SELECT id, filesystem_fk, path, size_bytes,
 
 const REPLACE_FILE: &str = "UPDATE file SET filesystem_fk = $1, path = $2, size_bytes = $3, \
     sha256 = $4, created_at = $5 WHERE id = $6";
+
+/// A batch's BEGIN: on PostgreSQL it also takes the ingest lock in shared mode, which the
+/// counters' fold waits for (`counts.rs`), before any row lock.
+fn begin_ingest(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => BEGIN_INGEST_PG,
+        Dialect::Sqlite => dialect.begin_write(),
+    }
+}
 
 /// Marks the batch's series or studies ONLINE where they were not (a new instance arrived for
 /// a study that had gone NEARLINE): `ids` placeholders from `$first`. A row already ONLINE is
@@ -158,7 +167,8 @@ pub(super) struct BatchTx<'a> {
     tail: CommitScript,
     dialect: Dialect,
     /// The transaction's BEGIN until it is sent: with the first statement that touches the
-    /// database (on SQLite in the same hand-off), or not at all if none does.
+    /// database (on SQLite in the same hand-off), or not at all if none does. On PostgreSQL
+    /// it is two statements in one simple-protocol query (`begin_ingest`).
     begin: Option<&'static str>,
 }
 
@@ -176,7 +186,7 @@ impl<'a> BatchTx<'a> {
             touched_studies: BTreeSet::new(),
             tail: CommitScript::new(dialect),
             dialect,
-            begin: Some(dialect.begin_write()),
+            begin: Some(begin_ingest(dialect)),
         }
     }
 

@@ -293,13 +293,17 @@ impl Index {
             super::placeholders::series_filter("se", &rule.modalities, &rule.calling_aes, 4);
         let sql = format!(
             "SELECT s.study_uid FROM study s WHERE s.updated_at <= $1 AND s.received_at <= $2 \
+             AND NOT {unfolded} \
              AND EXISTS (SELECT 1 FROM series se JOIN instance i ON i.series_fk = se.id \
                 JOIN file f ON f.instance_fk = i.id \
                 WHERE se.study_fk = s.id AND f.status = 'OK'{series_filter} \
                 AND NOT EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
                     WHERE pm.instance_fk = i.id AND p.target_fk = $3 \
                     AND p.status IN ('UPLOADING', 'TO_ARCHIVE', 'ARCHIVED'))) \
-             ORDER BY s.updated_at LIMIT {limit}"
+             ORDER BY s.updated_at LIMIT {limit}",
+            // A study with instances not yet folded into its row received one moments ago:
+            // its updated_at is not current yet, and it is not stable either way.
+            unfolded = super::counts::study_has_unfolded!("s"),
         );
         let stable_cutoff = now - i64::from(rule.stable_minutes) * 60_000;
         let age_cutoff = now - i64::from(rule.min_age_days) * 86_400_000;

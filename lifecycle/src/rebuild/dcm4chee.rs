@@ -111,6 +111,7 @@ pub(super) async fn register_tar(
                 _ => {}
             }
         }
+        index.fold_counts_if_due().await;
     }
     let now = now_millis();
     let found = FoundPack {

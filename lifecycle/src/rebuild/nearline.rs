@@ -148,6 +148,7 @@ async fn restore_pack(
                 _ => {}
             }
         }
+        index.fold_counts_if_due().await;
     }
     let (status, error, verified_at) = if options.verify {
         verify(target.as_ref(), pack, &contents, report).await

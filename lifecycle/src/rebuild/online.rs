@@ -110,6 +110,7 @@ pub(super) async fn index_files(
                 )),
             }
         }
+        index.fold_counts_if_due().await;
     }
     Ok(())
 }
