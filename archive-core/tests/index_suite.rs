@@ -88,6 +88,19 @@ async fn one(index: &Index, new: NewInstance) -> StoreOutcome {
     results.remove(0).expect("store succeeds")
 }
 
+/// (series UID, instances, bytes) of each series of a study, in UID order.
+async fn series_counts(index: &Index, study: &str) -> Vec<(String, i64, i64)> {
+    let mut series: Vec<(String, i64, i64)> = index
+        .series_of_study(study)
+        .await
+        .expect("series")
+        .into_iter()
+        .map(|s| (s.series_uid, s.num_instances, s.size_bytes))
+        .collect();
+    series.sort();
+    series
+}
+
 async fn filesystem_id(index: &Index) -> i64 {
     let rows = index
         .sync_filesystems(&[FilesystemConfig {
@@ -505,16 +518,8 @@ async fn one_batch_counts_each_series_and_study(index: Index) {
             "study {uid}"
         );
     }
-    let mut series: Vec<(String, i64, i64)> = index
-        .series_of_study("6.1")
-        .await
-        .expect("series")
-        .into_iter()
-        .map(|s| (s.series_uid, s.num_instances, s.size_bytes))
-        .collect();
-    series.sort();
     assert_eq!(
-        series,
+        series_counts(&index, "6.1").await,
         vec![("6.1.1".into(), 2, 120), ("6.1.2".into(), 2, 50003)]
     );
 }
@@ -829,14 +834,7 @@ async fn counts_are_exact_before_and_after_a_fold(index: Index) {
     // (study instances, study bytes, [series (uid, instances, bytes)], C-FIND's numbers)
     let describe = |index: Index| async move {
         let study = index.study("8.1").await.expect("study").expect("exists");
-        let mut series: Vec<(String, i64, i64)> = index
-            .series_of_study("8.1")
-            .await
-            .expect("series")
-            .into_iter()
-            .map(|s| (s.series_uid, s.num_instances, s.size_bytes))
-            .collect();
-        series.sort();
+        let series = series_counts(&index, "8.1").await;
         let study_row = &index.find(&find_counts(Level::Study)).await.expect("find")[0];
         let mut series_rows: Vec<String> = index
             .find(&find_counts(Level::Series))

@@ -61,19 +61,41 @@ macro_rules! unless_all_folded {
     };
 }
 
-/// Instances of series `$se` (an SQL alias), exact.
-macro_rules! series_instances {
-    ($se:literal) => {
+/// `$row.$column` plus `$agg` over the unfolded instances whose `$owner` is `$row.id`, read
+/// from `$from` (which names the instance table `ui`): the pattern of every exact count below.
+macro_rules! plus_unfolded {
+    ($row:literal, $column:literal, $agg:literal, $from:literal, $owner:literal) => {
         concat!(
             "(",
-            $se,
-            ".num_instances + ",
+            $row,
+            ".",
+            $column,
+            " + ",
             $crate::index::counts::unless_all_folded!(),
-            "(SELECT COUNT(*) FROM instance ui WHERE ui.series_fk = ",
-            $se,
+            "(SELECT ",
+            $agg,
+            " FROM ",
+            $from,
+            " WHERE ",
+            $owner,
+            " = ",
+            $row,
             ".id AND ui.id > ",
             $crate::index::counts::folded_mark!(),
             ") END)"
+        )
+    };
+}
+
+/// Instances of series `$se` (an SQL alias), exact.
+macro_rules! series_instances {
+    ($se:literal) => {
+        $crate::index::counts::plus_unfolded!(
+            $se,
+            "num_instances",
+            "COUNT(*)",
+            "instance ui",
+            "ui.series_fk"
         )
     };
 }
@@ -81,17 +103,12 @@ macro_rules! series_instances {
 /// Bytes of series `$se`, exact.
 macro_rules! series_bytes {
     ($se:literal) => {
-        concat!(
-            "(",
+        $crate::index::counts::plus_unfolded!(
             $se,
-            ".size_bytes + ",
-            $crate::index::counts::unless_all_folded!(),
-            "(SELECT CAST(COALESCE(SUM(ui.size_bytes), 0) AS BIGINT) FROM instance ui \
-             WHERE ui.series_fk = ",
-            $se,
-            ".id AND ui.id > ",
-            $crate::index::counts::folded_mark!(),
-            ") END)"
+            "size_bytes",
+            "CAST(COALESCE(SUM(ui.size_bytes), 0) AS BIGINT)",
+            "instance ui",
+            "ui.series_fk"
         )
     };
 }
@@ -99,17 +116,12 @@ macro_rules! series_bytes {
 /// Instances of study `$st`, exact.
 macro_rules! study_instances {
     ($st:literal) => {
-        concat!(
-            "(",
+        $crate::index::counts::plus_unfolded!(
             $st,
-            ".num_instances + ",
-            $crate::index::counts::unless_all_folded!(),
-            "(SELECT COUNT(*) FROM series us JOIN instance ui ON ui.series_fk = us.id \
-             WHERE us.study_fk = ",
-            $st,
-            ".id AND ui.id > ",
-            $crate::index::counts::folded_mark!(),
-            ") END)"
+            "num_instances",
+            "COUNT(*)",
+            "series us JOIN instance ui ON ui.series_fk = us.id",
+            "us.study_fk"
         )
     };
 }
@@ -117,17 +129,12 @@ macro_rules! study_instances {
 /// Bytes of study `$st`, exact.
 macro_rules! study_bytes {
     ($st:literal) => {
-        concat!(
-            "(",
+        $crate::index::counts::plus_unfolded!(
             $st,
-            ".size_bytes + ",
-            $crate::index::counts::unless_all_folded!(),
-            "(SELECT CAST(COALESCE(SUM(ui.size_bytes), 0) AS BIGINT) FROM series us \
-             JOIN instance ui ON ui.series_fk = us.id WHERE us.study_fk = ",
-            $st,
-            ".id AND ui.id > ",
-            $crate::index::counts::folded_mark!(),
-            ") END)"
+            "size_bytes",
+            "CAST(COALESCE(SUM(ui.size_bytes), 0) AS BIGINT)",
+            "series us JOIN instance ui ON ui.series_fk = us.id",
+            "us.study_fk"
         )
     };
 }
@@ -165,7 +172,7 @@ macro_rules! patient_instances {
 }
 
 pub(crate) use {
-    folded_mark, patient_instances, series_bytes, series_instances, study_bytes,
+    folded_mark, patient_instances, plus_unfolded, series_bytes, series_instances, study_bytes,
     study_has_unfolded, study_instances, unless_all_folded,
 };
 
