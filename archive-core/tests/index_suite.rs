@@ -344,7 +344,11 @@ async fn fill_missing_gives_a_file_only_where_there_is_none(index: Index) {
     );
     assert_eq!(index.study_locations("8.1").await.expect("q").len(), 1);
     let study = index.study("8.1").await.expect("q").expect("study");
-    assert_eq!(study.num_instances, 1);
+    assert_eq!(
+        (study.num_instances, study.size_bytes),
+        (1, 100),
+        "the object was counted once, when it was indexed from its pack"
+    );
 }
 
 async fn conflicts_are_refused_without_side_effects(index: Index) {

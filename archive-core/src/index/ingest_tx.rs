@@ -44,7 +44,7 @@ const STUDY_ADD_SERIES: &str = "UPDATE study SET num_series = num_series + 1, mo
     WHEN ('\\' || modalities || '\\') LIKE ('%\\' || $1 || '\\%') ESCAPE '!' THEN modalities \
     ELSE modalities || '\\' || $1 END WHERE id = $2";
 
-const FIND_INSTANCE: &str = "SELECT i.id, i.series_fk, se.series_uid \
+const FIND_INSTANCE: &str = "SELECT i.id, i.series_fk, se.series_uid, i.size_bytes \
     FROM instance i JOIN series se ON se.id = i.series_fk WHERE i.sop_uid = $1";
 
 /// Multi-row insert: HEAD, `(…), (…)` with 8 values per instance, TAIL. Instances already
@@ -477,11 +477,11 @@ impl<'a> BatchTx<'a> {
         series: Option<(i64, i64)>,
     ) -> IndexResult<Option<StoreOutcome>> {
         let record = &new.record;
-        let found: Option<(i64, i64, String)> = sqlx::query_as(FIND_INSTANCE)
+        let found: Option<(i64, i64, String, i64)> = sqlx::query_as(FIND_INSTANCE)
             .bind(&record.instance.sop_instance_uid)
             .fetch_optional(&mut *self.conn)
             .await?;
-        let Some((instance_id, series_fk, stored_series_uid)) = found else {
+        let Some((instance_id, series_fk, stored_series_uid, counted_bytes)) = found else {
             return Ok(None);
         };
         match series {
@@ -489,12 +489,12 @@ impl<'a> BatchTx<'a> {
                 DuplicatePolicy::KeepFirst => StoreOutcome::DuplicateKept,
                 DuplicatePolicy::Reject => StoreOutcome::DuplicateRejected,
                 DuplicatePolicy::Replace => {
-                    self.give_file(new, instance_id, series_id, study_id, true)
-                        .await?
+                    let ids = (instance_id, series_id, study_id);
+                    self.give_file(new, ids, counted_bytes, true).await?
                 }
                 DuplicatePolicy::FillMissing => {
-                    self.give_file(new, instance_id, series_id, study_id, false)
-                        .await?
+                    let ids = (instance_id, series_id, study_id);
+                    self.give_file(new, ids, counted_bytes, false).await?
                 }
             })),
             _ => Ok(Some(StoreOutcome::Conflict(
@@ -637,14 +637,15 @@ impl<'a> BatchTx<'a> {
 
     /// The new copy becomes the instance's ONLINE file where it has none; where it has one,
     /// the new copy replaces it only if `replace_existing` (else it is kept, keep-first).
+    /// `counted_bytes`: what the instance adds to the counters now (`instance.size_bytes`).
     async fn give_file(
         &mut self,
         new: &NewInstance,
-        instance_id: i64,
-        series_id: i64,
-        study_id: i64,
+        ids: (i64, i64, i64),
+        counted_bytes: i64,
         replace_existing: bool,
     ) -> IndexResult<StoreOutcome> {
+        let instance_id = ids.0;
         // Only a file can replace a file: an instance restored from a pack changes nothing.
         let Some(new_file) = new.held.file() else {
             return Ok(StoreOutcome::DuplicateKept);
@@ -662,13 +663,12 @@ impl<'a> BatchTx<'a> {
             self.insert_metadata(&[(instance_id, metadata)]);
         }
         let Some((file_id, filesystem_id, rel_path, size, sha256)) = old else {
-            // The instance has no ONLINE file (e.g. only a nearline copy): give it this one.
+            // The instance has no ONLINE file (only a nearline copy, or its file was deleted):
+            // give it this one. The object was counted when it was indexed, so its size
+            // changes by the difference only (instances indexed before migration 0015 have 0
+            // there and add the whole size, as they always did).
             self.insert_files(&[(instance_id, new_file, new.received_at)]);
-            self.add_bytes(
-                new,
-                (instance_id, series_id, study_id),
-                new_file.size as i64,
-            );
+            self.add_bytes(new, ids, new_file.size as i64 - counted_bytes);
             return Ok(StoreOutcome::Stored);
         };
         sqlx::query(REPLACE_FILE)
@@ -680,11 +680,7 @@ impl<'a> BatchTx<'a> {
             .bind(file_id)
             .execute(&mut *self.conn)
             .await?;
-        self.add_bytes(
-            new,
-            (instance_id, series_id, study_id),
-            new_file.size as i64 - size,
-        );
+        self.add_bytes(new, ids, new_file.size as i64 - size);
         Ok(StoreOutcome::Replaced {
             old_file: StoredFile {
                 filesystem_id,
