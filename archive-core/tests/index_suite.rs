@@ -7,8 +7,8 @@ use archive_core::testing::fresh_postgres_database;
 
 mod suite_nearline;
 use suite_nearline::{
-    jobs_are_claimed_once_and_leases_expire, packs_track_what_is_copied,
-    rule_copies_are_queued_only_for_uncopied_studies,
+    copy_rules_see_instances_not_yet_folded, jobs_are_claimed_once_and_leases_expire,
+    packs_track_what_is_copied, rule_copies_are_queued_only_for_uncopied_studies,
 };
 
 async fn sqlite_index() -> (Index, tempfile::TempDir) {
@@ -1029,6 +1029,7 @@ on_both_backends!(
     jobs_are_claimed_once_and_leases_expire,
     packs_track_what_is_copied,
     rule_copies_are_queued_only_for_uncopied_studies,
+    copy_rules_see_instances_not_yet_folded,
     audit_events_are_appended_filtered_and_never_changed,
 );
 

@@ -139,15 +139,18 @@ macro_rules! study_bytes {
     };
 }
 
-/// True while study `$st` has instances above the mark (it received one in the last moments).
-macro_rules! study_has_unfolded {
-    ($st:literal) => {
+/// True if study `$st` has an instance above the mark received after `$after` (an SQL
+/// expression): its `updated_at` does not show that one yet.
+macro_rules! study_unfolded_after {
+    ($st:literal, $after:literal) => {
         concat!(
             "EXISTS (SELECT 1 FROM series us JOIN instance ui ON ui.series_fk = us.id \
              WHERE us.study_fk = ",
             $st,
             ".id AND ui.id > ",
             $crate::index::counts::folded_mark!(),
+            " AND ui.received_at > ",
+            $after,
             ")"
         )
     };
@@ -173,7 +176,7 @@ macro_rules! patient_instances {
 
 pub(crate) use {
     folded_mark, patient_instances, plus_unfolded, series_bytes, series_instances, study_bytes,
-    study_has_unfolded, study_instances, unless_all_folded,
+    study_instances, study_unfolded_after, unless_all_folded,
 };
 
 /// Adds the unfolded instances' counts, bytes and latest arrival to `{table}` rows. `$1` and
@@ -221,6 +224,16 @@ pub(super) async fn fold_counts_on(conn: &mut AnyConnection, dialect: Dialect) -
             let _ = conn.execute("ROLLBACK").await;
             Err(error)
         }
+    }
+}
+
+/// Whether a fold gave up waiting for the ingest lock (PostgreSQL `lock_not_available`).
+pub(super) fn is_lock_timeout(error: &super::IndexError) -> bool {
+    match error {
+        super::IndexError::Database(sqlx::Error::Database(db)) => {
+            db.code().as_deref() == Some("55P03")
+        }
+        _ => false,
     }
 }
 

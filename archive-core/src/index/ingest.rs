@@ -28,7 +28,8 @@ impl Index {
     /// integrity conflict is an `Ok(StoreOutcome::Conflict)` and does not affect the others,
     /// and a database error on one instance does not fail the rest. Callers that store batch
     /// after batch call [`Index::fold_counts_if_due`] between them (after answering their
-    /// senders, so no answer waits for a fold) and [`Index::fold_counts`] at the end.
+    /// senders, so no answer waits for a fold); what the last batches leave is folded by any
+    /// running node within `RECHECK_EVERY`, or at the next start. Counts are exact meanwhile.
     pub async fn store_batch(&self, batch: &[NewInstance]) -> Vec<IndexResult<StoreOutcome>> {
         let mut writer = self.writer.lock().await;
         let results = self.store_batch_on(&mut writer, batch).await;
@@ -88,6 +89,10 @@ impl Index {
         };
         match counts::fold_counts_on(connection, self.dialect).await {
             Ok(_) => writer.all_folded = true,
+            // Another node's batch was open for longer than the fold waits: the next one folds.
+            Err(error) if counts::is_lock_timeout(&error) => {
+                tracing::debug!(%error, "fold of the series and study counters gave way to an open batch");
+            }
             Err(error) => {
                 tracing::warn!(%error, "could not fold new instances into the series and study counters; retrying later");
                 writer.connection = None;

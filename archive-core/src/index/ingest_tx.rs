@@ -240,29 +240,30 @@ impl<'a> BatchTx<'a> {
         self.touched_studies.insert(study_id);
     }
 
-    /// Adds `bytes` to the instance's size and, where [`add_bytes_to_counter`] says so, to its
-    /// series' and study's.
-    fn add_bytes(&mut self, new: &NewInstance, ids: (i64, i64, i64), bytes: i64) {
+    /// The instance's object is now `size` bytes, `delta` more than its counters hold for
+    /// it: sets its `size_bytes` and, where [`add_bytes_to_counter`] says so, adds `delta` to
+    /// its series' and study's (whose `updated_at` moves either way: a file was written).
+    fn set_bytes(&mut self, new: &NewInstance, ids: (i64, i64, i64), size: i64, delta: i64) {
         let (instance_id, series_id, study_id) = ids;
+        self.touch(series_id, study_id);
         let first = self.tail.first_placeholder();
         self.tail.push(
             format!(
-                "UPDATE instance SET size_bytes = size_bytes + CAST(${first} AS BIGINT) WHERE id = ${}",
+                "UPDATE instance SET size_bytes = CAST(${first} AS BIGINT) WHERE id = ${}",
                 first + 1
             ),
-            vec![Param::Int(bytes), Param::Int(instance_id)],
+            vec![Param::Int(size), Param::Int(instance_id)],
         );
         for (table, row) in [("series", series_id), ("study", study_id)] {
             let sql = add_bytes_to_counter(table, self.tail.first_placeholder());
             let params = vec![
-                Param::Int(bytes),
+                Param::Int(delta),
                 Param::Int(instance_id),
                 Param::Int(row),
                 Param::Int(new.received_at),
             ];
             self.tail.push(sql, params);
         }
-        self.touch(series_id, study_id);
     }
 
     /// Indexes a batch: resolves each instance's hierarchy (refusing conflicts), inserts all
@@ -668,7 +669,8 @@ impl<'a> BatchTx<'a> {
             // changes by the difference only (instances indexed before migration 0015 have 0
             // there and add the whole size, as they always did).
             self.insert_files(&[(instance_id, new_file, new.received_at)]);
-            self.add_bytes(new, ids, new_file.size as i64 - counted_bytes);
+            let size = new_file.size as i64;
+            self.set_bytes(new, ids, size, size - counted_bytes);
             return Ok(StoreOutcome::Stored);
         };
         sqlx::query(REPLACE_FILE)
@@ -680,7 +682,10 @@ impl<'a> BatchTx<'a> {
             .bind(file_id)
             .execute(&mut *self.conn)
             .await?;
-        self.add_bytes(new, ids, new_file.size as i64 - size);
+        // The counters hold the replaced file's size for it (also for instances indexed
+        // before migration 0015, whose own size_bytes is 0 and is set here).
+        let new_size = new_file.size as i64;
+        self.set_bytes(new, ids, new_size, new_size - size);
         Ok(StoreOutcome::Replaced {
             old_file: StoredFile {
                 filesystem_id,

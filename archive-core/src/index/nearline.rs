@@ -301,9 +301,9 @@ impl Index {
                     WHERE pm.instance_fk = i.id AND p.target_fk = $3 \
                     AND p.status IN ('UPLOADING', 'TO_ARCHIVE', 'ARCHIVED'))) \
              ORDER BY s.updated_at LIMIT {limit}",
-            // A study with instances not yet folded into its row received one moments ago:
-            // its updated_at is not current yet, and it is not stable either way.
-            unfolded = super::counts::study_has_unfolded!("s"),
+            // updated_at moves when instances are folded into the row: an instance not yet
+            // folded that arrived after the cutoff makes the study not stable either.
+            unfolded = super::counts::study_unfolded_after!("s", "$1"),
         );
         let stable_cutoff = now - i64::from(rule.stable_minutes) * 60_000;
         let age_cutoff = now - i64::from(rule.min_age_days) * 86_400_000;

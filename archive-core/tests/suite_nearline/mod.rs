@@ -332,23 +332,25 @@ pub async fn packs_track_what_is_copied(index: Index) {
     let found = saved.iter().find(|r| r.rule.name == "both").expect("saved");
     assert_eq!(found.rule.target_names(), vec!["local", "tape"]);
     let received = 1_700_000_000_000;
-    // The ten minutes below pass in an instant here: fold the instances into the counters
-    // and `updated_at` as the ingest writer would within half a second (a study with
-    // instances not yet folded is never a candidate).
-    index.fold_counts().await.expect("fold");
-    // Not stable yet ten minutes after the last instance; then selected.
-    assert!(index
-        .copy_candidates(&rule, target.id, received + 60_000, 100)
-        .await
-        .expect("candidates")
-        .is_empty());
-    assert_eq!(
-        index
-            .copy_candidates(&rule, target.id, received + 600_001, 100)
+    // Not stable yet ten minutes after the last instance; then selected. Twice: with the
+    // instances not yet folded into the study row, and folded.
+    for fold in [false, true] {
+        if fold {
+            index.fold_counts().await.expect("fold");
+        }
+        assert!(index
+            .copy_candidates(&rule, target.id, received + 60_000, 100)
             .await
-            .expect("candidates"),
-        vec!["1.9"]
-    );
+            .expect("candidates")
+            .is_empty());
+        assert_eq!(
+            index
+                .copy_candidates(&rule, target.id, received + 600_001, 100)
+                .await
+                .expect("candidates"),
+            vec!["1.9"]
+        );
+    }
     let mr_only = CopyRuleConfig {
         modalities: vec!["MR".into()],
         ..rule.clone()
@@ -703,4 +705,58 @@ async fn deletion_needs_archived_copies(index: &Index, first: i64) {
         .map(|s| (s.series_uid.as_str(), s.availability.as_str()))
         .collect();
     assert_eq!(availability, vec![("2.1", "NEARLINE"), ("2.2", "ONLINE")]);
+}
+
+/// A copy rule's "stable for N minutes" sees an instance that is not folded into the study row
+/// yet (`index/counts.rs`): the row's updated_at does not show it, the instance's arrival does.
+pub async fn copy_rules_see_instances_not_yet_folded(index: Index) {
+    let fs = filesystem_id(&index).await;
+    store_instance(&index, fs, "2.1", 1, "CT", 100).await;
+    index.fold_counts().await.expect("fold");
+    let (_, target) = local_target(&index).await;
+    let rule = CopyRuleConfig {
+        name: "ct".into(),
+        target: "local".into(),
+        targets: vec![],
+        schedule: "0 * * * * *".into(),
+        stable_minutes: 10,
+        min_age_days: 0,
+        modalities: vec![],
+        calling_aes: vec![],
+        enabled: true,
+    };
+    let candidates = |now: i64| {
+        let (index, rule) = (index.clone(), rule.clone());
+        async move {
+            index
+                .copy_candidates(&rule, target.id, now, 100)
+                .await
+                .expect("candidates")
+        }
+    };
+    let first = 1_700_000_000_000;
+    assert_eq!(candidates(first + 600_001).await, vec!["1.9"]);
+    // Twenty minutes later another instance arrives and is not folded yet.
+    let later = first + 1_200_000;
+    let late = archive_core::index::NewInstance {
+        received_at: later,
+        ..new_instance(
+            record("P1", "1.9", "2.1", "3.2", "CT"),
+            fs,
+            "a/late",
+            50,
+            DuplicatePolicy::KeepFirst,
+        )
+    };
+    assert_eq!(
+        one(&index, late).await,
+        archive_core::model::StoreOutcome::Stored
+    );
+    assert!(
+        candidates(later + 60_000).await.is_empty(),
+        "a minute after its last instance the study is not stable"
+    );
+    assert_eq!(candidates(later + 600_001).await, vec!["1.9"]);
+    index.fold_counts().await.expect("fold");
+    assert!(candidates(later + 60_000).await.is_empty());
 }
