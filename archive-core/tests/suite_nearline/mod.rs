@@ -34,6 +34,22 @@ async fn store_instance(index: &Index, fs: i64, series: &str, n: u64, modality: 
     assert_eq!(outcome, archive_core::model::StoreOutcome::Stored);
 }
 
+/// Copy rule "ct" to `local`: studies stable for ten minutes, of the given modalities (all
+/// when empty).
+fn ten_minute_rule(modalities: Vec<String>) -> CopyRuleConfig {
+    CopyRuleConfig {
+        name: "ct".into(),
+        target: "local".into(),
+        targets: vec![],
+        schedule: "0 * * * * *".into(),
+        stable_minutes: 10,
+        min_age_days: 0,
+        modalities,
+        calling_aes: vec![],
+        enabled: true,
+    }
+}
+
 /// Defines the config target `local` (a directory) and returns its spec and row.
 async fn local_target(index: &Index) -> (TargetSpec, TargetRow) {
     let spec = TargetSpec::filesystem("local", "/nearline".into());
@@ -304,17 +320,7 @@ pub async fn packs_track_what_is_copied(index: Index) {
     assert_eq!(target.spec, spec);
     assert!(target.from_config);
 
-    let rule = CopyRuleConfig {
-        name: "ct".into(),
-        target: "local".into(),
-        targets: vec![],
-        schedule: "0 * * * * *".into(),
-        stable_minutes: 10,
-        min_age_days: 0,
-        modalities: vec!["CT".into()],
-        calling_aes: vec![],
-        enabled: true,
-    };
+    let rule = ten_minute_rule(vec!["CT".into()]);
     index
         .sync_copy_rules(std::slice::from_ref(&rule), 1)
         .await
@@ -714,17 +720,7 @@ pub async fn copy_rules_see_instances_not_yet_folded(index: Index) {
     store_instance(&index, fs, "2.1", 1, "CT", 100).await;
     index.fold_counts().await.expect("fold");
     let (_, target) = local_target(&index).await;
-    let rule = CopyRuleConfig {
-        name: "ct".into(),
-        target: "local".into(),
-        targets: vec![],
-        schedule: "0 * * * * *".into(),
-        stable_minutes: 10,
-        min_age_days: 0,
-        modalities: vec![],
-        calling_aes: vec![],
-        enabled: true,
-    };
+    let rule = ten_minute_rule(vec![]);
     let candidates = |now: i64| {
         let (index, rule) = (index.clone(), rule.clone());
         async move {
