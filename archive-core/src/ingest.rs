@@ -3,6 +3,7 @@
 //! storing at once this is one commit (one fsync) per batch instead of one per instance, and
 //! SQLite never sees two writers.
 
+use crate::index::counts::FOLD_EVERY;
 use crate::index::{Index, IndexError, NewInstance};
 use crate::model::StoreOutcome;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,10 +17,6 @@ const MAX_BATCH: usize = 128;
 /// queued) to join the batch: one commit for several associations instead of one each.
 /// Only when such objects exist, so a single sender never waits.
 const GATHER: Duration = Duration::from_millis(2);
-/// How long without a new object before the writer folds the last batches into the series and
-/// study counters (`index/counts.rs`; while batches keep coming, it folds after answering
-/// them, every half second).
-const FOLD_WHEN_IDLE: Duration = Duration::from_millis(500);
 
 type Reply = oneshot::Sender<Result<StoreOutcome, IndexError>>;
 
@@ -80,9 +77,9 @@ async fn write_batches(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        // Idle for a while: fold what the last batches indexed into the counters.
-        match tokio::time::timeout(FOLD_WHEN_IDLE, receiver.recv_many(&mut batch, MAX_BATCH)).await
-        {
+        // Idle for a fold's interval: fold what the last batches indexed into the series and
+        // study counters (while batches keep coming, it folds after answering them).
+        match tokio::time::timeout(FOLD_EVERY, receiver.recv_many(&mut batch, MAX_BATCH)).await {
             Ok(0) => break,
             Ok(_) => {}
             Err(_) => {

@@ -75,19 +75,11 @@ impl Index {
             return;
         }
         writer.last_fold = Some(Instant::now());
-        if writer.connection.is_none() {
-            match self.pool.acquire().await {
-                Ok(connection) => writer.connection = Some(connection),
-                Err(error) => {
-                    tracing::warn!(%error, "could not fold new instances into the series and study counters; retrying later");
-                    return;
-                }
-            }
-        }
-        let Some(connection) = writer.connection.as_mut() else {
-            return;
+        let folded = match open_connection(&mut writer.connection, &self.pool).await {
+            Ok(connection) => counts::fold_counts_on(connection, self.dialect).await,
+            Err(error) => Err(error),
         };
-        match counts::fold_counts_on(connection, self.dialect).await {
+        match folded {
             Ok(_) => writer.all_folded = true,
             // Another node's batch was open for longer than the fold waits: the next one folds.
             Err(error) if counts::is_lock_timeout(&error) => {
@@ -136,16 +128,10 @@ impl Index {
         writer: &mut Writer,
         batch: &[NewInstance],
     ) -> IndexResult<Vec<StoreOutcome>> {
-        if writer.connection.is_none() {
-            writer.connection = Some(self.pool.acquire().await?);
-        }
         let Writer {
             connection, cache, ..
         } = writer;
-        let Some(connection) = connection.as_mut() else {
-            return Err(sqlx::Error::PoolClosed.into());
-        };
-        let conn: &mut sqlx::AnyConnection = connection;
+        let conn: &mut sqlx::AnyConnection = open_connection(connection, &self.pool).await?;
         // The batch sends `begin_write` before its first statement. On SQLite that is BEGIN
         // IMMEDIATE, which takes the write lock up front: a deferred transaction reads first
         // and then upgrades, and the upgrade fails at once (SQLITE_BUSY_SNAPSHOT, which
@@ -163,4 +149,16 @@ impl Index {
         }
         result
     }
+}
+
+/// The writer's connection, taken from the pool if it has none (at start, or after an error
+/// dropped it).
+async fn open_connection<'a>(
+    slot: &'a mut Option<PoolConnection<Any>>,
+    pool: &sqlx::AnyPool,
+) -> IndexResult<&'a mut PoolConnection<Any>> {
+    if slot.is_none() {
+        *slot = Some(pool.acquire().await?);
+    }
+    slot.as_mut().ok_or_else(|| sqlx::Error::PoolClosed.into())
 }
