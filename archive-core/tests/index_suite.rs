@@ -6,6 +6,7 @@ use archive_core::model::*;
 use archive_core::testing::fresh_postgres_database;
 
 mod suite_nearline;
+mod suite_two_nodes;
 use suite_nearline::{
     copy_rules_see_instances_not_yet_folded, jobs_are_claimed_once_and_leases_expire,
     packs_track_what_is_copied, rule_copies_are_queued_only_for_uncopied_studies,
@@ -1130,5 +1131,18 @@ async fn audit_events_are_appended_filtered_and_never_changed(index: Index) {
             "an event recorded without a flush was not written within 10 s"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Tests of several nodes on one index: PostgreSQL only.
+mod postgres_nodes {
+    #[tokio::test]
+    async fn two_nodes_replace_one_instance_in_turn() {
+        super::suite_two_nodes::postgres_two_nodes_replace_one_instance_in_turn().await;
+    }
+
+    #[tokio::test]
+    async fn two_nodes_fill_one_missing_file_once() {
+        super::suite_two_nodes::postgres_two_nodes_fill_one_missing_file_once().await;
     }
 }

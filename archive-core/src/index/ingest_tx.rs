@@ -44,8 +44,21 @@ const STUDY_ADD_SERIES: &str = "UPDATE study SET num_series = num_series + 1, mo
     WHEN ('\\' || modalities || '\\') LIKE ('%\\' || $1 || '\\%') ESCAPE '!' THEN modalities \
     ELSE modalities || '\\' || $1 END WHERE id = $2";
 
-const FIND_INSTANCE: &str = "SELECT i.id, i.series_fk, se.series_uid, i.size_bytes \
-    FROM instance i JOIN series se ON se.id = i.series_fk WHERE i.sop_uid = $1";
+/// An instance already stored, with its series and what it adds to the counters.
+macro_rules! find_instance_sql {
+    () => {
+        "SELECT i.id, i.series_fk, se.series_uid, i.size_bytes \
+         FROM instance i JOIN series se ON se.id = i.series_fk WHERE i.sop_uid = $1"
+    };
+}
+const FIND_INSTANCE: &str = find_instance_sql!();
+
+/// PostgreSQL: the same, locking the instance row until the batch commits. Two nodes given
+/// the same stored instance at once (`replace`, `fill-missing`) then settle it in turn: the
+/// second reads the file and byte count the first left, instead of both replacing the same
+/// old file (one new file orphaned, the counters off by its size) or both giving a missing
+/// file (two ONLINE files). SQLite has one writer, and no FOR UPDATE.
+const FIND_INSTANCE_LOCKED_PG: &str = concat!(find_instance_sql!(), " FOR UPDATE OF i");
 
 /// Multi-row insert: HEAD, `(…), (…)` with 8 values per instance, TAIL. Instances already
 /// stored return no row.
@@ -478,7 +491,11 @@ impl<'a> BatchTx<'a> {
         series: Option<(i64, i64)>,
     ) -> IndexResult<Option<StoreOutcome>> {
         let record = &new.record;
-        let found: Option<(i64, i64, String, i64)> = sqlx::query_as(FIND_INSTANCE)
+        let find = match self.dialect {
+            Dialect::Postgres => FIND_INSTANCE_LOCKED_PG,
+            Dialect::Sqlite => FIND_INSTANCE,
+        };
+        let found: Option<(i64, i64, String, i64)> = sqlx::query_as(find)
             .bind(&record.instance.sop_instance_uid)
             .fetch_optional(&mut *self.conn)
             .await?;
