@@ -15,6 +15,12 @@
 # so a server that answers wrongly fails the run instead of looking fast.
 # Targets: metadata >= 10x faster than Orthanc, QIDO >= 3x, WADO-RS >= 2x, STOW-RS >= 2x.
 #
+# Rounds: every server is measured BENCH_ROUNDS times (default 3), each time from empty, in an
+# order that is reversed every other round (Orthanc first, then last, ...). A single pass had an
+# order effect: whichever server ran second had the lower QIDO p50 and whichever ran first the
+# higher STOW-RS rate, whatever the build. The table compares medians over the rounds and lists
+# every round's ratio.
+#
 # Usage: bench/dicomweb.sh
 # Environment:
 #   BENCH_STRATA_BIN    strata binary to measure (default: cargo build --release, target/release/strata)
@@ -28,6 +34,7 @@
 #   BENCH_METADATA      series /metadata requests (default 20)
 #   BENCH_WADO_ROUNDS   WADO-RS rounds, each retrieving every study (default 3)
 #   BENCH_STOW_BATCH    instances per STOW-RS request (default 25)
+#   BENCH_ROUNDS        rounds of every server, the order reversed every other round (default 3)
 #   BENCH_BACKENDS      Strata index backends (default: sqlite, and postgres when reachable)
 #   BENCH_PG_URL        PostgreSQL admin URL (default postgres://root@127.0.0.1:5432/postgres)
 set -euo pipefail
@@ -42,8 +49,9 @@ qido_n=${BENCH_QIDO:-200}
 metadata_n=${BENCH_METADATA:-20}
 wado_rounds=${BENCH_WADO_ROUNDS:-3}
 stow_batch=${BENCH_STOW_BATCH:-25}
+rounds=${BENCH_ROUNDS:-3}
 pg_admin=${BENCH_PG_URL:-postgres://root@127.0.0.1:5432/postgres}
-for v in instances matrix qido_n metadata_n wado_rounds stow_batch; do
+for v in instances matrix qido_n metadata_n wado_rounds stow_batch rounds; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive number, not '${!v}'" >&2; exit 2; }
 done
 [ $((instances % 4)) -eq 0 ] || { echo "BENCH_INSTANCES must be a multiple of 4" >&2; exit 2; }
@@ -174,9 +182,9 @@ new_pg_database() { # sets url (not run in a subshell: cleanup drops what pg_dbs
     url="${pg_admin%/*}/$name"
 }
 
-# The same steps for every server; the results go to $run/<label>.json.
-measure() { # label
-    local label=$1 start seconds load qido metadata wado stow
+# The same steps for every server; the results go to $run/<label>.r<round>.json.
+measure() { # label round
+    local label=$1 round=$2 start seconds load qido metadata wado stow
     export DICOMWEB_TOKEN
     start=$(now)
     ls -d "$load_dir"/part* | xargs -P 4 -I{} "$STORESCU" -aec "$dicom_ae" +sd +r -nh 127.0.0.1 "$dicom_port" {} \
@@ -191,7 +199,7 @@ measure() { # label
     stow=$(python3 "$client" stow "$base" "$stow_dir/manifest.json")
     python3 "$client" check-load "$base" "$stow_dir/manifest.json" >/dev/null
     printf '{"label": "%s", "load": %s, "qido": %s, "metadata": %s, "wado": %s, "stow": %s}\n' \
-        "$label" "$load" "$qido" "$metadata" "$wado" "$stow" >"$run/$label.json"
+        "$label" "$load" "$qido" "$metadata" "$wado" "$stow" >"$run/$label.r$round.json"
 }
 
 backends="sqlite"
@@ -201,30 +209,42 @@ backends=${BENCH_BACKENDS:-$backends}
 echo "client"
 python3 "$client" floor "$qido_n" >"$run/floor.json"
 echo "Orthanc $(Orthanc --version | head -1 | awk '{print $2}') with $(basename "$(readlink -f "$orthanc_plugin")")"
-start_orthanc "$run/orthanc"; measure Orthanc; stop_server
-results=()
+# Every server of the run, by label; each is measured once per round, from empty.
+labels=(Orthanc)
 for backend in $backends; do
-    echo "Strata ($backend)"
-    case "$backend" in
-        sqlite) url="sqlite://$run/strata-sqlite/index.db" ;;
-        postgres) new_pg_database ;;
-        *) echo "unknown backend $backend" >&2; exit 2 ;;
+    case "$backend" in sqlite|postgres) ;; *) echo "unknown backend $backend" >&2; exit 2 ;; esac
+    labels+=("strata-$backend")
+    [ -z "$baseline" ] || labels+=("baseline-$backend")
+done
+measure_server() { # label round
+    local label=$1 dir=$run/$1-r$2 binary=$strata
+    echo "$label, round $2"
+    case "$label" in
+        Orthanc) start_orthanc "$dir" ;;
+        *)
+            case "$label" in baseline-*) binary=$baseline ;; esac
+            case "$label" in
+                *-sqlite) url="sqlite://$dir/index.db" ;;
+                *-postgres) new_pg_database ;;
+            esac
+            start_strata "$dir" "$url" "$binary" ;;
     esac
-    start_strata "$run/strata-$backend" "$url"; measure "strata-$backend"; stop_server
-    results+=("$run/strata-$backend.json")
-    if [ -n "$baseline" ]; then
-        echo "baseline Strata ($backend): $baseline"
-        case "$backend" in
-            sqlite) url="sqlite://$run/baseline-sqlite/index.db" ;;
-            postgres) new_pg_database ;;
-        esac
-        start_strata "$run/baseline-$backend" "$url" "$baseline"; measure "baseline-$backend"; stop_server
-        results+=("$run/baseline-$backend.json")
+    measure "$label" "$2"; stop_server
+    # The data stays until the run ends (~2 GB per server and round): ext4 without a journal
+    # scans the inodes freed in the last minutes on every file it creates (recently_deleted,
+    # 20 % of Strata's STOW-RS CPU right after a deletion), so deleting here would slow
+    # whichever server comes next.
+}
+for round in $(seq 1 "$rounds"); do
+    order=("${labels[@]}")
+    if [ $((round % 2)) -eq 0 ]; then
+        order=(); for ((i = ${#labels[@]} - 1; i >= 0; i--)); do order+=("${labels[$i]}"); done
     fi
+    for label in "${order[@]}"; do measure_server "$label" "$round"; done
 done
 
 echo
 echo "Corpus: $instances CT instances (${matrix}x$matrix, 16-bit; 4 studies x 1 series x $per_series; $corpus_mb MB)" \
     "loaded by C-STORE; STOW-RS: another $instances in batches of $stow_batch. Strata: $strata${baseline:+; baseline: $baseline}"
 echo
-python3 "$client" table "$run/floor.json" "$run/Orthanc.json" "${results[@]}"
+python3 "$client" table "$run" "${labels[@]}"

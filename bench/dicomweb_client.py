@@ -10,7 +10,8 @@ Subcommands (each prints one JSON object on stdout; errors exit non-zero with a 
   wado BASE MANIFEST ROUNDS           whole-study WADO-RS retrievals, every study each round
   stow BASE MANIFEST                  posts the bodies, one client (thread) per study
   floor N                             N timed GETs against a server that answers at once
-  table FLOOR ORTHANC STRATA...       the Markdown table from the JSON results
+  table RUN_DIR ORTHANC STRATA...     the Markdown table from RUN_DIR/<label>.r<round>.json
+                                      and RUN_DIR/floor.json: medians over the rounds
 
 BASE is a DICOMweb root such as http://127.0.0.1:8042/dicom-web; the bearer token, when the
 server needs one, comes from the environment (DICOMWEB_TOKEN). Every answer is checked before
@@ -18,6 +19,7 @@ or while it is timed, so a server that answers wrongly fails the benchmark inste
 fast. Latency is measured from sending the request to holding the whole answer body, by one
 keep-alive requests.Session, with Accept-Encoding: identity (no server compresses).
 """
+import glob
 import json
 import os
 import re
@@ -417,42 +419,63 @@ def floor(n):
 
 # ---------------------------------------------------------------- the table
 
-def table(floor_file, orthanc_file, strata_files, targets):
-    orthanc = load(orthanc_file)
+def rounds_of(run_dir, label):
+    """Every round's result of one server, in round order."""
+    files = glob.glob(os.path.join(run_dir, f"{glob.escape(label)}.r*.json"))
+    files.sort(key=lambda f: int(re.search(r"\.r(\d+)\.json$", f).group(1)))
+    if not files:
+        fail(f"no results of {label} in {run_dir}")
+    return [load(f) for f in files]
+
+
+def table(run_dir, labels, targets):
+    """Medians over the rounds, Orthanc's against each Strata's; every round's ratio listed
+    (round k of Strata against round k of Orthanc)."""
+    results = {label: rounds_of(run_dir, label) for label in labels}
+    orthanc = results[labels[0]]
+    client_floor = load(os.path.join(run_dir, "floor.json"))["p50"]
     rows = [
         ("QIDO study search by PatientID, p50 (ms)", lambda r: r["qido"]["patient_id"]["p50"], "latency", "qido"),
         ("QIDO study search by PatientName wildcard, p50 (ms)", lambda r: r["qido"]["patient_name"]["p50"], "latency", "qido"),
-        (f"series /metadata ({orthanc['metadata']['instances']} instances), p50 (ms)", lambda r: r["metadata"]["p50"], "latency", "metadata"),
+        (f"series /metadata ({orthanc[0]['metadata']['instances']} instances), p50 (ms)", lambda r: r["metadata"]["p50"], "latency", "metadata"),
         ("WADO-RS whole study, MB/s (median of rounds)", lambda r: r["wado"]["mb_s"], "throughput", "wado"),
-        (f"STOW-RS, {orthanc['stow']['clients']} clients, instances/s", lambda r: r["stow"]["instances_s"], "throughput", "stow"),
+        (f"STOW-RS, {orthanc[0]['stow']['clients']} clients, instances/s", lambda r: r["stow"]["instances_s"], "throughput", "stow"),
         ("C-STORE load (4 storescu), instances/s (not a target)", lambda r: r["load"]["instances_s"], "throughput", None),
     ]
-    print("| metric | Strata index | Orthanc | Strata | Strata vs Orthanc | target | |")
-    print("|---|---|---:|---:|---:|---:|---|")
-    for strata_file in strata_files:
-        strata = load(strata_file)
-        label = strata["label"]
+
+    def ratio(o, st, kind):
+        return (o / st) if kind == "latency" else (st / o)
+
+    n = len(orthanc)
+    print(f"Medians of {n} round(s); the servers' order was reversed every other round.")
+    print()
+    print("| metric | Strata index | Orthanc | Strata | Strata vs Orthanc | every round | target | |")
+    print("|---|---|---:|---:|---:|---|---:|---|")
+    for label in labels[1:]:
+        strata = results[label]
         for name, get, kind, target_key in rows:
-            o, st = get(orthanc), get(strata)
-            ratio = (o / st) if kind == "latency" else (st / o)
+            o, st = statistics.median([get(r) for r in orthanc]), statistics.median([get(r) for r in strata])
+            r = ratio(o, st, kind)
+            each = " ".join("%.2fx" % ratio(get(a), get(b), kind) for a, b in zip(orthanc, strata))
             target = targets.get(target_key)
-            verdict = "" if target is None else ("met" if ratio >= target else "**not met**")
-            print(f"| {name} | {label.removeprefix('strata-')} | {o:.2f} | {st:.2f} | {ratio:.2f}x | "
+            verdict = "" if target is None else ("met" if r >= target else "**not met**")
+            print(f"| {name} | {label.removeprefix('strata-')} | {o:.2f} | {st:.2f} | {r:.2f}x | {each} | "
                   f"{'' if target is None else '>= %gx' % target} | {verdict} |")
     print()
     print("Latency ratio: Orthanc p50 / Strata p50; throughput ratio: Strata / Orthanc.")
     print("Client floor: the same timed GET (requests.Session) against a server that answers `[]` at"
           " once takes %.2f ms p50: it is part of every latency above, so a QIDO ratio cannot exceed"
-          " Orthanc p50 / %.2f ms = %.1fx." % (load(floor_file)["p50"], load(floor_file)["p50"],
-                                            orthanc["qido"]["patient_id"]["p50"] / load(floor_file)["p50"]))
-    for result in [orthanc] + [load(f) for f in strata_files]:
-        q, md = result["qido"], result["metadata"]
-        print(f"- {result['label']}: QIDO PatientID p90/p99 {q['patient_id']['p90']:.2f}/{q['patient_id']['p99']:.2f} ms, "
-              f"PatientName p90/p99 {q['patient_name']['p90']:.2f}/{q['patient_name']['p99']:.2f} ms; "
-              f"metadata p90 {md['p90']:.1f} ms ({md['body_bytes']} bytes); "
-              f"WADO-RS rounds {' '.join('%.0f' % x['mb_s'] for x in result['wado']['rounds'])} MB/s; "
-              f"STOW-RS {result['stow']['requests']} requests in {result['stow']['seconds']:.2f} s; "
-              f"C-STORE load {result['load']['seconds']:.2f} s")
+          " Orthanc p50 / %.2f ms = %.1fx." % (client_floor, client_floor,
+                                            statistics.median([r["qido"]["patient_id"]["p50"] for r in orthanc]) / client_floor))
+    for label in labels:
+        for k, result in enumerate(results[label], 1):
+            q, md = result["qido"], result["metadata"]
+            print(f"- {label} round {k}: QIDO PatientID p50/p90/p99 {q['patient_id']['p50']:.2f}/{q['patient_id']['p90']:.2f}/{q['patient_id']['p99']:.2f} ms, "
+                  f"PatientName p50/p90/p99 {q['patient_name']['p50']:.2f}/{q['patient_name']['p90']:.2f}/{q['patient_name']['p99']:.2f} ms; "
+                  f"metadata p50/p90 {md['p50']:.1f}/{md['p90']:.1f} ms ({md['body_bytes']} bytes); "
+                  f"WADO-RS rounds {' '.join('%.0f' % x['mb_s'] for x in result['wado']['rounds'])} MB/s; "
+                  f"STOW-RS {result['stow']['instances_s']:.0f}/s ({result['stow']['requests']} requests in {result['stow']['seconds']:.2f} s); "
+                  f"C-STORE load {result['load']['seconds']:.2f} s")
 
 
 def main(argv):
@@ -478,7 +501,7 @@ def main(argv):
         return 0
     elif command == "table":
         targets = {"metadata": 10, "qido": 3, "wado": 2, "stow": 2}
-        table(args[0], args[1], args[2:], targets)
+        table(args[0], args[1:], targets)
         return 0
     else:
         print(__doc__, file=sys.stderr)
