@@ -12,8 +12,9 @@
 # Usage: bench/ingest.sh [--quick] [--no-big] [--rounds N]
 #   --quick     1/10 of each workload (a smoke run of the script itself)
 #   --no-big    skip the ~2 GB single-object RSS measurement
-#   --rounds N  send each workload to each receiver N times, interleaved (default 3); the
-#               table shows medians, every run is listed (fsync times on a VM are noisy)
+#   --rounds N  send each workload to each receiver N times, interleaved, the receivers'
+#               order reversed every other round (default 3); the table shows medians, every
+#               run is listed (fsync times on a VM are noisy)
 # Environment: BENCH_DIR (default target/bench), BENCH_PG_URL (admin URL, default
 #   postgres://root@127.0.0.1:5432/postgres; Strata-PG is skipped when unreachable),
 #   BENCH_BASELINE_BIN (another strata binary, e.g. a release build of an earlier commit:
@@ -206,19 +207,38 @@ record() { # receiver workload
 }
 # Median of the numbers on stdin; empty for none (a receiver without that figure).
 median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# Every receiver of the run, measured in this order in odd rounds and in the reverse order in
+# even ones: whichever runs first or right after another may find the machine in another state
+# (its page cache, the disk's write-back), and a fixed order turns that into a bias.
+receivers=(storescp orthanc)
+[ -z "$pg_ok" ] || receivers+=(orthanc-postgres)
+receivers+=(durable-floor strata-sqlite)
+[ -z "$pg_ok" ] || receivers+=(strata-postgres)
+if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+    receivers+=(baseline-sqlite)
+    [ -z "$pg_ok" ] || receivers+=(baseline-postgres)
+fi
+run_receiver() { # receiver workload
+    case "$1" in
+        storescp) run_storescp "$2" ;;
+        orthanc) run_orthanc "$2" ;;
+        orthanc-postgres) run_orthanc "$2" postgres ;;
+        durable-floor) run_floor "$2" ;;
+        strata-sqlite) run_strata sqlite "$2" ;;
+        strata-postgres) run_strata postgres "$2" ;;
+        baseline-sqlite) run_strata sqlite "$2" "$BENCH_BASELINE_BIN" baseline ;;
+        baseline-postgres) run_strata postgres "$2" "$BENCH_BASELINE_BIN" baseline ;;
+    esac
+    record "$1" "$2"
+}
 for round in $(seq 1 "$rounds"); do
+    order=("${receivers[@]}")
+    if [ $((round % 2)) -eq 0 ]; then
+        order=(); for ((i = ${#receivers[@]} - 1; i >= 0; i--)); do order+=("${receivers[$i]}"); done
+    fi
     for workload in small ct; do
         echo "round $round/$rounds, workload $workload ($(count $workload) instances)"
-        run_storescp "$workload"; record storescp "$workload"
-        run_orthanc "$workload"; record orthanc "$workload"
-        if [ -n "$pg_ok" ]; then run_orthanc "$workload" postgres; record orthanc-postgres "$workload"; fi
-        run_floor "$workload"; record durable-floor "$workload"
-        run_strata sqlite "$workload"; record strata-sqlite "$workload"
-        if [ -n "$pg_ok" ]; then run_strata postgres "$workload"; record strata-postgres "$workload"; fi
-        if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
-            run_strata sqlite "$workload" "$BENCH_BASELINE_BIN" baseline; record baseline-sqlite "$workload"
-            if [ -n "$pg_ok" ]; then run_strata postgres "$workload" "$BENCH_BASELINE_BIN" baseline; record baseline-postgres "$workload"; fi
-        fi
+        for receiver in "${order[@]}"; do run_receiver "$receiver" "$workload"; done
     done
 done
 for key in "${!runs[@]}"; do
