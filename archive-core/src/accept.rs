@@ -389,7 +389,8 @@ impl Acceptor {
 
     /// Brings back an ONLINE copy of an instance the index already knows (restore from
     /// NEARLINE): the bytes must be the ones recorded (SHA-256), then the file is made durable
-    /// and recorded as the instance's ONLINE file.
+    /// and recorded as the instance's ONLINE file (or removed again, should the instance have
+    /// got one since: a copy received under `fill-missing`).
     pub async fn restore(
         &self,
         spooled: Spooled,
@@ -425,14 +426,22 @@ impl Acceptor {
                 found: file.sha256,
             }));
         }
-        if let Err(error) = self
+        match self
             .index
             .add_online_file(&location.sop_uid, &file, now_millis())
             .await
         {
-            tracing::error!(%error, sop_instance_uid = %location.sop_uid, "cannot record the restored file");
-            self.online.remove_unreferenced(&file).await;
-            return Err(refused(Refusal::IndexUnavailable));
+            Ok(true) => {}
+            Ok(false) => {
+                // A copy received meanwhile (fill-missing) is already its ONLINE file.
+                tracing::debug!(sop_instance_uid = %location.sop_uid, "instance got an ONLINE file during the restore; the restored copy was discarded");
+                self.online.remove_unreferenced(&file).await;
+            }
+            Err(error) => {
+                tracing::error!(%error, sop_instance_uid = %location.sop_uid, "cannot record the restored file");
+                self.online.remove_unreferenced(&file).await;
+                return Err(refused(Refusal::IndexUnavailable));
+            }
         }
         Ok(file)
     }

@@ -350,6 +350,52 @@ async fn fill_missing_gives_a_file_only_where_there_is_none(index: Index) {
         (1, 100),
         "the object was counted once, when it was indexed from its pack"
     );
+    // A restore that finishes after a received copy gave the instance its file adds none.
+    let restored = StoredFile {
+        filesystem_id: fs,
+        rel_path: "restored.dcm".into(),
+        size: 100,
+        sha256: format!("{:064x}", 100),
+    };
+    assert!(!index
+        .add_online_file("8.1.1.1", &restored, 1)
+        .await
+        .expect("add"));
+    assert_eq!(index.study_locations("8.1").await.expect("q").len(), 1);
+}
+
+/// A file retention has marked DELETING is unlinked by its recorded path next: a replacing
+/// duplicate arriving after that gets a file row of its own. (The race with retention's
+/// uncommitted mark is `postgres_nodes::a_replace_racing_retention_gets_its_own_file`.)
+async fn a_replace_never_takes_over_a_file_being_deleted(index: Index) {
+    let fs = filesystem_id(&index).await;
+    let r = || record("P11", "11.1", "11.1.1", "11.1.1.1", "CT");
+    let keep = DuplicatePolicy::KeepFirst;
+    one(&index, new_instance(r(), fs, "old.dcm", 100, keep)).await;
+    sqlx::query("UPDATE file SET status = 'DELETING' WHERE path = 'old.dcm'")
+        .execute(index.pool_for_tests())
+        .await
+        .expect("mark deleting");
+    let outcome = one(
+        &index,
+        new_instance(r(), fs, "new.dcm", 120, DuplicatePolicy::Replace),
+    )
+    .await;
+    assert_eq!(outcome, StoreOutcome::Stored, "nothing was replaced");
+    let files: Vec<(String, String)> =
+        sqlx::query_as("SELECT path, status FROM file ORDER BY path")
+            .fetch_all(index.pool_for_tests())
+            .await
+            .expect("files");
+    assert_eq!(
+        files,
+        vec![
+            ("new.dcm".to_string(), "OK".to_string()),
+            ("old.dcm".to_string(), "DELETING".to_string())
+        ]
+    );
+    let study = index.study("11.1").await.expect("q").expect("study");
+    assert_eq!((study.num_instances, study.size_bytes), (1, 120));
 }
 
 async fn conflicts_are_refused_without_side_effects(index: Index) {
@@ -1021,6 +1067,7 @@ on_both_backends!(
     duplicates_follow_the_policy,
     a_duplicate_within_one_batch_replaces_the_first,
     fill_missing_gives_a_file_only_where_there_is_none,
+    a_replace_never_takes_over_a_file_being_deleted,
     conflicts_are_refused_without_side_effects,
     a_batch_survives_one_bad_member,
     one_batch_counts_each_series_and_study,
@@ -1144,5 +1191,10 @@ mod postgres_nodes {
     #[tokio::test]
     async fn two_nodes_fill_one_missing_file_once() {
         super::suite_two_nodes::postgres_two_nodes_fill_one_missing_file_once().await;
+    }
+
+    #[tokio::test]
+    async fn a_replace_racing_retention_gets_its_own_file() {
+        super::suite_two_nodes::postgres_a_replace_racing_retention_gets_its_own_file().await;
     }
 }

@@ -44,21 +44,18 @@ const STUDY_ADD_SERIES: &str = "UPDATE study SET num_series = num_series + 1, mo
     WHEN ('\\' || modalities || '\\') LIKE ('%\\' || $1 || '\\%') ESCAPE '!' THEN modalities \
     ELSE modalities || '\\' || $1 END WHERE id = $2";
 
-/// An instance already stored, with its series and what it adds to the counters.
-macro_rules! find_instance_sql {
-    () => {
-        "SELECT i.id, i.series_fk, se.series_uid, i.size_bytes \
-         FROM instance i JOIN series se ON se.id = i.series_fk WHERE i.sop_uid = $1"
-    };
-}
-const FIND_INSTANCE: &str = find_instance_sql!();
+const FIND_INSTANCE: &str = "SELECT i.id, i.series_fk, se.series_uid \
+    FROM instance i JOIN series se ON se.id = i.series_fk WHERE i.sop_uid = $1";
 
-/// PostgreSQL: the same, locking the instance row until the batch commits. Two nodes given
-/// the same stored instance at once (`replace`, `fill-missing`) then settle it in turn: the
+/// What a stored instance adds to the counters, read when a duplicate (`replace`,
+/// `fill-missing`) is about to change its file. On PostgreSQL the read also locks the row until
+/// the batch commits, so two nodes given the same instance at once settle it in turn: the
 /// second reads the file and byte count the first left, instead of both replacing the same
 /// old file (one new file orphaned, the counters off by its size) or both giving a missing
-/// file (two ONLINE files). SQLite has one writer, and no FOR UPDATE.
-const FIND_INSTANCE_LOCKED_PG: &str = concat!(find_instance_sql!(), " FOR UPDATE OF i");
+/// file (two ONLINE files). NO KEY UPDATE, not UPDATE: rows that only reference the instance
+/// (a pack member, a file) can still be inserted meanwhile. SQLite has one writer.
+const LOCK_INSTANCE_PG: &str = "SELECT size_bytes FROM instance WHERE id = $1 FOR NO KEY UPDATE";
+const COUNTED_BYTES: &str = "SELECT size_bytes FROM instance WHERE id = $1";
 
 /// Multi-row insert: HEAD, `(…), (…)` with 8 values per instance, TAIL. Instances already
 /// stored return no row.
@@ -78,8 +75,10 @@ const INSERT_METADATA_TAIL: &str =
 const FIND_FILE_OF_INSTANCE: &str = "SELECT id, filesystem_fk, path, size_bytes, sha256 \
     FROM file WHERE instance_fk = $1 AND status = 'OK'";
 
+/// Only an OK file: one that retention marked DELETING is unlinked by its recorded path next,
+/// which must not become the new copy's.
 const REPLACE_FILE: &str = "UPDATE file SET filesystem_fk = $1, path = $2, size_bytes = $3, \
-    sha256 = $4, created_at = $5 WHERE id = $6";
+    sha256 = $4, created_at = $5 WHERE id = $6 AND status = 'OK'";
 
 /// A batch's BEGIN: on PostgreSQL it also takes the ingest lock in shared mode, which the
 /// counters' fold waits for (`counts.rs`), before any row lock.
@@ -319,6 +318,13 @@ impl<'a> BatchTx<'a> {
         }
         self.insert_files(&new_files);
         self.insert_metadata(&new_metadata);
+        // In SOP Instance UID order, as every node does: a duplicate locks its instance's row
+        // (PostgreSQL), and two batches locking the same rows in another order could deadlock.
+        // The sort is stable, so two copies of one instance keep their order.
+        already_stored.sort_by(|a, b| {
+            let uid = |position: usize| &batch[position].record.instance.sop_instance_uid;
+            uid(a.0).cmp(uid(b.0))
+        });
         for (position, series_id, study_id) in already_stored {
             let outcome = self
                 .existing_instance(&batch[position], Some((series_id, study_id)))
@@ -491,15 +497,11 @@ impl<'a> BatchTx<'a> {
         series: Option<(i64, i64)>,
     ) -> IndexResult<Option<StoreOutcome>> {
         let record = &new.record;
-        let find = match self.dialect {
-            Dialect::Postgres => FIND_INSTANCE_LOCKED_PG,
-            Dialect::Sqlite => FIND_INSTANCE,
-        };
-        let found: Option<(i64, i64, String, i64)> = sqlx::query_as(find)
+        let found: Option<(i64, i64, String)> = sqlx::query_as(FIND_INSTANCE)
             .bind(&record.instance.sop_instance_uid)
             .fetch_optional(&mut *self.conn)
             .await?;
-        let Some((instance_id, series_fk, stored_series_uid, counted_bytes)) = found else {
+        let Some((instance_id, series_fk, stored_series_uid)) = found else {
             return Ok(None);
         };
         match series {
@@ -508,11 +510,11 @@ impl<'a> BatchTx<'a> {
                 DuplicatePolicy::Reject => StoreOutcome::DuplicateRejected,
                 DuplicatePolicy::Replace => {
                     let ids = (instance_id, series_id, study_id);
-                    self.give_file(new, ids, counted_bytes, true).await?
+                    self.give_file(new, ids, true).await?
                 }
                 DuplicatePolicy::FillMissing => {
                     let ids = (instance_id, series_id, study_id);
-                    self.give_file(new, ids, counted_bytes, false).await?
+                    self.give_file(new, ids, false).await?
                 }
             })),
             _ => Ok(Some(StoreOutcome::Conflict(
@@ -655,12 +657,10 @@ impl<'a> BatchTx<'a> {
 
     /// The new copy becomes the instance's ONLINE file where it has none; where it has one,
     /// the new copy replaces it only if `replace_existing` (else it is kept, keep-first).
-    /// `counted_bytes`: what the instance adds to the counters now (`instance.size_bytes`).
     async fn give_file(
         &mut self,
         new: &NewInstance,
         ids: (i64, i64, i64),
-        counted_bytes: i64,
         replace_existing: bool,
     ) -> IndexResult<StoreOutcome> {
         let instance_id = ids.0;
@@ -668,8 +668,16 @@ impl<'a> BatchTx<'a> {
         let Some(new_file) = new.held.file() else {
             return Ok(StoreOutcome::DuplicateKept);
         };
-        // The batch's queued file rows include the first copy when one batch holds two.
+        // The batch's queued rows include the first copy when one batch holds two.
         self.tail.flush(self.conn).await?;
+        let read_counted = match self.dialect {
+            Dialect::Postgres => LOCK_INSTANCE_PG,
+            Dialect::Sqlite => COUNTED_BYTES,
+        };
+        let counted_bytes: i64 = sqlx::query_scalar(read_counted)
+            .bind(instance_id)
+            .fetch_one(&mut *self.conn)
+            .await?;
         let old: Option<(i64, i64, String, i64, String)> = sqlx::query_as(FIND_FILE_OF_INSTANCE)
             .bind(instance_id)
             .fetch_optional(&mut *self.conn)
@@ -680,37 +688,42 @@ impl<'a> BatchTx<'a> {
         if let Some(metadata) = &new.metadata {
             self.insert_metadata(&[(instance_id, metadata)]);
         }
-        let Some((file_id, filesystem_id, rel_path, size, sha256)) = old else {
-            // The instance has no ONLINE file (only a nearline copy, or its file was deleted):
-            // give it this one. The object was counted when it was indexed, so its size
-            // changes by the difference only (instances indexed before migration 0015 have 0
-            // there and add the whole size, as they always did).
-            self.insert_files(&[(instance_id, new_file, new.received_at)]);
-            let size = new_file.size as i64;
-            self.set_bytes(new, ids, size, size - counted_bytes);
-            return Ok(StoreOutcome::Stored);
-        };
-        sqlx::query(REPLACE_FILE)
-            .bind(new_file.filesystem_id)
-            .bind(&new_file.rel_path)
-            .bind(new_file.size as i64)
-            .bind(&new_file.sha256)
-            .bind(new.received_at)
-            .bind(file_id)
-            .execute(&mut *self.conn)
-            .await?;
-        // The counters hold the replaced file's size for it (also for instances indexed
-        // before migration 0015, whose own size_bytes is 0 and is set here).
-        let new_size = new_file.size as i64;
-        self.set_bytes(new, ids, new_size, new_size - size);
-        Ok(StoreOutcome::Replaced {
-            old_file: StoredFile {
-                filesystem_id,
-                rel_path,
-                size: size.max(0) as u64,
-                sha256,
-            },
-        })
+        if let Some((file_id, filesystem_id, rel_path, size, sha256)) = old {
+            let replaced = sqlx::query(REPLACE_FILE)
+                .bind(new_file.filesystem_id)
+                .bind(&new_file.rel_path)
+                .bind(new_file.size as i64)
+                .bind(&new_file.sha256)
+                .bind(new.received_at)
+                .bind(file_id)
+                .execute(&mut *self.conn)
+                .await?
+                .rows_affected();
+            if replaced == 1 {
+                // The counters hold the replaced file's size for it (also for instances
+                // indexed before migration 0015, whose own size_bytes is 0 and is set here).
+                let new_size = new_file.size as i64;
+                self.set_bytes(new, ids, new_size, new_size - size);
+                return Ok(StoreOutcome::Replaced {
+                    old_file: StoredFile {
+                        filesystem_id,
+                        rel_path,
+                        size: size.max(0) as u64,
+                        sha256,
+                    },
+                });
+            }
+            // Retention marked the old file DELETING since it was read (it is deleted from
+            // that path next): the new copy is given as to an instance without a file.
+        }
+        // The instance has no ONLINE file (only a nearline copy, or its file was deleted):
+        // give it this one. The object was counted when it was indexed, so its size changes
+        // by the difference only (instances indexed before migration 0015 have 0 there and
+        // add the whole size, as they always did).
+        self.insert_files(&[(instance_id, new_file, new.received_at)]);
+        let size = new_file.size as i64;
+        self.set_bytes(new, ids, size, size - counted_bytes);
+        Ok(StoreOutcome::Stored)
     }
 }
 

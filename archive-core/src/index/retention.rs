@@ -2,6 +2,7 @@
 //! the crash-safe deletion steps, and where an instance can be read from when its ONLINE copy
 //! is gone.
 
+use super::Dialect;
 use super::{Index, IndexResult, InstanceLocation};
 use crate::config::RetentionRuleConfig;
 use crate::query::{Attr, Level};
@@ -288,16 +289,28 @@ impl Index {
         Ok(())
     }
 
-    /// Records a restored ONLINE file for an instance (restore from NEARLINE).
+    /// Records a restored ONLINE file for an instance (restore from NEARLINE), unless it got
+    /// one since the restore looked (a copy of it received under `fill-missing`, on this node
+    /// or another): false then, and the caller removes its copy. On PostgreSQL the instance's
+    /// row is locked first, as the ingest writer locks it before giving a file (ingest_tx.rs),
+    /// so the two cannot both see no file.
     pub async fn add_online_file(
         &self,
         sop_uid: &str,
         file: &crate::model::StoredFile,
         now: i64,
-    ) -> IndexResult<()> {
-        sqlx::query(
+    ) -> IndexResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT id FROM instance WHERE sop_uid = $1 FOR NO KEY UPDATE")
+                .bind(sop_uid)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
+        let inserted = sqlx::query(
             "INSERT INTO file (instance_fk, filesystem_fk, path, size_bytes, sha256, status, created_at) \
-             SELECT id, $1, $2, $3, $4, 'OK', $5 FROM instance WHERE sop_uid = $6",
+             SELECT i.id, $1, $2, $3, $4, 'OK', $5 FROM instance i WHERE i.sop_uid = $6 \
+             AND NOT EXISTS (SELECT 1 FROM file f WHERE f.instance_fk = i.id AND f.status = 'OK')",
         )
         .bind(file.filesystem_id)
         .bind(&file.rel_path)
@@ -305,9 +318,11 @@ impl Index {
         .bind(&file.sha256)
         .bind(now)
         .bind(sop_uid)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
     }
 
     /// Instances under the given unique keys that have no ONLINE file but an ARCHIVED copy.

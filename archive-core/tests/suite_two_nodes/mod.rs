@@ -17,42 +17,56 @@ async fn two_nodes() -> (Index, Index) {
     (first, second)
 }
 
-/// Starts one store on each node while `hold` (SQL run in an open transaction standing in
-/// for a third node's batch) keeps the rows it locks; checks that both stores wait for it,
-/// then ends it and returns both outcomes.
-async fn store_on_both_while_held(
-    nodes: (&Index, &Index),
+/// Runs the stores (each a node and what it is given) while `hold` (SQL run in an open
+/// transaction standing in for another node's batch or for retention) keeps the rows it
+/// locks; waits until every store is blocked on a row lock, then ends the transaction and
+/// returns the outcomes in order.
+async fn stores_while_held(
+    pool: &sqlx::AnyPool,
     hold: &str,
-    news: (NewInstance, NewInstance),
-) -> (StoreOutcome, StoreOutcome) {
-    let mut holder = nodes
-        .0
-        .pool_for_tests()
-        .acquire()
-        .await
-        .expect("connection");
+    stores: Vec<(&Index, NewInstance)>,
+) -> Vec<StoreOutcome> {
+    let mut holder = pool.acquire().await.expect("connection");
     sqlx::raw_sql(&format!("BEGIN; {hold}"))
         .execute(&mut *holder)
         .await
         .expect("hold the rows");
-    let store = |node: &Index, new: NewInstance| {
-        let node = node.clone();
-        tokio::spawn(async move { node.store_batch(&[new]).await.remove(0) })
-    };
-    let first = store(nodes.0, news.0);
-    let second = store(nodes.1, news.1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !first.is_finished() && !second.is_finished(),
-        "each node must wait for the instance's row before reading its file"
-    );
+    let tasks: Vec<_> = stores
+        .into_iter()
+        .map(|(node, new)| {
+            let node = node.clone();
+            tokio::spawn(async move { node.store_batch(&[new]).await.remove(0) })
+        })
+        .collect();
+    // Every batch must be under way (waiting for a row) before the holder commits: that is
+    // the race. Polled, not slept: a loaded machine may take long to start them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("pg_stat_activity");
+        if waiting == tasks.len() as i64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && !tasks.iter().any(|t| t.is_finished()),
+            "every store must end up waiting for the held rows ({waiting} waiting)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     sqlx::raw_sql("COMMIT")
         .execute(&mut *holder)
         .await
         .expect("release");
-    let first = first.await.expect("store task").expect("store succeeds");
-    let second = second.await.expect("store task").expect("store succeeds");
-    (first, second)
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("store task").expect("store succeeds"));
+    }
+    outcomes
 }
 
 /// Both nodes get a new copy of one stored instance at once under `replace`: they replace
@@ -72,21 +86,24 @@ pub async fn postgres_two_nodes_replace_one_instance_in_turn() {
         .await,
         StoreOutcome::Stored
     );
+    // Folded: the counters' rows hold the first copy's bytes, which a double replacement of
+    // it would have counted off.
+    a.fold_counts().await.expect("fold");
     // The file row is held too: without the instance's lock both nodes would read the old
     // file and size, then queue on the file row.
     let hold = "SELECT 1 FROM instance WHERE sop_uid = '9.1.1.1' FOR UPDATE; \
                 SELECT 1 FROM file WHERE path = 'first.dcm' FOR UPDATE";
-    let outcomes = store_on_both_while_held(
-        (&a, &b),
+    let outcomes = stores_while_held(
+        a.pool_for_tests(),
         hold,
-        (replace("a.dcm", 200), replace("b.dcm", 300)),
+        vec![(&a, replace("a.dcm", 200)), (&b, replace("b.dcm", 300))],
     )
     .await;
     let replaced = |outcome: &StoreOutcome| match outcome {
         StoreOutcome::Replaced { old_file } => old_file.rel_path.clone(),
         other => panic!("expected Replaced, got {other:?}"),
     };
-    let replaced = (replaced(&outcomes.0), replaced(&outcomes.1));
+    let replaced = (replaced(&outcomes[0]), replaced(&outcomes[1]));
     let kept = a
         .instance_location("9.1.1.1")
         .await
@@ -124,9 +141,12 @@ pub async fn postgres_two_nodes_fill_one_missing_file_once() {
     assert_eq!(one(&a, in_pack).await, StoreOutcome::Stored);
     let fill = |path: &str| new_instance(r(), fs, path, 100, DuplicatePolicy::FillMissing);
     let hold = "SELECT 1 FROM instance WHERE sop_uid = '10.1.1.1' FOR UPDATE";
-    let (first, second) =
-        store_on_both_while_held((&a, &b), hold, (fill("a.dcm"), fill("b.dcm"))).await;
-    let mut outcomes = vec![first, second];
+    let mut outcomes = stores_while_held(
+        a.pool_for_tests(),
+        hold,
+        vec![(&a, fill("a.dcm")), (&b, fill("b.dcm"))],
+    )
+    .await;
     outcomes.sort_by_key(|outcome| *outcome == StoreOutcome::Stored);
     assert_eq!(
         outcomes,
@@ -135,4 +155,37 @@ pub async fn postgres_two_nodes_fill_one_missing_file_once() {
     assert_eq!(a.study_locations("10.1").await.expect("q").len(), 1);
     let study = b.study("10.1").await.expect("q").expect("study");
     assert_eq!((study.num_instances, study.size_bytes), (1, 100));
+}
+
+/// Retention marks a file DELETING (and unlinks that row's path next) while a replacing
+/// duplicate of its instance is being indexed: the duplicate must not take the row over (its
+/// new file would be the one unlinked) but get a file row of its own.
+pub async fn postgres_a_replace_racing_retention_gets_its_own_file() {
+    let (index, _) = two_nodes().await;
+    let fs = filesystem_id(&index).await;
+    let r = || record("P12", "12.1", "12.1.1", "12.1.1.1", "CT");
+    one(
+        &index,
+        new_instance(r(), fs, "old.dcm", 100, DuplicatePolicy::KeepFirst),
+    )
+    .await;
+    // Retention's step 1, not yet committed when the duplicate reads the instance's file.
+    let hold = "UPDATE file SET status = 'DELETING' WHERE path = 'old.dcm'";
+    let replace = new_instance(r(), fs, "new.dcm", 120, DuplicatePolicy::Replace);
+    let outcomes = stores_while_held(index.pool_for_tests(), hold, vec![(&index, replace)]).await;
+    assert_eq!(outcomes, vec![StoreOutcome::Stored], "nothing was replaced");
+    let files: Vec<(String, String)> =
+        sqlx::query_as("SELECT path, status FROM file ORDER BY path")
+            .fetch_all(index.pool_for_tests())
+            .await
+            .expect("files");
+    assert_eq!(
+        files,
+        vec![
+            ("new.dcm".to_string(), "OK".to_string()),
+            ("old.dcm".to_string(), "DELETING".to_string())
+        ]
+    );
+    let study = index.study("12.1").await.expect("q").expect("study");
+    assert_eq!((study.num_instances, study.size_bytes), (1, 120));
 }
