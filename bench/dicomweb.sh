@@ -15,8 +15,9 @@
 # so a server that answers wrongly fails the run instead of looking fast.
 # Targets: metadata >= 10x faster than Orthanc, QIDO >= 3x, WADO-RS >= 2x, STOW-RS >= 2x.
 #
-# Rounds: every server is measured BENCH_ROUNDS times (default 3), each time from empty, in an
-# order that is reversed every other round (Orthanc first, then last, ...). A single pass had an
+# Rounds: every server is measured BENCH_ROUNDS times (default 4), each time from empty, in an
+# order that is reversed every other round (Orthanc first, then last, ...); an even number
+# gives both orders the same weight in the medians. A single pass had an
 # order effect: whichever server ran second had the lower QIDO p50 and whichever ran first the
 # higher STOW-RS rate, whatever the build. The table compares medians over the rounds and lists
 # every round's ratio.
@@ -34,7 +35,7 @@
 #   BENCH_METADATA      series /metadata requests (default 20)
 #   BENCH_WADO_ROUNDS   WADO-RS rounds, each retrieving every study (default 3)
 #   BENCH_STOW_BATCH    instances per STOW-RS request (default 25)
-#   BENCH_ROUNDS        rounds of every server, the order reversed every other round (default 3)
+#   BENCH_ROUNDS        rounds of every server, the order reversed every other round (default 4)
 #   BENCH_BACKENDS      Strata index backends (default: sqlite, and postgres when reachable)
 #   BENCH_PG_URL        PostgreSQL admin URL (default postgres://root@127.0.0.1:5432/postgres)
 set -euo pipefail
@@ -49,7 +50,7 @@ qido_n=${BENCH_QIDO:-200}
 metadata_n=${BENCH_METADATA:-20}
 wado_rounds=${BENCH_WADO_ROUNDS:-3}
 stow_batch=${BENCH_STOW_BATCH:-25}
-rounds=${BENCH_ROUNDS:-3}
+rounds=${BENCH_ROUNDS:-4}
 pg_admin=${BENCH_PG_URL:-postgres://root@127.0.0.1:5432/postgres}
 for v in instances matrix qido_n metadata_n wado_rounds stow_batch rounds; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive number, not '${!v}'" >&2; exit 2; }
@@ -216,6 +217,13 @@ for backend in $backends; do
     labels+=("strata-$backend")
     [ -z "$baseline" ] || labels+=("baseline-$backend")
 done
+# Every server-round keeps its ~2 corpora of objects until the run ends (see measure_server).
+need_mb=$(calc "$rounds * ${#labels[@]} * $corpus_mb * 2.2")
+free_mb=$(df -Pm "$bench" | awk 'NR == 2 { print $4 }')
+if awk "BEGIN { exit !($need_mb > $free_mb) }"; then
+    echo "this run needs about $need_mb MB free under $bench and has $free_mb MB: lower BENCH_ROUNDS or BENCH_INSTANCES" >&2
+    exit 1
+fi
 measure_server() { # label round
     local label=$1 dir=$run/$1-r$2 binary=$strata
     echo "$label, round $2"

@@ -13,8 +13,9 @@
 #   --quick     1/10 of each workload (a smoke run of the script itself)
 #   --no-big    skip the ~2 GB single-object RSS measurement
 #   --rounds N  send each workload to each receiver N times, interleaved, the receivers'
-#               order reversed every other round (default 3); the table shows medians, every
-#               run is listed (fsync times on a VM are noisy)
+#               order reversed every other round (default 4: an even number weighs both
+#               orders alike); the table shows medians, every run is listed (fsync times on
+#               a VM are noisy)
 # Environment: BENCH_DIR (default target/bench), BENCH_PG_URL (admin URL, default
 #   postgres://root@127.0.0.1:5432/postgres; Strata-PG is skipped when unreachable),
 #   BENCH_BASELINE_BIN (another strata binary, e.g. a release build of an earlier commit:
@@ -23,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-quick=""; big=1; rounds=3
+quick=""; big=1; rounds=4
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1 ;;
