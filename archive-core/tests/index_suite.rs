@@ -364,6 +364,23 @@ async fn fill_missing_gives_a_file_only_where_there_is_none(index: Index) {
     assert_eq!(index.study_locations("8.1").await.expect("q").len(), 1);
 }
 
+/// After a replacing duplicate (new.dcm, 120 bytes) met a file being deleted (old.dcm, 100
+/// bytes): both rows are there, each with its own status, and the study counts the new copy.
+async fn new_file_beside_the_deleting_one(index: &Index, study_uid: &str) {
+    let files: Vec<(String, String)> =
+        sqlx::query_as("SELECT path, status FROM file ORDER BY path")
+            .fetch_all(index.pool_for_tests())
+            .await
+            .expect("files");
+    let row = |path: &str, status: &str| (path.to_string(), status.to_string());
+    assert_eq!(
+        files,
+        vec![row("new.dcm", "OK"), row("old.dcm", "DELETING")]
+    );
+    let study = index.study(study_uid).await.expect("q").expect("study");
+    assert_eq!((study.num_instances, study.size_bytes), (1, 120));
+}
+
 /// A file retention has marked DELETING is unlinked by its recorded path next: a replacing
 /// duplicate arriving after that gets a file row of its own. (The race with retention's
 /// uncommitted mark is `postgres_nodes::a_replace_racing_retention_gets_its_own_file`.)
@@ -382,20 +399,7 @@ async fn a_replace_never_takes_over_a_file_being_deleted(index: Index) {
     )
     .await;
     assert_eq!(outcome, StoreOutcome::Stored, "nothing was replaced");
-    let files: Vec<(String, String)> =
-        sqlx::query_as("SELECT path, status FROM file ORDER BY path")
-            .fetch_all(index.pool_for_tests())
-            .await
-            .expect("files");
-    assert_eq!(
-        files,
-        vec![
-            ("new.dcm".to_string(), "OK".to_string()),
-            ("old.dcm".to_string(), "DELETING".to_string())
-        ]
-    );
-    let study = index.study("11.1").await.expect("q").expect("study");
-    assert_eq!((study.num_instances, study.size_bytes), (1, 120));
+    new_file_beside_the_deleting_one(&index, "11.1").await;
 }
 
 async fn conflicts_are_refused_without_side_effects(index: Index) {
