@@ -1198,6 +1198,11 @@ mod postgres_nodes {
     }
 
     #[tokio::test]
+    async fn retention_never_marks_bytes_replaced_meanwhile() {
+        super::suite_two_nodes::postgres_retention_never_marks_bytes_replaced_meanwhile().await;
+    }
+
+    #[tokio::test]
     async fn a_replace_racing_retention_gets_its_own_file() {
         super::suite_two_nodes::postgres_a_replace_racing_retention_gets_its_own_file().await;
     }

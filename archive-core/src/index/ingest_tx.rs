@@ -319,8 +319,9 @@ impl<'a> BatchTx<'a> {
         self.insert_files(&new_files);
         self.insert_metadata(&new_metadata);
         // In SOP Instance UID order, as every node does: a duplicate locks its instance's row
-        // (PostgreSQL), and two batches locking the same rows in another order could deadlock.
-        // The sort is stable, so two copies of one instance keep their order.
+        // (PostgreSQL), and two batches locking the same rows in opposite orders deadlock
+        // (PostgreSQL then fails one, which is retried one instance at a time). The sort is
+        // stable, so two copies of one instance keep their order.
         already_stored.sort_by(|a, b| {
             let uid = |position: usize| &batch[position].record.instance.sop_instance_uid;
             uid(a.0).cmp(uid(b.0))

@@ -93,6 +93,19 @@ fn verified(min_copies: u32) -> String {
     let same_bytes = "(NOT EXISTS (SELECT 1 FROM file fo WHERE fo.instance_fk = i.id \
          AND fo.status = 'OK') OR pm.sha256 IN (SELECT fo.sha256 FROM file fo \
          WHERE fo.instance_fk = i.id AND fo.status = 'OK'))";
+    verified_holding(min_copies, same_bytes)
+}
+
+/// `verified`, the copies compared with the file row an `UPDATE file` is changing. On
+/// PostgreSQL a subquery reads the statement's snapshot even when the row itself was changed
+/// meanwhile and is rechecked: a duplicate that replaced the file's bytes just before would
+/// still be compared by the old ones, and the new copy marked for deletion. `file.sha256` is
+/// the row as it is when it is marked.
+fn verified_for_target_row(min_copies: u32) -> String {
+    verified_holding(min_copies, "pm.sha256 = file.sha256")
+}
+
+fn verified_holding(min_copies: u32, same_bytes: &str) -> String {
     format!(
         "((SELECT COUNT(DISTINCT p.target_fk) FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
          WHERE pm.instance_fk = i.id AND p.status = 'ARCHIVED' AND {same_bytes}) >= {min_copies} \
@@ -202,7 +215,7 @@ impl Index {
             "UPDATE file SET status = 'DELETING' WHERE status = 'OK' \
              AND instance_fk IN ({study_instances}) \
              AND EXISTS (SELECT 1 FROM instance i WHERE i.id = file.instance_fk AND {verified})",
-            verified = verified(self.min_archived_copies())
+            verified = verified_for_target_row(self.min_archived_copies())
         ))
         .bind(study_uid)
         .bind(require_target)

@@ -51,7 +51,7 @@ fn ten_minute_rule(modalities: Vec<String>) -> CopyRuleConfig {
 }
 
 /// Defines the config target `local` (a directory) and returns its spec and row.
-async fn local_target(index: &Index) -> (TargetSpec, TargetRow) {
+pub async fn local_target(index: &Index) -> (TargetSpec, TargetRow) {
     let spec = TargetSpec::filesystem("local", "/nearline".into());
     index
         .sync_targets(std::slice::from_ref(&spec), 1)

@@ -1,10 +1,12 @@
 //! Several nodes on one PostgreSQL index (included by index_suite.rs; PostgreSQL only:
 //! SQLite has one writer).
 
+use super::suite_nearline::local_target;
 use super::{filesystem_id, new_file_beside_the_deleting_one, new_instance, one, record};
 use archive_core::config::DuplicatePolicy;
 use archive_core::index::{Held, Index, NewInstance};
 use archive_core::model::StoreOutcome;
+use archive_core::nearline::{MemberPlacement, PackStatus};
 use archive_core::testing::fresh_postgres_database;
 use std::time::Duration;
 
@@ -15,6 +17,30 @@ async fn two_nodes() -> (Index, Index) {
     first.migrate().await.expect("migrate");
     let second = Index::open(&url).await.expect("open postgres again");
     (first, second)
+}
+
+/// Waits until `n` sessions of the test database wait on a row lock. Polled, not slept: a
+/// loaded machine may take long to get there. Fails if `finished()` (a task ended, so it never
+/// waited) or after 20 s.
+async fn until_waiting(pool: &sqlx::AnyPool, n: usize, finished: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("pg_stat_activity");
+        if waiting == n as i64 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && !finished(),
+            "{n} sessions must end up waiting for the held rows ({waiting} waiting)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Runs the stores (each a node and what it is given) while `hold` (SQL run in an open
@@ -39,25 +65,8 @@ async fn stores_while_held(
         })
         .collect();
     // Every batch must be under way (waiting for a row) before the holder commits: that is
-    // the race. Polled, not slept: a loaded machine may take long to start them.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (waiting,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("pg_stat_activity");
-        if waiting == tasks.len() as i64 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline && !tasks.iter().any(|t| t.is_finished()),
-            "every store must end up waiting for the held rows ({waiting} waiting)"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // the race.
+    until_waiting(pool, tasks.len(), || tasks.iter().any(|t| t.is_finished())).await;
     sqlx::raw_sql("COMMIT")
         .execute(&mut *holder)
         .await
@@ -175,4 +184,75 @@ pub async fn postgres_a_replace_racing_retention_gets_its_own_file() {
     let outcomes = stores_while_held(index.pool_for_tests(), hold, vec![(&index, replace)]).await;
     assert_eq!(outcomes, vec![StoreOutcome::Stored], "nothing was replaced");
     new_file_beside_the_deleting_one(&index, "12.1").await;
+}
+
+/// A replacing duplicate commits while retention marks the study's files: the file now holds
+/// bytes no pack has, so retention must not mark it, though the copy it compared when its
+/// statement began (the replaced bytes) is ARCHIVED.
+pub async fn postgres_retention_never_marks_bytes_replaced_meanwhile() {
+    let (index, _) = two_nodes().await;
+    let fs = filesystem_id(&index).await;
+    let r = || record("P13", "13.1", "13.1.1", "13.1.1.1", "CT");
+    one(
+        &index,
+        new_instance(r(), fs, "old.dcm", 100, DuplicatePolicy::KeepFirst),
+    )
+    .await;
+    let (_, target) = local_target(&index).await;
+    let sources = index
+        .unpacked_instances("13.1", target.id)
+        .await
+        .expect("unpacked");
+    let placed: Vec<_> = sources
+        .iter()
+        .map(|source| {
+            let placement = MemberPlacement {
+                member_path: "13.1.1/13.1.1.1.dcm".into(),
+                data_offset: 1024,
+                size: source.size,
+                blake3: "b3".into(),
+            };
+            (source.clone(), placement)
+        })
+        .collect();
+    let pack = index
+        .begin_pack("13.1", target.id, "13.1/1-1.tar", 1, 10)
+        .await
+        .expect("begin");
+    assert!(index
+        .complete_pack(pack, 4096, "ab", &placed, 11)
+        .await
+        .expect("complete"));
+    index
+        .set_pack_status(pack, PackStatus::Archived, "", 12)
+        .await
+        .expect("archived");
+
+    // The replace's UPDATE (REPLACE_FILE) on another node, not yet committed.
+    let pool = index.pool_for_tests();
+    let mut replacing = pool.acquire().await.expect("connection");
+    let new_sha256 = format!("{:064x}", 120);
+    sqlx::raw_sql(&format!(
+        "BEGIN; UPDATE file SET path = 'new.dcm', size_bytes = 120, sha256 = '{new_sha256}' \
+         WHERE path = 'old.dcm'"
+    ))
+    .execute(&mut *replacing)
+    .await
+    .expect("replace");
+    let retention = {
+        let index = index.clone();
+        tokio::spawn(async move { index.begin_online_deletion("13.1", "").await })
+    };
+    until_waiting(pool, 1, || retention.is_finished()).await;
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut *replacing)
+        .await
+        .expect("commit");
+    let started = retention.await.expect("task").expect("deletion");
+    assert_eq!(started.marked, 0, "the new bytes have no copy");
+    let files: Vec<(String, String)> = sqlx::query_as("SELECT path, status FROM file")
+        .fetch_all(pool)
+        .await
+        .expect("files");
+    assert_eq!(files, vec![("new.dcm".to_string(), "OK".to_string())]);
 }
