@@ -70,6 +70,20 @@ impl Dialect {
         }
     }
 
+    /// Ends a SELECT of an instance row whose ONLINE file is about to be given or replaced
+    /// (a duplicate under `replace` or `fill-missing`, a restore). On PostgreSQL the row stays
+    /// locked until commit, so writers on several nodes take turns: the second reads the file
+    /// and byte count the first left, instead of both replacing the same old file (one new file
+    /// orphaned, the counters off by its size) or both giving a missing file (two ONLINE
+    /// files). NO KEY UPDATE, not UPDATE: rows that only reference the instance (a pack member,
+    /// a file) can still be inserted meanwhile. SQLite has one writer and no row locks.
+    pub(crate) fn lock_instance_for_file_change(self) -> &'static str {
+        match self {
+            Dialect::Postgres => " FOR NO KEY UPDATE",
+            Dialect::Sqlite => "",
+        }
+    }
+
     pub(crate) async fn migrate(self, pool: &AnyPool) -> IndexResult<()> {
         match self {
             Dialect::Postgres => sqlx::migrate!("../migrations/postgres").run(pool).await?,

@@ -47,14 +47,8 @@ const STUDY_ADD_SERIES: &str = "UPDATE study SET num_series = num_series + 1, mo
 const FIND_INSTANCE: &str = "SELECT i.id, i.series_fk, se.series_uid \
     FROM instance i JOIN series se ON se.id = i.series_fk WHERE i.sop_uid = $1";
 
-/// What a stored instance adds to the counters, read when a duplicate (`replace`,
-/// `fill-missing`) is about to change its file. On PostgreSQL the read also locks the row until
-/// the batch commits, so two nodes given the same instance at once settle it in turn: the
-/// second reads the file and byte count the first left, instead of both replacing the same
-/// old file (one new file orphaned, the counters off by its size) or both giving a missing
-/// file (two ONLINE files). NO KEY UPDATE, not UPDATE: rows that only reference the instance
-/// (a pack member, a file) can still be inserted meanwhile. SQLite has one writer.
-const LOCK_INSTANCE_PG: &str = "SELECT size_bytes FROM instance WHERE id = $1 FOR NO KEY UPDATE";
+/// What a stored instance adds to the counters, read (and on PostgreSQL locked, see
+/// [`Dialect::lock_instance_for_file_change`]) when a duplicate is about to change its file.
 const COUNTED_BYTES: &str = "SELECT size_bytes FROM instance WHERE id = $1";
 
 /// Multi-row insert: HEAD, `(…), (…)` with 8 values per instance, TAIL. Instances already
@@ -671,11 +665,11 @@ impl<'a> BatchTx<'a> {
         };
         // The batch's queued rows include the first copy when one batch holds two.
         self.tail.flush(self.conn).await?;
-        let read_counted = match self.dialect {
-            Dialect::Postgres => LOCK_INSTANCE_PG,
-            Dialect::Sqlite => COUNTED_BYTES,
-        };
-        let counted_bytes: i64 = sqlx::query_scalar(read_counted)
+        let read_counted = format!(
+            "{COUNTED_BYTES}{}",
+            self.dialect.lock_instance_for_file_change()
+        );
+        let counted_bytes: i64 = sqlx::query_scalar(&read_counted)
             .bind(instance_id)
             .fetch_one(&mut *self.conn)
             .await?;

@@ -304,9 +304,9 @@ impl Index {
 
     /// Records a restored ONLINE file for an instance (restore from NEARLINE), unless it got
     /// one since the restore looked (a copy of it received under `fill-missing`, on this node
-    /// or another): false then, and the caller removes its copy. On PostgreSQL the instance's
-    /// row is locked first, as the ingest writer locks it before giving a file (ingest_tx.rs),
-    /// so the two cannot both see no file.
+    /// or another): false then, and the caller removes its copy. The instance's row is locked
+    /// first ([`Dialect::lock_instance_for_file_change`]), as the ingest writer locks it before
+    /// giving a file, so the two cannot both see no file.
     pub async fn add_online_file(
         &self,
         sop_uid: &str,
@@ -314,8 +314,14 @@ impl Index {
         now: i64,
     ) -> IndexResult<bool> {
         let mut tx = self.pool().begin().await?;
+        // SQLite: no lock to take, and a read first would make the INSERT upgrade a read
+        // transaction (SQLITE_BUSY_SNAPSHOT if another connection wrote in between).
         if self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT id FROM instance WHERE sop_uid = $1 FOR NO KEY UPDATE")
+            let lock = format!(
+                "SELECT id FROM instance WHERE sop_uid = $1{}",
+                self.dialect.lock_instance_for_file_change()
+            );
+            sqlx::query(&lock)
                 .bind(sop_uid)
                 .fetch_optional(&mut *tx)
                 .await?;
