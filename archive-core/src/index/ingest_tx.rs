@@ -37,12 +37,18 @@ const INSERT_SERIES: &str = "INSERT INTO series \
      received_at, updated_at) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
 
-/// Counts a new series and adds its modality ($1) to the backslash-separated list unless it
-/// is already there.
-const STUDY_ADD_SERIES: &str = "UPDATE study SET num_series = num_series + 1, modalities = \
-    CASE WHEN $1 = '' THEN modalities WHEN modalities = '' THEN $1 \
-    WHEN ('\\' || modalities || '\\') LIKE ('%\\' || $1 || '\\%') ESCAPE '!' THEN modalities \
-    ELSE modalities || '\\' || $1 END WHERE id = $2";
+/// Counts a new series and adds its modality to the backslash-separated list unless it is
+/// already there. Placeholders from `$first`: modality, study id.
+fn study_add_series(first: usize) -> String {
+    let modality = format!("${first}");
+    let study = first + 1;
+    format!(
+        "UPDATE study SET num_series = num_series + 1, modalities = \
+         CASE WHEN {modality} = '' THEN modalities WHEN modalities = '' THEN {modality} \
+         WHEN ('\\' || modalities || '\\') LIKE ('%\\' || {modality} || '\\%') ESCAPE '!' \
+         THEN modalities ELSE modalities || '\\' || {modality} END WHERE id = ${study}"
+    )
+}
 
 const FIND_INSTANCE: &str = "SELECT i.id, i.series_fk, se.series_uid \
     FROM instance i JOIN series se ON se.id = i.series_fk WHERE i.sop_uid = $1";
@@ -113,6 +119,58 @@ fn add_bytes_to_counter(table: &str, first: usize) -> String {
     )
 }
 
+/// A write to a series or study row, held back until the batch commits: see
+/// [`BatchTx::queue_row_changes`].
+enum RowChange {
+    /// [`add_bytes_to_counter`]'s update: bytes, instance id, time.
+    AddBytes {
+        delta: i64,
+        instance_id: i64,
+        at: i64,
+    },
+    /// [`study_add_series`]'s update (study rows only).
+    AddSeries { modality: String },
+}
+
+/// Series rows before study rows, each in id order: the order every batch locks them in.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum RowOf {
+    Series(i64),
+    Study(i64),
+}
+
+impl RowOf {
+    fn id(self) -> i64 {
+        match self {
+            RowOf::Series(id) | RowOf::Study(id) => id,
+        }
+    }
+}
+
+fn push_row_change(tail: &mut CommitScript, table: &str, id: i64, change: RowChange) {
+    let first = tail.first_placeholder();
+    let (sql, params) = match change {
+        RowChange::AddBytes {
+            delta,
+            instance_id,
+            at,
+        } => (
+            add_bytes_to_counter(table, first),
+            vec![
+                Param::Int(delta),
+                Param::Int(instance_id),
+                Param::Int(id),
+                Param::Int(at),
+            ],
+        ),
+        RowChange::AddSeries { modality } => (
+            study_add_series(first),
+            vec![Param::Text(modality), Param::Int(id)],
+        ),
+    };
+    tail.push(sql, params);
+}
+
 #[derive(Clone)]
 struct CachedStudy {
     id: i64,
@@ -169,6 +227,8 @@ pub(super) struct BatchTx<'a> {
     /// Series and studies that received an instance (or a file) in this batch.
     touched_series: BTreeSet<i64>,
     touched_studies: BTreeSet<i64>,
+    /// Writes to series and study rows, sent with the COMMIT in [`RowOf`] order.
+    row_changes: Vec<(RowOf, RowChange)>,
     /// The batch's last writes, sent with its COMMIT.
     tail: CommitScript,
     dialect: Dialect,
@@ -190,6 +250,7 @@ impl<'a> BatchTx<'a> {
             cache,
             touched_series: BTreeSet::new(),
             touched_studies: BTreeSet::new(),
+            row_changes: Vec::new(),
             tail: CommitScript::new(dialect),
             dialect,
             begin: Some(begin_ingest(dialect)),
@@ -222,23 +283,44 @@ impl<'a> BatchTx<'a> {
     /// Writes the new files, marks the touched series and studies ONLINE, and commits. On
     /// error the transaction is still open: the caller rolls it back.
     pub(super) async fn commit(mut self) -> IndexResult<()> {
-        if self.begin.is_some() && self.touched_series.is_empty() && self.tail.is_empty() {
+        if self.begin.is_some()
+            && self.touched_series.is_empty()
+            && self.tail.is_empty()
+            && self.row_changes.is_empty()
+        {
             // Nothing was read or written (every instance settled from the cache).
             return Ok(());
         }
         self.begin_now().await?;
-        for (table, ids) in [
-            ("series", &self.touched_series),
-            ("study", &self.touched_studies),
-        ] {
-            if ids.is_empty() {
-                continue;
-            }
-            let sql = mark_online(table, ids.len(), self.tail.first_placeholder());
-            let params = ids.iter().map(|id| Param::Int(*id)).collect();
-            self.tail.push(sql, params);
-        }
+        self.queue_row_changes();
         self.tail.run_and_commit(self.conn).await
+    }
+
+    /// Queues the batch's writes to series and study rows last, all series rows before all
+    /// study rows and each table in id order, whatever order the instances came in. Two
+    /// batches (two nodes on PostgreSQL) therefore lock these shared rows in the same order,
+    /// and only after every instance row they lock (a duplicate's, in SOP Instance UID
+    /// order): neither can hold a series or study row the other waits for while waiting for
+    /// one of its instances.
+    fn queue_row_changes(&mut self) {
+        let mut changes = std::mem::take(&mut self.row_changes);
+        changes.sort_by_key(|(row, _)| *row); // stable: one row's changes keep their order
+        let (series, studies): (Vec<_>, Vec<_>) = changes
+            .into_iter()
+            .partition(|(row, _)| matches!(row, RowOf::Series(_)));
+        for (table, changes, touched) in [
+            ("series", series, &self.touched_series),
+            ("study", studies, &self.touched_studies),
+        ] {
+            for (row, change) in changes {
+                push_row_change(&mut self.tail, table, row.id(), change);
+            }
+            if !touched.is_empty() {
+                let sql = mark_online(table, touched.len(), self.tail.first_placeholder());
+                let params = touched.iter().map(|id| Param::Int(*id)).collect();
+                self.tail.push(sql, params);
+            }
+        }
     }
 
     fn touch(&mut self, series_id: i64, study_id: i64) {
@@ -260,15 +342,13 @@ impl<'a> BatchTx<'a> {
             ),
             vec![Param::Int(size), Param::Int(instance_id)],
         );
-        for (table, row) in [("series", series_id), ("study", study_id)] {
-            let sql = add_bytes_to_counter(table, self.tail.first_placeholder());
-            let params = vec![
-                Param::Int(delta),
-                Param::Int(instance_id),
-                Param::Int(row),
-                Param::Int(new.received_at),
-            ];
-            self.tail.push(sql, params);
+        for row in [RowOf::Series(series_id), RowOf::Study(study_id)] {
+            let change = RowChange::AddBytes {
+                delta,
+                instance_id,
+                at: new.received_at,
+            };
+            self.row_changes.push((row, change));
         }
     }
 
@@ -290,6 +370,12 @@ impl<'a> BatchTx<'a> {
                 } => to_insert.push((position, series_id, study_id)),
             }
         }
+        // New instances in SOP Instance UID order too: a batch inserting an instance another
+        // batch has inserted but not committed waits for that batch, so two batches given the
+        // same new instances (two nodes) must meet them in one order. Stable: of two copies of
+        // one instance the first is inserted, the second settled as a duplicate.
+        let uid_of = |position: usize| &batch[position].record.instance.sop_instance_uid;
+        to_insert.sort_by(|a, b| uid_of(a.0).cmp(uid_of(b.0)));
         let mut inserted = self.insert_instances(batch, &to_insert).await?;
         let mut new_files = Vec::new();
         let mut new_metadata = Vec::new();
@@ -313,13 +399,11 @@ impl<'a> BatchTx<'a> {
         self.insert_files(&new_files);
         self.insert_metadata(&new_metadata);
         // In SOP Instance UID order, as every node does: a duplicate locks its instance's row
-        // (PostgreSQL), and two batches locking the same rows in opposite orders deadlock
-        // (PostgreSQL then fails one, which is retried one instance at a time). The sort is
-        // stable, so two copies of one instance keep their order.
-        already_stored.sort_by(|a, b| {
-            let uid = |position: usize| &batch[position].record.instance.sop_instance_uid;
-            uid(a.0).cmp(uid(b.0))
-        });
+        // (PostgreSQL), and two batches locking the same rows in opposite orders would
+        // deadlock. Their series and study rows are written with the COMMIT, after these
+        // (`queue_row_changes`). The sort is stable, so two copies of one instance keep their
+        // order.
+        already_stored.sort_by(|a, b| uid_of(a.0).cmp(uid_of(b.0)));
         for (position, series_id, study_id) in already_stored {
             let outcome = self
                 .existing_instance(&batch[position], Some((series_id, study_id)))
@@ -632,12 +716,12 @@ impl<'a> BatchTx<'a> {
             .bind(new.received_at)
             .fetch_one(&mut *self.conn)
             .await?;
-        // The modality list is extended in SQL: another node may have added a series too.
-        sqlx::query(STUDY_ADD_SERIES)
-            .bind(&series.modality)
-            .bind(study.id)
-            .execute(&mut *self.conn)
-            .await?;
+        // The modality list is extended in SQL (another node may have added a series too), with
+        // the COMMIT: the study row is shared by every batch of the study.
+        let change = RowChange::AddSeries {
+            modality: series.modality.clone(),
+        };
+        self.row_changes.push((RowOf::Study(study.id), change));
         let study_uid = new.record.study.study_uid.clone();
         self.cache.series.insert(
             series.series_uid.clone(),

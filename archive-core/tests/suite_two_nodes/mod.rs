@@ -19,6 +19,29 @@ async fn two_nodes() -> (Index, Index) {
     (first, second)
 }
 
+/// Two nodes whose sessions wait a minute before PostgreSQL looks for a deadlock (1 s by
+/// default, after which it fails one batch and the batch is retried one instance at a time,
+/// which would hide the deadlock from a test): a deadlock shows as batches that never finish.
+async fn two_nodes_slow_to_detect_deadlocks() -> (Index, Index) {
+    let url = fresh_postgres_database().await;
+    let setup = Index::open(&url).await.expect("open postgres");
+    let (name,): (String,) = sqlx::query_as("SELECT current_database()::text")
+        .fetch_one(setup.pool_for_tests())
+        .await
+        .expect("database name");
+    sqlx::raw_sql(&format!(
+        "ALTER DATABASE \"{name}\" SET deadlock_timeout = '60s'"
+    ))
+    .execute(setup.pool_for_tests())
+    .await
+    .expect("set deadlock_timeout (superuser)");
+    setup.migrate().await.expect("migrate");
+    // New nodes, so that every session they open starts with the setting.
+    let first = Index::open(&url).await.expect("open postgres");
+    let second = Index::open(&url).await.expect("open postgres again");
+    (first, second)
+}
+
 /// Waits until `n` sessions of the test database wait on a row lock. Polled, not slept: a
 /// loaded machine may take long to get there. Fails if `finished()` (a task ended, so it never
 /// waited) or after 20 s.
@@ -255,4 +278,86 @@ pub async fn postgres_retention_never_marks_bytes_replaced_meanwhile() {
         .await
         .expect("files");
     assert_eq!(files, vec![("new.dcm".to_string(), "OK".to_string())]);
+}
+
+/// Two batches of replacing duplicates in one study, on two nodes, each holding an instance
+/// row the other needs: the second batch locked instance c and waits (here for a held file
+/// row) before it settles d; the first replaced a and then waits for c. The first batch used
+/// to write its series and study rows right after a, and the second, once it went on, the
+/// same study row before d: each waited for the other. Now every batch writes series and
+/// study rows with its COMMIT, after its instance rows, in one order.
+pub async fn postgres_batches_of_duplicates_do_not_deadlock() {
+    let (a, b) = two_nodes_slow_to_detect_deadlocks().await;
+    let fs = filesystem_id(&a).await;
+    let r = |series: &str, sop: &str| record("P14", "14.1", series, sop, "CT");
+    for (series, sop, path) in [
+        ("14.1.1", "14.1.1.1", "a.dcm"),
+        ("14.1.2", "14.1.2.3", "c.dcm"),
+        ("14.1.2", "14.1.2.4", "d.dcm"),
+    ] {
+        let keep = DuplicatePolicy::KeepFirst;
+        assert_eq!(
+            one(&a, new_instance(r(series, sop), fs, path, 100, keep)).await,
+            StoreOutcome::Stored
+        );
+    }
+    a.fold_counts().await.expect("fold");
+    let replace = |series, sop, path: &str| {
+        new_instance(r(series, sop), fs, path, 150, DuplicatePolicy::Replace)
+    };
+    let pool = a.pool_for_tests();
+    let mut holder = pool.acquire().await.expect("connection");
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM file WHERE path = 'c.dcm' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("hold c's file row");
+    let batch = [
+        replace("14.1.2", "14.1.2.3", "c2.dcm"),
+        replace("14.1.2", "14.1.2.4", "d2.dcm"),
+    ];
+    let node = b.clone();
+    let second = tokio::spawn(async move { node.store_batch(&batch).await });
+    until_waiting(pool, 1, || second.is_finished()).await;
+    let batch = [
+        replace("14.1.1", "14.1.1.1", "a1.dcm"),
+        replace("14.1.2", "14.1.2.3", "c1.dcm"),
+    ];
+    let node = a.clone();
+    let first = tokio::spawn(async move { node.store_batch(&batch).await });
+    until_waiting(pool, 2, || first.is_finished() || second.is_finished()).await;
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut *holder)
+        .await
+        .expect("release");
+    let both = async { (second.await, first.await) };
+    let (second, first) = tokio::time::timeout(Duration::from_secs(30), both)
+        .await
+        .expect("the two batches deadlocked: still waiting for each other after 30 s");
+    let replaced = |results: Vec<_>| -> Vec<String> {
+        results
+            .into_iter()
+            .map(|result| match result {
+                Ok(StoreOutcome::Replaced { old_file }) => old_file.rel_path,
+                other => panic!("expected Replaced, got {other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(replaced(second.expect("task")), ["c.dcm", "d.dcm"]);
+    assert_eq!(
+        replaced(first.expect("task")),
+        ["a.dcm", "c2.dcm"],
+        "the first batch replaced c after the second"
+    );
+    let c = a
+        .instance_location("14.1.2.3")
+        .await
+        .expect("q")
+        .expect("c");
+    assert_eq!(c.rel_path, "c1.dcm");
+    assert_eq!(a.counts().await.expect("counts").files, 3);
+    for _ in 0..2 {
+        let study = b.study("14.1").await.expect("q").expect("study");
+        assert_eq!((study.num_instances, study.size_bytes), (3, 450));
+        a.fold_counts().await.expect("fold");
+    }
 }
