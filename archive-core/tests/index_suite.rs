@@ -402,6 +402,71 @@ async fn a_replace_never_takes_over_a_file_being_deleted(index: Index) {
     new_file_beside_the_deleting_one(&index, "11.1").await;
 }
 
+/// A delete job that stopped after unlinking its DELETING files runs again and unlinks the
+/// same paths again. A copy of the instance received the same day in between is placed at
+/// the same path (the layout's, now free on disk); it must not be indexed there while the
+/// DELETING row holds the path, or the retried job would unlink a stored object. Every way a
+/// new copy gets a row is refused (the accept path then removes the new file and the sender
+/// is told to try again); once the job dropped its rows the path is free again.
+async fn a_path_being_deleted_is_given_to_no_other_file(index: Index) {
+    let fs = filesystem_id(&index).await;
+    let r = || record("P15", "15.1", "15.1.1", "15.1.1.1", "CT");
+    one(
+        &index,
+        new_instance(r(), fs, "p.dcm", 100, DuplicatePolicy::KeepFirst),
+    )
+    .await;
+    sqlx::query("UPDATE file SET status = 'DELETING' WHERE path = 'p.dcm'")
+        .execute(index.pool_for_tests())
+        .await
+        .expect("mark deleting");
+    for policy in [DuplicatePolicy::Replace, DuplicatePolicy::FillMissing] {
+        let result = index
+            .store_batch(&[new_instance(r(), fs, "p.dcm", 120, policy)])
+            .await
+            .remove(0);
+        assert!(
+            result.is_err(),
+            "{policy:?}: indexed at a DELETING path: {result:?}"
+        );
+    }
+    let restored = StoredFile {
+        filesystem_id: fs,
+        rel_path: "p.dcm".into(),
+        size: 100,
+        sha256: "00".repeat(32),
+    };
+    assert!(
+        index
+            .add_online_file("15.1.1.1", &restored, 1)
+            .await
+            .is_err(),
+        "a restore recorded its file at a DELETING path"
+    );
+    let files: Vec<(String, String)> = sqlx::query_as("SELECT path, status FROM file")
+        .fetch_all(index.pool_for_tests())
+        .await
+        .expect("files");
+    assert_eq!(files, vec![("p.dcm".to_string(), "DELETING".to_string())]);
+    let study = index.study("15.1").await.expect("q").expect("study");
+    assert_eq!((study.num_instances, study.size_bytes), (1, 100));
+    // The job's last step; then a new copy may have the path.
+    let ids: Vec<i64> = index
+        .deleting_files("15.1")
+        .await
+        .expect("deleting")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    index.remove_file_rows(&ids).await.expect("drop rows");
+    let outcome = one(
+        &index,
+        new_instance(r(), fs, "p.dcm", 120, DuplicatePolicy::FillMissing),
+    )
+    .await;
+    assert_eq!(outcome, StoreOutcome::Stored);
+}
+
 async fn conflicts_are_refused_without_side_effects(index: Index) {
     let fs = filesystem_id(&index).await;
     let keep = DuplicatePolicy::KeepFirst;
@@ -1072,6 +1137,7 @@ on_both_backends!(
     a_duplicate_within_one_batch_replaces_the_first,
     fill_missing_gives_a_file_only_where_there_is_none,
     a_replace_never_takes_over_a_file_being_deleted,
+    a_path_being_deleted_is_given_to_no_other_file,
     conflicts_are_refused_without_side_effects,
     a_batch_survives_one_bad_member,
     one_batch_counts_each_series_and_study,
@@ -1187,6 +1253,11 @@ async fn audit_events_are_appended_filtered_and_never_changed(index: Index) {
 
 /// Tests of several nodes on one index: PostgreSQL only.
 mod postgres_nodes {
+    #[tokio::test]
+    async fn batches_of_duplicates_do_not_deadlock() {
+        super::suite_two_nodes::postgres_batches_of_duplicates_do_not_deadlock().await;
+    }
+
     #[tokio::test]
     async fn two_nodes_replace_one_instance_in_turn() {
         super::suite_two_nodes::postgres_two_nodes_replace_one_instance_in_turn().await;

@@ -7,7 +7,10 @@
 //!
 //! A crash after 1 leaves DELETING rows whose files may or may not exist: the next run of the
 //! job (requeued at start) unlinks what is left and drops the rows. No row ever points at a
-//! missing file that retrievals would use, and no file is left without a row.
+//! missing file that retrievals would use, and no file is left without a row. Unlinking a
+//! path again is safe although a copy received meanwhile may have been placed there: no
+//! other row can take a path a DELETING row holds (`file` is unique on filesystem and path),
+//! so that copy is refused and removed by the accept path, not stored.
 
 use super::{JobContext, JobError};
 
