@@ -89,14 +89,50 @@ fn begin_ingest(dialect: Dialect) -> &'static str {
     }
 }
 
-/// Marks the batch's series or studies ONLINE where they were not (a new instance arrived for
-/// a study that had gone NEARLINE): `ids` placeholders from `$first`. A row already ONLINE is
-/// not written, so the common case dirties no page.
-fn mark_online(table: &str, ids: usize, first: usize) -> String {
-    format!(
-        "UPDATE {table} SET availability = 'ONLINE' WHERE availability <> 'ONLINE' AND id IN ({})",
-        placeholder_list(first, ids)
-    )
+/// Marks the batch's series or studies (`touched`) ONLINE where they were not (a new instance
+/// arrived for a study that had gone NEARLINE), placeholders from `$first`. A row already
+/// ONLINE is not written, so the common case dirties no page.
+///
+/// On PostgreSQL it is the first write of its table in the batch and locks, in id order, the
+/// rows it marks and the rows the batch writes next (`changed`, a subset of `touched`): an
+/// UPDATE locks rows in the order its plan meets them, which need not be the ids' order,
+/// whereas `ORDER BY … FOR NO KEY UPDATE` locks them sorted.
+fn mark_online(
+    dialect: Dialect,
+    table: &str,
+    touched: &BTreeSet<i64>,
+    changed: &BTreeSet<i64>,
+    first: usize,
+) -> (String, Vec<Param>) {
+    let ids = |set: &BTreeSet<i64>| set.iter().map(|id| Param::Int(*id)).collect::<Vec<_>>();
+    let touched_list = placeholder_list(first, touched.len());
+    match dialect {
+        Dialect::Sqlite => (
+            format!(
+                "UPDATE {table} SET availability = 'ONLINE' \
+                 WHERE availability <> 'ONLINE' AND id IN ({touched_list})"
+            ),
+            ids(touched),
+        ),
+        Dialect::Postgres => {
+            let also_changed = if changed.is_empty() {
+                String::new()
+            } else {
+                let list = placeholder_list(first + touched.len(), changed.len());
+                format!(" OR id IN ({list})")
+            };
+            let mut params = ids(touched);
+            params.extend(ids(changed));
+            (
+                format!(
+                    "UPDATE {table} SET availability = 'ONLINE' WHERE availability <> 'ONLINE' \
+                     AND id IN (SELECT id FROM {table} WHERE id IN ({touched_list}) \
+                     AND (availability <> 'ONLINE'{also_changed}) ORDER BY id FOR NO KEY UPDATE)"
+                ),
+                params,
+            )
+        }
+    }
 }
 
 /// A duplicate changed an instance's bytes (a replaced file, or a file given to an instance
@@ -229,6 +265,9 @@ pub(super) struct BatchTx<'a> {
     touched_studies: BTreeSet<i64>,
     /// Writes to series and study rows, sent with the COMMIT in [`RowOf`] order.
     row_changes: Vec<(RowOf, RowChange)>,
+    /// A duplicate changed a stored instance's row: the tail then holds writes whose order
+    /// matters, and PostgreSQL gets them one by one.
+    changed_stored_instances: bool,
     /// The batch's last writes, sent with its COMMIT.
     tail: CommitScript,
     dialect: Dialect,
@@ -251,6 +290,7 @@ impl<'a> BatchTx<'a> {
             touched_series: BTreeSet::new(),
             touched_studies: BTreeSet::new(),
             row_changes: Vec::new(),
+            changed_stored_instances: false,
             tail: CommitScript::new(dialect),
             dialect,
             begin: Some(begin_ingest(dialect)),
@@ -297,12 +337,18 @@ impl<'a> BatchTx<'a> {
     }
 
     /// Queues the batch's writes to series and study rows last, all series rows before all
-    /// study rows and each table in id order, whatever order the instances came in. Two
-    /// batches (two nodes on PostgreSQL) therefore lock these shared rows in the same order,
-    /// and only after every instance row they lock (a duplicate's, in SOP Instance UID
-    /// order): neither can hold a series or study row the other waits for while waiting for
-    /// one of its instances.
+    /// study rows, each table's rows locked in id order first ([`mark_online`]), whatever
+    /// order the instances came in. Two batches (two nodes on PostgreSQL) therefore lock
+    /// these shared rows in the same order, and only after every instance row they lock (a
+    /// duplicate's, in SOP Instance UID order): neither can hold a series or study row the
+    /// other waits for while waiting for one of its instances.
+    ///
+    /// Unless a duplicate changed a stored instance (whose rows the tail then writes, some
+    /// twice), the tail up to the series' ONLINE mark writes new file and metadata rows and
+    /// each touched series row once: on PostgreSQL that part goes as one statement, one round
+    /// trip instead of three, and the study rows still come after it.
     fn queue_row_changes(&mut self) {
+        let combine_to_series = !self.changed_stored_instances;
         let mut changes = std::mem::take(&mut self.row_changes);
         changes.sort_by_key(|(row, _)| *row); // stable: one row's changes keep their order
         let (series, studies): (Vec<_>, Vec<_>) = changes
@@ -312,13 +358,17 @@ impl<'a> BatchTx<'a> {
             ("series", series, &self.touched_series),
             ("study", studies, &self.touched_studies),
         ] {
+            if !touched.is_empty() {
+                let changed: BTreeSet<i64> = changes.iter().map(|(row, _)| row.id()).collect();
+                let first = self.tail.first_placeholder();
+                let (sql, params) = mark_online(self.dialect, table, touched, &changed, first);
+                self.tail.push(sql, params);
+            }
             for (row, change) in changes {
                 push_row_change(&mut self.tail, table, row.id(), change);
             }
-            if !touched.is_empty() {
-                let sql = mark_online(table, touched.len(), self.tail.first_placeholder());
-                let params = touched.iter().map(|id| Param::Int(*id)).collect();
-                self.tail.push(sql, params);
+            if table == "series" && combine_to_series {
+                self.tail.combine_queued();
             }
         }
     }
@@ -333,6 +383,7 @@ impl<'a> BatchTx<'a> {
     /// its series' and study's (whose `updated_at` moves either way: a file was written).
     fn set_bytes(&mut self, new: &NewInstance, ids: (i64, i64, i64), size: i64, delta: i64) {
         let (instance_id, series_id, study_id) = ids;
+        self.changed_stored_instances = true;
         self.touch(series_id, study_id);
         let first = self.tail.first_placeholder();
         self.tail.push(

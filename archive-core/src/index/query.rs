@@ -5,7 +5,7 @@ use super::counts::{series_bytes, series_instances, study_bytes, study_instances
 use super::find_sql::{build_find_sql, Bind};
 use super::placeholders::placeholder_list;
 use super::rows::{IndexCounts, InstanceLocation, SeriesRow, StudyRow};
-use super::{Index, IndexResult, StoredMetadata};
+use super::{Dialect, Index, IndexResult, StoredMetadata};
 use crate::query::{Attr, FindQuery, FindRow, Level};
 use sqlx::Row;
 
@@ -59,11 +59,20 @@ fn select_locations_where_in(column: &str, count: usize) -> String {
     )
 }
 
-fn touch_studies(count: usize) -> String {
-    format!(
-        "UPDATE study SET last_accessed_at = $1 WHERE study_uid IN ({})",
-        placeholder_list(2, count)
-    )
+/// On PostgreSQL the rows are locked in id order first, the order ingest batches lock study
+/// rows in (`ingest_tx.rs`): an UPDATE alone locks them as its plan meets them, and two
+/// statements locking two studies in opposite orders deadlock.
+fn touch_studies(dialect: Dialect, count: usize) -> String {
+    let list = placeholder_list(2, count);
+    match dialect {
+        Dialect::Sqlite => {
+            format!("UPDATE study SET last_accessed_at = $1 WHERE study_uid IN ({list})")
+        }
+        Dialect::Postgres => format!(
+            "UPDATE study SET last_accessed_at = $1 WHERE id IN (SELECT id FROM study \
+             WHERE study_uid IN ({list}) ORDER BY id FOR NO KEY UPDATE)"
+        ),
+    }
 }
 
 /// Stored metadata of the instances under a study, optionally one series or one instance:
@@ -197,7 +206,7 @@ impl Index {
         if study_uids.is_empty() {
             return Ok(());
         }
-        let sql = touch_studies(study_uids.len());
+        let sql = touch_studies(self.dialect, study_uids.len());
         let mut query = sqlx::query(&sql).bind(at);
         for uid in study_uids {
             query = query.bind(uid.as_str());

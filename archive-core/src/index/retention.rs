@@ -207,6 +207,7 @@ impl Index {
         require_target: &str,
     ) -> IndexResult<DeletionStart> {
         let mut tx = self.pool().begin().await?;
+        lock_study_instances(&mut tx, self.dialect, study_uid).await?;
         let study_instances = "SELECT i.id FROM instance i JOIN series se ON se.id = i.series_fk \
             JOIN study s ON s.id = se.study_fk WHERE s.study_uid = $1";
         // The constraint is part of the UPDATE itself: an instance that arrives meanwhile has
@@ -297,6 +298,7 @@ impl Index {
     /// Recomputes ONLINE / NEARLINE / OFFLINE for the study's instances, series and itself.
     pub async fn recompute_availability(&self, study_uid: &str) -> IndexResult<()> {
         let mut tx = self.pool().begin().await?;
+        lock_study_instances(&mut tx, self.dialect, study_uid).await?;
         update_availability(&mut tx, study_uid).await?;
         tx.commit().await?;
         Ok(())
@@ -492,6 +494,30 @@ impl From<RetentionRuleRow> for RetentionRuleConfig {
             enabled: row.enabled != 0,
         }
     }
+}
+
+/// On PostgreSQL, locks the study's instance rows in SOP Instance UID order before anything
+/// else of the study, the order in which an ingest batch locks the instances whose file it
+/// changes (`ingest_tx.rs`). Otherwise the UPDATEs that follow lock file and instance rows in
+/// whatever order their plans meet them, and a batch holding one instance while it waits for
+/// another (or for that instance's file row) could close a cycle with them. (SQLite has one
+/// writer and no row locks.)
+async fn lock_study_instances(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dialect: Dialect,
+    study_uid: &str,
+) -> IndexResult<()> {
+    if dialect == Dialect::Postgres {
+        sqlx::query(
+            "SELECT i.id FROM instance i JOIN series se ON se.id = i.series_fk \
+             JOIN study s ON s.id = se.study_fk WHERE s.study_uid = $1 \
+             ORDER BY i.sop_uid FOR NO KEY UPDATE OF i",
+        )
+        .bind(study_uid)
+        .fetch_all(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn update_availability(
