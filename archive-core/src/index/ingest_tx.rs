@@ -94,7 +94,8 @@ fn begin_ingest(dialect: Dialect) -> &'static str {
 /// ONLINE is not written, so the common case dirties no page.
 ///
 /// On PostgreSQL it is the first write of its table in the batch and locks, in id order, the
-/// rows it marks and the rows the batch writes next (`changed`, a subset of `touched`): an
+/// rows it marks and the rows the batch writes next (`changed`; usually touched too, but not
+/// a study given a series whose instance was then refused as a conflict): an
 /// UPDATE locks rows in the order its plan meets them, which need not be the ids' order,
 /// whereas `ORDER BY … FOR NO KEY UPDATE` locks them sorted.
 fn mark_online(
@@ -103,17 +104,27 @@ fn mark_online(
     touched: &BTreeSet<i64>,
     changed: &BTreeSet<i64>,
     first: usize,
-) -> (String, Vec<Param>) {
+) -> Option<(String, Vec<Param>)> {
     let ids = |set: &BTreeSet<i64>| set.iter().map(|id| Param::Int(*id)).collect::<Vec<_>>();
     let touched_list = placeholder_list(first, touched.len());
     match dialect {
-        Dialect::Sqlite => (
+        Dialect::Sqlite if touched.is_empty() => None,
+        Dialect::Sqlite => Some((
             format!(
                 "UPDATE {table} SET availability = 'ONLINE' \
                  WHERE availability <> 'ONLINE' AND id IN ({touched_list})"
             ),
             ids(touched),
-        ),
+        )),
+        Dialect::Postgres if touched.is_empty() && changed.is_empty() => None,
+        Dialect::Postgres if touched.is_empty() => Some((
+            format!(
+                "SELECT COUNT(*) FROM (SELECT id FROM {table} WHERE id IN ({}) \
+                 ORDER BY id FOR NO KEY UPDATE) x",
+                placeholder_list(first, changed.len())
+            ),
+            ids(changed),
+        )),
         Dialect::Postgres => {
             let also_changed = if changed.is_empty() {
                 String::new()
@@ -123,14 +134,15 @@ fn mark_online(
             };
             let mut params = ids(touched);
             params.extend(ids(changed));
-            (
+            Some((
                 format!(
                     "UPDATE {table} SET availability = 'ONLINE' WHERE availability <> 'ONLINE' \
-                     AND id IN (SELECT id FROM {table} WHERE id IN ({touched_list}) \
-                     AND (availability <> 'ONLINE'{also_changed}) ORDER BY id FOR NO KEY UPDATE)"
+                     AND id IN ({touched_list}) AND id IN (SELECT id FROM {table} \
+                     WHERE (id IN ({touched_list}) AND availability <> 'ONLINE'){also_changed} \
+                     ORDER BY id FOR NO KEY UPDATE)"
                 ),
                 params,
-            )
+            ))
         }
     }
 }
@@ -358,10 +370,10 @@ impl<'a> BatchTx<'a> {
             ("series", series, &self.touched_series),
             ("study", studies, &self.touched_studies),
         ] {
-            if !touched.is_empty() {
-                let changed: BTreeSet<i64> = changes.iter().map(|(row, _)| row.id()).collect();
-                let first = self.tail.first_placeholder();
-                let (sql, params) = mark_online(self.dialect, table, touched, &changed, first);
+            let changed: BTreeSet<i64> = changes.iter().map(|(row, _)| row.id()).collect();
+            let first = self.tail.first_placeholder();
+            if let Some((sql, params)) = mark_online(self.dialect, table, touched, &changed, first)
+            {
                 self.tail.push(sql, params);
             }
             for (row, change) in changes {
@@ -383,7 +395,6 @@ impl<'a> BatchTx<'a> {
     /// its series' and study's (whose `updated_at` moves either way: a file was written).
     fn set_bytes(&mut self, new: &NewInstance, ids: (i64, i64, i64), size: i64, delta: i64) {
         let (instance_id, series_id, study_id) = ids;
-        self.changed_stored_instances = true;
         self.touch(series_id, study_id);
         let first = self.tail.first_placeholder();
         self.tail.push(
@@ -798,6 +809,8 @@ impl<'a> BatchTx<'a> {
         let Some(new_file) = new.held.file() else {
             return Ok(StoreOutcome::DuplicateKept);
         };
+        // From here the tail may write this stored instance's rows, some twice.
+        self.changed_stored_instances = true;
         // The batch's queued rows include the first copy when one batch holds two.
         self.tail.flush(self.conn).await?;
         let read_counted = format!(

@@ -232,7 +232,7 @@ impl Index {
         .bind(require_target)
         .fetch_one(&mut *tx)
         .await?;
-        update_availability(&mut tx, study_uid).await?;
+        update_availability(&mut tx, self.dialect, study_uid).await?;
         tx.commit().await?;
         Ok(DeletionStart {
             marked,
@@ -299,7 +299,7 @@ impl Index {
     pub async fn recompute_availability(&self, study_uid: &str) -> IndexResult<()> {
         let mut tx = self.pool().begin().await?;
         lock_study_instances(&mut tx, self.dialect, study_uid).await?;
-        update_availability(&mut tx, study_uid).await?;
+        update_availability(&mut tx, self.dialect, study_uid).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -508,24 +508,41 @@ async fn lock_study_instances(
     study_uid: &str,
 ) -> IndexResult<()> {
     if dialect == Dialect::Postgres {
+        // Byte order (COLLATE "C"), as the writer sorts UIDs in Rust: a database's default
+        // collation may order "1.23.4" and "1.2.35" the other way round. Counted, so the ids
+        // of a large study do not travel back.
         sqlx::query(
-            "SELECT i.id FROM instance i JOIN series se ON se.id = i.series_fk \
-             JOIN study s ON s.id = se.study_fk WHERE s.study_uid = $1 \
-             ORDER BY i.sop_uid FOR NO KEY UPDATE OF i",
+            "SELECT COUNT(*) FROM (SELECT i.id FROM instance i \
+             JOIN series se ON se.id = i.series_fk JOIN study s ON s.id = se.study_fk \
+             WHERE s.study_uid = $1 ORDER BY i.sop_uid COLLATE \"C\" FOR NO KEY UPDATE OF i) x",
         )
         .bind(study_uid)
-        .fetch_all(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
     }
     Ok(())
 }
 
+/// On PostgreSQL, locks the study's series rows in id order, as ingest batches do, before
+/// the series' availability is written.
+const LOCK_STUDY_SERIES_PG: &str = "SELECT COUNT(*) FROM (SELECT se.id FROM series se \
+    JOIN study s ON s.id = se.study_fk WHERE s.study_uid = $1 ORDER BY se.id \
+    FOR NO KEY UPDATE OF se) x";
+
+/// The caller has locked the study's instances ([`lock_study_instances`]).
 async fn update_availability(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dialect: Dialect,
     study_uid: &str,
 ) -> IndexResult<()> {
-    for statement in AVAILABILITY_UPDATES {
-        sqlx::query(statement)
+    let [instances, series, study] = availability_updates();
+    let mut statements = vec![instances];
+    if dialect == Dialect::Postgres {
+        statements.push(LOCK_STUDY_SERIES_PG.to_string());
+    }
+    statements.extend([series, study]);
+    for statement in statements {
+        sqlx::query(&statement)
             .bind(study_uid)
             .execute(&mut **tx)
             .await?;
@@ -554,26 +571,44 @@ fn nearline_locations_sql(level: Level, count: usize) -> String {
     )
 }
 
-/// ONLINE if any ONLINE file, else NEARLINE if an ARCHIVED copy, else OFFLINE; then series and
-/// study from their instances. `$1` is the Study Instance UID.
-const AVAILABILITY_UPDATES: [&str; 3] = [
-    "UPDATE instance SET availability = CASE \
-       WHEN EXISTS (SELECT 1 FROM file f WHERE f.instance_fk = instance.id AND f.status = 'OK') THEN 'ONLINE' \
-       WHEN EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
-         WHERE pm.instance_fk = instance.id AND p.status = 'ARCHIVED') THEN 'NEARLINE' \
-       ELSE 'OFFLINE' END \
-     WHERE series_fk IN (SELECT se.id FROM series se JOIN study s ON s.id = se.study_fk WHERE s.study_uid = $1)",
-    "UPDATE series SET availability = CASE \
-       WHEN EXISTS (SELECT 1 FROM instance i WHERE i.series_fk = series.id AND i.availability = 'ONLINE') THEN 'ONLINE' \
-       WHEN EXISTS (SELECT 1 FROM instance i WHERE i.series_fk = series.id AND i.availability = 'NEARLINE') THEN 'NEARLINE' \
-       ELSE 'OFFLINE' END \
-     WHERE study_fk = (SELECT id FROM study WHERE study_uid = $1)",
-    "UPDATE study SET availability = CASE \
-       WHEN EXISTS (SELECT 1 FROM series x WHERE x.study_fk = study.id AND x.availability = 'ONLINE') THEN 'ONLINE' \
-       WHEN EXISTS (SELECT 1 FROM series x WHERE x.study_fk = study.id AND x.availability = 'NEARLINE') THEN 'NEARLINE' \
-       ELSE 'OFFLINE' END \
-     WHERE study_uid = $1",
-];
+/// ONLINE if any ONLINE file, else NEARLINE if an ARCHIVED copy, else OFFLINE.
+const INSTANCE_AVAILABILITY: &str = "CASE \
+    WHEN EXISTS (SELECT 1 FROM file f WHERE f.instance_fk = instance.id AND f.status = 'OK') THEN 'ONLINE' \
+    WHEN EXISTS (SELECT 1 FROM pack_member pm JOIN pack p ON p.id = pm.pack_fk \
+      WHERE pm.instance_fk = instance.id AND p.status = 'ARCHIVED') THEN 'NEARLINE' \
+    ELSE 'OFFLINE' END";
+const SERIES_AVAILABILITY: &str = "CASE \
+    WHEN EXISTS (SELECT 1 FROM instance i WHERE i.series_fk = series.id AND i.availability = 'ONLINE') THEN 'ONLINE' \
+    WHEN EXISTS (SELECT 1 FROM instance i WHERE i.series_fk = series.id AND i.availability = 'NEARLINE') THEN 'NEARLINE' \
+    ELSE 'OFFLINE' END";
+const STUDY_AVAILABILITY: &str = "CASE \
+    WHEN EXISTS (SELECT 1 FROM series x WHERE x.study_fk = study.id AND x.availability = 'ONLINE') THEN 'ONLINE' \
+    WHEN EXISTS (SELECT 1 FROM series x WHERE x.study_fk = study.id AND x.availability = 'NEARLINE') THEN 'NEARLINE' \
+    ELSE 'OFFLINE' END";
+
+/// The study's instances, then series, then the study itself get the availability their
+/// files, copies or members give them (`$1` is the Study Instance UID). Only rows whose
+/// availability changes are written: fewer writes on a large study, and on PostgreSQL no
+/// lock on an instance committed after the caller locked the study's instances (it would be
+/// taken out of their order).
+fn availability_updates() -> [String; 3] {
+    [
+        format!(
+            "UPDATE instance SET availability = {INSTANCE_AVAILABILITY} \
+             WHERE series_fk IN (SELECT se.id FROM series se JOIN study s ON s.id = se.study_fk \
+             WHERE s.study_uid = $1) AND availability <> {INSTANCE_AVAILABILITY}"
+        ),
+        format!(
+            "UPDATE series SET availability = {SERIES_AVAILABILITY} \
+             WHERE study_fk = (SELECT id FROM study WHERE study_uid = $1) \
+             AND availability <> {SERIES_AVAILABILITY}"
+        ),
+        format!(
+            "UPDATE study SET availability = {STUDY_AVAILABILITY} \
+             WHERE study_uid = $1 AND availability <> {STUDY_AVAILABILITY}"
+        ),
+    ]
+}
 
 #[cfg(test)]
 mod tests {
@@ -595,8 +630,8 @@ mod tests {
 
     #[tokio::test]
     async fn availability_recompute_reads_only_the_studys_rows() {
-        for sql in AVAILABILITY_UPDATES {
-            let plan = sqlite_plan(sql).await;
+        for sql in availability_updates() {
+            let plan = sqlite_plan(&sql).await;
             assert_no_status_walk("availability recompute", &plan);
             assert!(
                 !plan.iter().any(|step| step.starts_with("SCAN")),
