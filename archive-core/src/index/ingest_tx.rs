@@ -117,14 +117,12 @@ fn mark_online(
             ids(touched),
         )),
         Dialect::Postgres if touched.is_empty() && changed.is_empty() => None,
-        Dialect::Postgres if touched.is_empty() => Some((
-            format!(
-                "SELECT COUNT(*) FROM (SELECT id FROM {table} WHERE id IN ({}) \
-                 ORDER BY id FOR NO KEY UPDATE) x",
-                placeholder_list(first, changed.len())
-            ),
-            ids(changed),
-        )),
+        Dialect::Postgres if touched.is_empty() => {
+            let changed_list = placeholder_list(first, changed.len());
+            let select = format!("SELECT id FROM {table} WHERE id IN ({changed_list})");
+            let lock = dialect.lock_in_order(&select, table, "id")?;
+            Some((lock, ids(changed)))
+        }
         Dialect::Postgres => {
             let also_changed = if changed.is_empty() {
                 String::new()
@@ -335,11 +333,8 @@ impl<'a> BatchTx<'a> {
     /// Writes the new files, marks the touched series and studies ONLINE, and commits. On
     /// error the transaction is still open: the caller rolls it back.
     pub(super) async fn commit(mut self) -> IndexResult<()> {
-        if self.begin.is_some()
-            && self.touched_series.is_empty()
-            && self.tail.is_empty()
-            && self.row_changes.is_empty()
-        {
+        // (Row changes come only after BEGIN was sent: a hierarchy insert or a duplicate's read.)
+        if self.begin.is_some() && self.touched_series.is_empty() && self.tail.is_empty() {
             // Nothing was read or written (every instance settled from the cache).
             return Ok(());
         }

@@ -507,27 +507,22 @@ async fn lock_study_instances(
     dialect: Dialect,
     study_uid: &str,
 ) -> IndexResult<()> {
-    if dialect == Dialect::Postgres {
-        // Byte order (COLLATE "C"), as the writer sorts UIDs in Rust: a database's default
-        // collation may order "1.23.4" and "1.2.35" the other way round. Counted, so the ids
-        // of a large study do not travel back.
-        sqlx::query(
-            "SELECT COUNT(*) FROM (SELECT i.id FROM instance i \
-             JOIN series se ON se.id = i.series_fk JOIN study s ON s.id = se.study_fk \
-             WHERE s.study_uid = $1 ORDER BY i.sop_uid COLLATE \"C\" FOR NO KEY UPDATE OF i) x",
-        )
-        .bind(study_uid)
-        .fetch_one(&mut **tx)
-        .await?;
+    // Byte order (COLLATE "C"), as the writer sorts UIDs in Rust: a database's default
+    // collation may order "1.23.4" and "1.2.35" the other way round.
+    let lock = dialect.lock_in_order(
+        "SELECT i.id FROM instance i JOIN series se ON se.id = i.series_fk \
+         JOIN study s ON s.id = se.study_fk WHERE s.study_uid = $1",
+        "i",
+        "i.sop_uid COLLATE \"C\"",
+    );
+    if let Some(lock) = lock {
+        sqlx::query(&lock)
+            .bind(study_uid)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
-
-/// On PostgreSQL, locks the study's series rows in id order, as ingest batches do, before
-/// the series' availability is written.
-const LOCK_STUDY_SERIES_PG: &str = "SELECT COUNT(*) FROM (SELECT se.id FROM series se \
-    JOIN study s ON s.id = se.study_fk WHERE s.study_uid = $1 ORDER BY se.id \
-    FOR NO KEY UPDATE OF se) x";
 
 /// The caller has locked the study's instances ([`lock_study_instances`]).
 async fn update_availability(
@@ -536,12 +531,14 @@ async fn update_availability(
     study_uid: &str,
 ) -> IndexResult<()> {
     let [instances, series, study] = availability_updates();
-    let mut statements = vec![instances];
-    if dialect == Dialect::Postgres {
-        statements.push(LOCK_STUDY_SERIES_PG.to_string());
-    }
-    statements.extend([series, study]);
-    for statement in statements {
+    // The study's series in id order, as ingest batches lock them, before they are written.
+    let lock_series = dialect.lock_in_order(
+        "SELECT se.id FROM series se JOIN study s ON s.id = se.study_fk WHERE s.study_uid = $1",
+        "se",
+        "se.id",
+    );
+    let statements = [Some(instances), lock_series, Some(series), Some(study)];
+    for statement in statements.into_iter().flatten() {
         sqlx::query(&statement)
             .bind(study_uid)
             .execute(&mut **tx)
