@@ -88,24 +88,14 @@ children_cpu_into() { # variable
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
-# Workloads: generated once, split into 4 directories by patient for 4 parallel senders.
-make_workload() { # name patients instances_per_series matrix
-    local dir=$bench/workloads/$1
-    [ -f "$dir/.done" ] && return 0
-    rm -rf "$dir"; mkdir -p "$dir"
-    "$strata" generate --out "$dir/all" --patients "$2" --instances-per-series "$3" --matrix "$4" \
-        --seed $((RANDOM + 1)) --patient-prefix "B$1" >/dev/null
-    for k in 0 1 2 3; do mkdir -p "$dir/part$k"; done
-    local n=0
-    for study in $(ls "$dir/all" | sed 's/_.*//' | sort -u); do
-        mv "$dir/all/${study}"_* "$dir/part$((n % 4))/"; n=$((n + 1))
-    done
-    rmdir "$dir/all"; touch "$dir/.done"
-}
+# Workloads: generated once (bench/ingest_workloads.sh), 4 part directories each.
+source "$root/bench/ingest_workloads.sh"
 scale=1; [ -n "$quick" ] && scale=10
 echo "generating workloads"
 make_workload small 50 $((200 / scale)) 90    # 10,000 x ~16 KB in 50 studies
 make_workload ct 20 $((100 / scale)) 512      # 2,000 x 512x512x16-bit in 20 studies
+split_workload ct ct16 16                     # the same, 16 senders (peak RSS)
+settle_workloads
 count() { find "$bench/workloads/$1" -name '*.dcm' | wc -l; }
 
 send_parallel() { # port workload senders -> seconds
@@ -250,12 +240,6 @@ done
 
 # Peak RSS with 16 parallel CT associations: the CT workload split 16 ways.
 echo "RSS: 16 parallel CT associations"
-dir16=$bench/workloads/ct16
-if [ ! -f "$dir16/.done" ]; then
-    rm -rf "$dir16"; mkdir -p "$dir16"; n=0
-    for f in "$bench"/workloads/ct/part*/*.dcm; do mkdir -p "$dir16/part$((n % 16))"; ln -sf "$f" "$dir16/part$((n % 16))/"; n=$((n + 1)); done
-    touch "$dir16/.done"
-fi
 round=rss16; d=$run_root/strata-rss16; mkdir -p "$d"
 start_strata "$d" "sqlite://$d/index.db"
 s16=$(send_parallel "$STRATA_PORT" ct16 16)
@@ -303,4 +287,4 @@ echo "receiver that makes each object durable before answering can be faster on 
 echo "Strata peak RSS: 16 parallel CT associations ${rss16} MB; one ~2 GB object ${rss_big:-not measured} MB"
 echo "storescu error lines: $(grep -c "E: " "$bench/storescu.err" 2>/dev/null || true)"
 # Delete this run's data only now (see run_root above), keeping the generated workloads.
-rm -rf "$run_root"
+rm -rf "$run_root"; deleted_files

@@ -1,0 +1,49 @@
+# The ingest workloads, shared by bench/ingest.sh and bench/ingest_bounds.sh: sourced with
+# $bench (the benchmark directory) and $strata (a release build) set.
+#
+# Each workload is generated once and cached under $bench/workloads/NAME, split into part*/
+# directories by patient, one per parallel sender. Its `.done` file records how it was made,
+# so a cached workload of another size (a --quick run's) is made again, never reused.
+#
+# Deleting thousands of files (replacing a cached workload, a run's data) makes ext4 without a
+# journal skip the freed inodes at every file creation for a minute or more (recently_deleted),
+# which slows whatever writes next. Deleters call deleted_files; settle_workloads, called
+# before measuring, waits until 90 s have passed since the last deletion (none if longer ago).
+deleted_files() { date +%s >"$bench/.deleted-at"; }
+settle_workloads() {
+    local since wait
+    since=$(cat "$bench/.deleted-at" 2>/dev/null || echo 0)
+    wait=$((since + 90 - $(date +%s)))
+    [ "$wait" -gt 0 ] || return 0
+    echo "waiting $wait s: files deleted $((90 - wait)) s ago are still 'recently deleted' for ext4"
+    sleep "$wait"
+}
+
+make_workload() { # name patients instances_per_series matrix
+    local dir=$bench/workloads/$1 made="$2 $3 $4"
+    [ "$(cat "$dir/.done" 2>/dev/null)" = "$made" ] && return 0
+    if [ -e "$dir" ]; then rm -rf "$dir"; deleted_files; fi
+    mkdir -p "$dir"
+    "$strata" generate --out "$dir/all" --patients "$2" --instances-per-series "$3" --matrix "$4" \
+        --seed $((RANDOM + 1)) --patient-prefix "B$1" >/dev/null
+    for k in 0 1 2 3; do mkdir -p "$dir/part$k"; done
+    local n=0
+    for study in $(ls "$dir/all" | sed 's/_.*//' | sort -u); do
+        mv "$dir/all/${study}"_* "$dir/part$((n % 4))/"; n=$((n + 1))
+    done
+    rmdir "$dir/all"; echo "$made" >"$dir/.done"
+}
+
+# The files of workload SOURCE spread over N part directories (symbolic links), for N senders.
+split_workload() { # source name n
+    local dir=$bench/workloads/$2 made
+    made="$(cat "$bench/workloads/$1/.done") split $3"
+    [ "$(cat "$dir/.done" 2>/dev/null)" = "$made" ] && return 0
+    if [ -e "$dir" ]; then rm -rf "$dir"; deleted_files; fi
+    mkdir -p "$dir"
+    local n=0 f
+    for f in "$bench/workloads/$1"/part*/*.dcm; do
+        mkdir -p "$dir/part$((n % $3))"; ln -sf "$f" "$dir/part$((n % $3))/"; n=$((n + 1))
+    done
+    echo "$made" >"$dir/.done"
+}
