@@ -62,17 +62,7 @@ cargo build --release --quiet -p archive-core --example durable_floor
 strata=$root/target/release/strata
 floor=$root/target/release/examples/durable_floor
 
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
-ticks=$(getconf CLK_TCK)
-# CPU seconds (user + system) of a process and of its reaped children (storescp --fork).
-proc_cpu() { awk -v t="$ticks" '{ printf "%.3f", ($14 + $15 + $16 + $17) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# CPU seconds of the PostgreSQL server: every postgres process (the postmaster's children's
-# times count once they exit). Zero when PostgreSQL is not in use.
-pg_cpu() {
-    local total=0 pid
-    for pid in $(pgrep -x postgres 2>/dev/null); do total=$(calc "$total + $(proc_cpu "$pid")"); done
-    echo "$total"
-}
+source "$root/bench/ingest_lib.sh"   # calc, proc_cpu, pg_cpu, free_port, wait_port, median, workloads
 # Bytes a process has caused to be written to storage.
 proc_written() { awk '/^write_bytes/ { print $2 }' "/proc/$1/io" 2>/dev/null || echo 0; }
 # Apparent size of everything below a directory (the objects a receiver stored).
@@ -85,11 +75,7 @@ children_cpu_into() { # variable
     times > "$run_root/.times"
     printf -v "$1" '%s' "$(tail -1 "$run_root/.times" | awk '{ gsub(/[ms]/, " "); split($0, f, " "); printf "%.3f", f[1] * 60 + f[2] + f[3] * 60 + f[4] }')"
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
-# Workloads: generated once (bench/ingest_workloads.sh), 4 part directories each.
-source "$root/bench/ingest_workloads.sh"
 scale=1; [ -n "$quick" ] && scale=10
 echo "generating workloads"
 make_workload small 50 $((200 / scale)) 90    # 10,000 x ~16 KB in 50 studies
@@ -196,8 +182,6 @@ record() { # receiver workload
     printf '  %-17s %s s, CPU %s s%s%s\n' "$1" "${seconds[$1,$2]}" "${cpu[$1,$2]:-?}" \
         "${extra[$1,$2]:+, ${extra[$1,$2]} B/instance beyond the objects}" "${rss[$1,$2]:+ (peak RSS ${rss[$1,$2]} MB)}"
 }
-# Median of the numbers on stdin; empty for none (a receiver without that figure).
-median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # Every receiver of the run, measured in this order in odd rounds and in the reverse order in
 # even ones: whichever runs first or right after another may find the machine in another state
 # (its page cache, the disk's write-back), and a fixed order turns that into a bias.

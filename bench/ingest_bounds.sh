@@ -47,7 +47,7 @@ cargo build --release --quiet -p archive-core --example durable_floor
 strata=${BENCH_STRATA_BIN:-$root/target/release/strata}
 floor=$root/target/release/examples/durable_floor
 
-source "$root/bench/ingest_workloads.sh"
+source "$root/bench/ingest_lib.sh"   # calc, proc_cpu, pg_cpu, free_port, wait_port, median, workloads
 echo "generating workloads"
 make_workload small 50 200 90    # the same as bench/ingest.sh's
 split_workload small small16 16
@@ -64,18 +64,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
-ticks=$(getconf CLK_TCK)
-proc_cpu() { awk -v t="$ticks" '{ printf "%.3f", ($14 + $15 + $16 + $17) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-pg_cpu() {
-    local total=0 pid
-    for pid in $(pgrep -x postgres 2>/dev/null); do total=$(calc "$total + $(proc_cpu "$pid")"); done
-    echo "$total"
-}
 context_switches() { awk '/^ctxt/ { print $2 }' /proc/stat; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 declare -A wall strata_cpu server_cpu switches
 record() { # key seconds strata-cpu server-cpu switches

@@ -1,9 +1,25 @@
-# The ingest workloads, shared by bench/ingest.sh and bench/ingest_bounds.sh: sourced with
-# $bench (the benchmark directory) and $strata (a release build) set.
-#
-# Each workload is generated once and cached under $bench/workloads/NAME, split into part*/
-# directories by patient, one per parallel sender. Its `.done` file records how it was made,
-# so a cached workload of another size (a --quick run's) is made again, never reused.
+# Shared by bench/ingest.sh and bench/ingest_bounds.sh: sourced with $bench (the benchmark
+# directory) and $strata (a release build) set.
+
+calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
+ticks=$(getconf CLK_TCK)
+# CPU seconds (user + system) of a process and of its reaped children (storescp --fork).
+proc_cpu() { awk -v t="$ticks" '{ printf "%.3f", ($14 + $15 + $16 + $17) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# CPU seconds of the PostgreSQL server: every postgres process (the postmaster's children's
+# times count once they exit). Zero when PostgreSQL is not in use.
+pg_cpu() {
+    local total=0 pid
+    for pid in $(pgrep -x postgres 2>/dev/null); do total=$(calc "$total + $(proc_cpu "$pid")"); done
+    echo "$total"
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+# Median of the numbers on stdin; empty for none (a receiver without that figure).
+median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# The ingest workloads: each is generated once and cached under $bench/workloads/NAME, split
+# into part*/ directories by patient, one per parallel sender. Its `.done` file records how it
+# was made, so a cached workload of another size (a --quick run's) is made again, never reused.
 #
 # Deleting thousands of files (replacing a cached workload, a run's data) makes ext4 without a
 # journal skip the freed inodes at every file creation for a minute or more (recently_deleted),
