@@ -81,7 +81,7 @@ echo "generating workloads"
 make_workload small 50 $((200 / scale)) 90    # 10,000 x ~16 KB in 50 studies
 make_workload ct 20 $((100 / scale)) 512      # 2,000 x 512x512x16-bit in 20 studies
 split_workload ct ct16 16                     # the same, 16 senders (peak RSS)
-settle_workloads
+settle_after_deletions
 count() { find "$bench/workloads/$1" -name '*.dcm' | wc -l; }
 
 send_parallel() { # port workload senders -> seconds

@@ -52,7 +52,7 @@ echo "generating workloads"
 make_workload small 50 200 90    # the same as bench/ingest.sh's
 split_workload small small16 16
 instances=$(find "$bench/workloads/small" -name '*.dcm' | wc -l)
-settle_workloads
+settle_after_deletions
 
 # Everything stays until the end: a deletion would slow the next run (ext4's recently_deleted).
 run_root=$bench/bounds-$(date +%s); mkdir -p "$run_root"
@@ -141,4 +141,4 @@ for key in "${!wall[@]}"; do
         "$(echo "${switches[$key]}" | median)" "${wall[$key]# }"
 done | sort
 echo
-echo "storescu error lines: $(cat "$run_root/storescu.err" 2>/dev/null | wc -l)"
+echo "storescu error lines: $(grep -c "E: " "$run_root/storescu.err" 2>/dev/null || true)"

@@ -23,10 +23,10 @@ median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{ v[NR] = $1
 #
 # Deleting thousands of files (replacing a cached workload, a run's data) makes ext4 without a
 # journal skip the freed inodes at every file creation for a minute or more (recently_deleted),
-# which slows whatever writes next. Deleters call deleted_files; settle_workloads, called
+# which slows whatever writes next. Deleters call deleted_files; settle_after_deletions, called
 # before measuring, waits until 90 s have passed since the last deletion (none if longer ago).
 deleted_files() { date +%s >"$bench/.deleted-at"; }
-settle_workloads() {
+settle_after_deletions() {
     local since wait
     since=$(cat "$bench/.deleted-at" 2>/dev/null || echo 0)
     wait=$((since + 90 - $(date +%s)))
