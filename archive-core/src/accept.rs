@@ -258,9 +258,14 @@ impl From<StoreError> for Refusal {
 }
 
 impl Spooled {
-    /// Appends received bytes.
+    /// Appends a copy of received bytes (for callers whose buffer is reused).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
         Ok(self.writer.write(bytes).await?)
+    }
+
+    /// Appends a received chunk without copying it.
+    pub async fn write_bytes(&mut self, bytes: bytes::Bytes) -> Result<(), Refusal> {
+        Ok(self.writer.write_bytes(bytes).await?)
     }
 
     pub fn size(&self) -> u64 {
@@ -310,8 +315,8 @@ impl Acceptor {
         let (record, metadata) = match writer.parse_source().await.map_err(Refusal::from)? {
             // Small objects (most of a CT series) are parsed in place: a hand-off to the
             // blocking pool would cost more than the parse.
-            ParseSource::Memory(bytes) => {
-                describe(ParseSource::Memory(bytes), negotiated, arrival.source)?
+            source @ (ParseSource::Memory(_) | ParseSource::Chunks(_)) => {
+                describe(source, negotiated, arrival.source)?
             }
             // A large object's header is read from its spool file: blocking I/O, off the
             // async threads.

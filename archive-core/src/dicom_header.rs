@@ -2,7 +2,7 @@
 //! Every way in (C-STORE, STOW-RS, import) parses through here, so they index alike.
 
 use crate::model::{InstanceAttrs, InstanceRecord, PatientAttrs, SeriesAttrs, StudyAttrs};
-use crate::online::ParseSource;
+use crate::online::{ChunksReader, ParseSource};
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
@@ -51,6 +51,7 @@ pub fn parse_header(source: ParseSource<'_>) -> Result<DefaultDicomObject, Parse
         .read_until(tags::PIXEL_DATA);
     let result = match source {
         ParseSource::Memory(bytes) => options.from_reader(bytes),
+        ParseSource::Chunks(chunks) => options.from_reader(ChunksReader::new(chunks)),
         ParseSource::File(path) => options.open_file(path),
     };
     result.map_err(|e| ParseError(e.to_string()))

@@ -250,7 +250,7 @@ async fn on_data<S: DicomStream>(
         received,
     } = data;
     match expecting {
-        Some(Expecting::Store(object, _)) => object.receive(&value.data).await,
+        Some(Expecting::Store(object, _)) => object.receive(value.data).await,
         Some(Expecting::Discard(..)) => {}
         Some(Expecting::Query {
             command,

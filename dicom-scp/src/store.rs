@@ -75,14 +75,17 @@ impl IncomingObject {
         }
         let mut spooled = acceptor.begin().map_err(refusal_status)?;
         let header = part10_header(command, transfer_syntax, calling_ae)?;
-        spooled.write(&header).await.map_err(refusal_status)?;
+        spooled
+            .write_bytes(header.into())
+            .await
+            .map_err(refusal_status)?;
         Ok(spooled)
     }
 
-    /// Appends one Data PDV's bytes.
-    pub async fn receive(&mut self, bytes: &[u8]) {
+    /// Appends one Data PDV's bytes (kept as they are until written, not copied).
+    pub async fn receive(&mut self, bytes: Vec<u8>) {
         if let Ok(spooled) = &mut self.spooled {
-            if let Err(refusal) = spooled.write(bytes).await {
+            if let Err(refusal) = spooled.write_bytes(bytes.into()).await {
                 self.spooled = Err(refusal_status(refusal));
             }
         }

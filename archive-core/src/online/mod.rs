@@ -8,6 +8,7 @@ mod object_writer;
 pub mod sweep;
 
 pub use layout::{is_object_path, relative_path_for};
+pub(crate) use object_writer::ChunksReader;
 pub use object_writer::{ObjectWriter, ParseSource};
 
 use crate::model::{Filesystem, StoredFile};

@@ -192,7 +192,7 @@ async fn stow(
             match field.chunk().await {
                 Ok(Some(chunk)) => {
                     if let Some(writer) = spooled.as_mut() {
-                        if let Err(refusal) = writer.write(&chunk).await {
+                        if let Err(refusal) = writer.write_bytes(chunk).await {
                             outcomes.push(PartOutcome::Failed(
                                 None,
                                 refusal.status(),
