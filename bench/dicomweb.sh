@@ -9,7 +9,9 @@
 #   metadata  series /metadata of a 500-instance series (p50 of N)
 #   WADO-RS   whole-study retrieval, transfer-syntax=*, every study per round (MB/s, median)
 #   STOW-RS   another 2,000 instances posted by 4 clients (one per study) in batches of 25
-#             (instances/s over the wall time; the same prebuilt bodies for every server)
+#             (instances/s over the wall time; the same prebuilt bodies for every server),
+#             and the server's CPU per instance meanwhile (Strata on PostgreSQL: with
+#             PostgreSQL's), which varies far less than the rate on these VMs
 # Every answer is checked (the study found, 500 metadata items, 500 parts with the right
 # UIDs, STOW 200 without FailedSOPSequence and every instance counted by QIDO afterwards),
 # so a server that answers wrongly fails the run instead of looking fast.
@@ -85,6 +87,14 @@ baseline=${BENCH_BASELINE_BIN:-}
 
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
+source "$root/bench/cpu_lib.sh"   # proc_cpu, pg_cpu
+# CPU seconds the server has used so far; for Strata on PostgreSQL, PostgreSQL's too.
+server_cpu() { # label
+    case "$1" in
+        *-postgres) calc "$(proc_cpu "$server_pid") + $(pg_cpu)" ;;
+        *) proc_cpu "$server_pid" ;;
+    esac
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # port; gives up when the server (server_pid) has exited
     for _ in $(seq 1 600); do
@@ -185,7 +195,7 @@ new_pg_database() { # sets url (not run in a subshell: cleanup drops what pg_dbs
 
 # The same steps for every server; the results go to $run/<label>.r<round>.json.
 measure() { # label round
-    local label=$1 round=$2 start seconds load qido metadata wado stow
+    local label=$1 round=$2 start seconds load qido metadata wado stow cpu
     export DICOMWEB_TOKEN
     start=$(now)
     ls -d "$load_dir"/part* | xargs -P 4 -I{} "$STORESCU" -aec "$dicom_ae" +sd +r -nh 127.0.0.1 "$dicom_port" {} \
@@ -197,7 +207,11 @@ measure() { # label round
     qido=$(python3 "$client" qido "$base" "$load_dir/manifest.json" "$qido_n")
     metadata=$(python3 "$client" metadata "$base" "$load_dir/manifest.json" "$metadata_n")
     wado=$(python3 "$client" wado "$base" "$load_dir/manifest.json" "$wado_rounds")
+    cpu=$(server_cpu "$label")
     stow=$(python3 "$client" stow "$base" "$stow_dir/manifest.json")
+    # The server's CPU per stored instance: steadier than instances/s on these VMs.
+    cpu=$(calc "($(server_cpu "$label") - $cpu) * 1000 / $instances")
+    stow="${stow%\}}, \"cpu_ms\": $cpu}"
     python3 "$client" check-load "$base" "$stow_dir/manifest.json" >/dev/null
     printf '{"label": "%s", "load": %s, "qido": %s, "metadata": %s, "wado": %s, "stow": %s}\n' \
         "$label" "$load" "$qido" "$metadata" "$wado" "$stow" >"$run/$label.r$round.json"

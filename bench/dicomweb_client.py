@@ -440,6 +440,7 @@ def table(run_dir, labels, targets):
         (f"series /metadata ({orthanc[0]['metadata']['instances']} instances), p50 (ms)", lambda r: r["metadata"]["p50"], "latency", "metadata"),
         ("WADO-RS whole study, MB/s (median of rounds)", lambda r: r["wado"]["mb_s"], "throughput", "wado"),
         (f"STOW-RS, {orthanc[0]['stow']['clients']} clients, instances/s", lambda r: r["stow"]["instances_s"], "throughput", "stow"),
+        ("STOW-RS, server CPU ms per instance (Strata on PostgreSQL: with PostgreSQL's; not a target)", lambda r: r["stow"]["cpu_ms"], "latency", None),
         ("C-STORE load (4 storescu), instances/s (not a target)", lambda r: r["load"]["instances_s"], "throughput", None),
     ]
 
@@ -462,7 +463,8 @@ def table(run_dir, labels, targets):
             print(f"| {name} | {label.removeprefix('strata-')} | {o:.2f} | {st:.2f} | {r:.2f}x | {each} | "
                   f"{'' if target is None else '>= %gx' % target} | {verdict} |")
     print()
-    print("Latency ratio: Orthanc p50 / Strata p50; throughput ratio: Strata / Orthanc.")
+    print("Latency ratio: Orthanc p50 / Strata p50; throughput ratio: Strata / Orthanc; CPU ratio:"
+          " Orthanc's / Strata's (above 1: Strata used less).")
     print("Client floor: the same timed GET (requests.Session) against a server that answers `[]` at"
           " once takes %.2f ms p50: it is part of every latency above, so a QIDO ratio cannot exceed"
           " Orthanc p50 / %.2f ms = %.1fx." % (client_floor, client_floor,
@@ -474,7 +476,8 @@ def table(run_dir, labels, targets):
                   f"PatientName p50/p90/p99 {q['patient_name']['p50']:.2f}/{q['patient_name']['p90']:.2f}/{q['patient_name']['p99']:.2f} ms; "
                   f"metadata p50/p90 {md['p50']:.1f}/{md['p90']:.1f} ms ({md['body_bytes']} bytes); "
                   f"WADO-RS rounds {' '.join('%.0f' % x['mb_s'] for x in result['wado']['rounds'])} MB/s; "
-                  f"STOW-RS {result['stow']['instances_s']:.0f}/s ({result['stow']['requests']} requests in {result['stow']['seconds']:.2f} s); "
+                  f"STOW-RS {result['stow']['instances_s']:.0f}/s ({result['stow']['requests']} requests in {result['stow']['seconds']:.2f} s, "
+                  f"server CPU {result['stow']['cpu_ms']:.2f} ms per instance); "
                   f"C-STORE load {result['load']['seconds']:.2f} s")
 
 

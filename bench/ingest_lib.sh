@@ -2,16 +2,7 @@
 # directory) and $strata (a release build) set.
 
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
-ticks=$(getconf CLK_TCK)
-# CPU seconds (user + system) of a process and of its reaped children (storescp --fork).
-proc_cpu() { awk -v t="$ticks" '{ printf "%.3f", ($14 + $15 + $16 + $17) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# CPU seconds of the PostgreSQL server: every postgres process (the postmaster's children's
-# times count once they exit). Zero when PostgreSQL is not in use.
-pg_cpu() {
-    local total=0 pid
-    for pid in $(pgrep -x postgres 2>/dev/null); do total=$(calc "$total + $(proc_cpu "$pid")"); done
-    echo "$total"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/cpu_lib.sh"   # proc_cpu, pg_cpu
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 # Median of the numbers on stdin; empty for none (a receiver without that figure).
