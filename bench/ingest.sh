@@ -40,6 +40,18 @@ bench=${BENCH_DIR:-$root/target/bench}
 # recently freed ones (recently_deleted), which slowed whichever server ran next by ~25 %.
 run_root=$bench/run-$(date +%s)
 pg_admin=${BENCH_PG_URL:-postgres://root@127.0.0.1:5432/postgres}
+# The PostgreSQL databases this run creates, dropped however it ends: the server may be
+# shared (the test suite uses the same one). A file, because fresh_pg_url runs in a subshell.
+mkdir -p "$bench"; pg_databases=$bench/pg-databases-$$
+drop_pg_databases() {
+    local name
+    [ -f "$pg_databases" ] || return 0
+    while read -r name; do
+        psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null 2>&1 || true
+    done <"$pg_databases"
+    rm -f "$pg_databases"
+}
+trap drop_pg_databases EXIT
 export TCP_NODELAY=1
 STORESCU=/usr/bin/storescu   # pynetdicom ships a script of the same name
 
@@ -146,7 +158,8 @@ peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 stop_strata() { kill "$STRATA_PID"; wait "$STRATA_PID" 2>/dev/null || true; }
 fresh_pg_url() {
     local name; name="strata_bench_$(date +%s)_$RANDOM"
-    psql "$pg_admin" -qc "CREATE DATABASE $name" >/dev/null && echo "${pg_admin%/*}/$name"
+    psql "$pg_admin" -qc "CREATE DATABASE $name" >/dev/null && echo "$name" >>"$pg_databases" &&
+        echo "${pg_admin%/*}/$name"
 }
 run_strata() { # backend workload [binary label]
     local label=${4:-strata}
@@ -268,7 +281,7 @@ echo "of the files it stored; PostgreSQL, WAL bytes generated. Orthanc-PG is Str
 echo
 echo "durable-floor: the same files written durably by 4 writers, no network, no index: no"
 echo "receiver that makes each object durable before answering can be faster on this machine."
-echo "Strata peak RSS: 16 parallel CT associations ${rss16} MB; one ~2 GB object ${rss_big:-not measured} MB"
+echo "Strata peak RSS: 16 parallel CT associations ${rss16} MB; one ~2 GB object ${rss_big:-not measured (--no-big)}${rss_big:+ MB}"
 echo "storescu error lines: $(grep -c "E: " "$bench/storescu.err" 2>/dev/null || true)"
 # Delete this run's data only now (see run_root above), keeping the generated workloads.
 rm -rf "$run_root"; deleted_files
