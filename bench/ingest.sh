@@ -40,18 +40,6 @@ bench=${BENCH_DIR:-$root/target/bench}
 # recently freed ones (recently_deleted), which slowed whichever server ran next by ~25 %.
 run_root=$bench/run-$(date +%s)
 pg_admin=${BENCH_PG_URL:-postgres://root@127.0.0.1:5432/postgres}
-# The PostgreSQL databases this run creates, dropped however it ends: the server may be
-# shared (the test suite uses the same one). A file, because fresh_pg_url runs in a subshell.
-mkdir -p "$bench"; pg_databases=$bench/pg-databases-$$
-drop_pg_databases() {
-    local name
-    [ -f "$pg_databases" ] || return 0
-    while read -r name; do
-        psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null 2>&1 || true
-    done <"$pg_databases"
-    rm -f "$pg_databases"
-}
-trap drop_pg_databases EXIT
 export TCP_NODELAY=1
 STORESCU=/usr/bin/storescu   # pynetdicom ships a script of the same name
 
@@ -75,6 +63,7 @@ strata=$root/target/release/strata
 floor=$root/target/release/examples/durable_floor
 
 source "$root/bench/ingest_lib.sh"   # calc, proc_cpu, pg_cpu, free_port, wait_port, median, workloads
+trap drop_bench_databases EXIT
 # Bytes a process has caused to be written to storage.
 proc_written() { awk '/^write_bytes/ { print $2 }' "/proc/$1/io" 2>/dev/null || echo 0; }
 # Apparent size of everything below a directory (the objects a receiver stored).
@@ -157,9 +146,7 @@ start_strata() { # data-dir db-url [binary] -> sets STRATA_PID STRATA_PORT
 peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 stop_strata() { kill "$STRATA_PID"; wait "$STRATA_PID" 2>/dev/null || true; }
 fresh_pg_url() {
-    local name; name="strata_bench_$(date +%s)_$RANDOM"
-    psql "$pg_admin" -qc "CREATE DATABASE $name" >/dev/null && echo "$name" >>"$pg_databases" &&
-        echo "${pg_admin%/*}/$name"
+    local name; name=$(new_bench_database strata_bench) && echo "${pg_admin%/*}/$name"
 }
 run_strata() { # backend workload [binary label]
     local label=${4:-strata}

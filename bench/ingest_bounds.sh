@@ -56,10 +56,8 @@ settle_after_deletions
 
 # Everything stays until the end: a deletion would slow the next run (ext4's recently_deleted).
 run_root=$bench/bounds-$(date +%s); mkdir -p "$run_root"
-databases=()
 cleanup() {
-    local name
-    for name in "${databases[@]}"; do psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $name" >/dev/null 2>&1 || true; done
+    drop_bench_databases
     rm -rf "$run_root"; deleted_files
 }
 trap cleanup EXIT
@@ -85,8 +83,7 @@ run_strata() { # label backend senders [sync-commit-off]
     [ "$3" = 4 ] || workload=small$3
     mkdir -p "$dir"
     if [ "$2" = sqlite ]; then url="sqlite://$dir/index.db"; else
-        name="strata_bounds_$(date +%s)_$RANDOM"; databases+=("$name")
-        psql "$pg_admin" -qc "CREATE DATABASE $name" >/dev/null
+        name=$(new_bench_database strata_bounds)
         [ -z "${4:-}" ] || psql "$pg_admin" -qc "ALTER DATABASE $name SET synchronous_commit = off" >/dev/null
         url="${pg_admin%/*}/$name"
     fi

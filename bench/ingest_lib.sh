@@ -1,5 +1,5 @@
 # Shared by bench/ingest.sh and bench/ingest_bounds.sh: sourced with $bench (the benchmark
-# directory) and $strata (a release build) set.
+# directory), $strata (a release build) and $pg_admin (the PostgreSQL server's admin URL) set.
 
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 source "$(dirname "${BASH_SOURCE[0]}")/cpu_lib.sh"   # proc_cpu, pg_cpu
@@ -17,6 +17,25 @@ median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{ v[NR] = $1
 # which slows whatever writes next. Deleters call deleted_files; settle_after_deletions, called
 # before measuring, waits until 90 s have passed since the last deletion (none if longer ago).
 deleted_files() { date +%s >"$bench/.deleted-at"; }
+# PostgreSQL databases a run creates ($pg_admin's server), listed in a file because callers
+# may run in a subshell, and dropped by drop_bench_databases however the run ends: the server
+# may be shared (the test suite uses the same one).
+bench_databases=$bench/pg-databases-$$
+new_bench_database() { # prefix -> prints the new database's name
+    local name; name="$1_$(date +%s)_$RANDOM"
+    psql "$pg_admin" -qc "CREATE DATABASE $name" >/dev/null || return 1
+    mkdir -p "$bench"; echo "$name" >>"$bench_databases"
+    echo "$name"
+}
+drop_bench_databases() {
+    local name
+    [ -f "$bench_databases" ] || return 0
+    while read -r name; do
+        psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null 2>&1 || true
+    done <"$bench_databases"
+    rm -f "$bench_databases"
+}
+
 settle_after_deletions() {
     local since wait
     since=$(cat "$bench/.deleted-at" 2>/dev/null || echo 0)
